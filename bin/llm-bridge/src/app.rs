@@ -1,0 +1,198 @@
+//! Composition: config + environment → providers → router → gateway.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use llm_bridge_auth::{Authenticator, SecretString, generate_key, parse_access_keys};
+use llm_bridge_core::secrecy::ExposeSecret;
+use llm_bridge_core::{ApiKeys, ChatProvider, ProviderConfig, api_key_env_var};
+use llm_bridge_gateway::Gateway;
+use llm_bridge_http::{ClientOptions, UpstreamClient};
+use llm_bridge_router::{Router, RouterConfig};
+use tokio::net::TcpListener;
+
+use crate::config::{AppConfig, ConfigError};
+use crate::registry::Registry;
+
+/// What the gateway reads from the environment. Only `main` fills it from the process
+/// environment; tests build it by hand.
+#[derive(Default)]
+pub struct Environment {
+    /// `ACCESS_API_KEYS`.
+    pub access_api_keys: Option<SecretString>,
+    /// Every other variable the gateway may read (`<NAME>_API_KEY`, proxy variables), by name.
+    pub vars: BTreeMap<String, SecretString>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("access_api_keys", &self.access_api_keys.as_ref().map(|_| "[redacted]"))
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Environment {
+    /// Reads the process environment (after `.env` was loaded).
+    pub fn from_process() -> Environment {
+        let mut env = Environment {
+            access_api_keys: std::env::var("ACCESS_API_KEYS").ok().map(SecretString::from),
+            vars: BTreeMap::new(),
+        };
+        for (k, v) in std::env::vars() {
+            if k.ends_with("_API_KEY") || k.to_ascii_uppercase().ends_with("_PROXY") {
+                env.vars.insert(k, SecretString::from(v));
+            }
+        }
+        env
+    }
+
+    /// A variable's value, if set and not empty.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|v| v.expose_secret())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// The assembled gateway, ready to serve.
+pub struct App {
+    gateway: Arc<Gateway>,
+    generated_key: Option<SecretString>,
+}
+
+impl App {
+    /// Builds providers, router and gateway from the config and the environment.
+    pub fn build(config: &AppConfig, env: &Environment) -> Result<App, ConfigError> {
+        Self::build_with(config, env, &Registry::builtin())
+    }
+
+    /// Like [`App::build`], with a registry that may hold third-party adapters.
+    pub fn build_with(config: &AppConfig, env: &Environment, registry: &Registry) -> Result<App, ConfigError> {
+        let providers = build_providers(config, env, registry)?;
+        let router = Router::new(
+            providers,
+            RouterConfig {
+                default_provider: config.default_provider.clone(),
+            },
+        )
+        .map_err(|e| ConfigError::new(e.message()))?;
+
+        let (keys, generated_key) = match env
+            .access_api_keys
+            .as_ref()
+            .map(|k| parse_access_keys(k.expose_secret()))
+            .transpose()
+            .map_err(|e| ConfigError::new(e.message()))?
+        {
+            Some(keys) if !keys.is_empty() => (keys, None),
+            _ => {
+                let key = generate_key();
+                let keys = parse_access_keys(key.expose_secret()).map_err(|e| ConfigError::new(e.message()))?;
+                (keys, Some(key))
+            }
+        };
+        let auth = Arc::new(Authenticator::new(keys));
+        let gateway = Gateway::new(Arc::new(router), auth, config.server.clone());
+        Ok(App {
+            gateway,
+            generated_key,
+        })
+    }
+
+    /// The gateway.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// The access key generated because none was configured, if any.
+    pub fn generated_key(&self) -> Option<&SecretString> {
+        self.generated_key.as_ref()
+    }
+
+    /// Binds the configured address (`host`/`port` may be overridden by the caller's config).
+    pub async fn bind(&self) -> std::io::Result<TcpListener> {
+        let c = self.gateway.config();
+        TcpListener::bind((c.host.as_str(), c.port)).await
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        llm_bridge_gateway::serve(self.gateway, listener, shutdown).await;
+    }
+
+    /// Binds an ephemeral port on 127.0.0.1 and serves in the background; for tests and
+    /// embedding. The returned handle stops the server when told to.
+    pub async fn spawn_local(self) -> std::io::Result<RunningApp> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let gateway = self.gateway.clone();
+        let task = tokio::spawn(self.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(RunningApp {
+            addr,
+            gateway,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A gateway serving in the background.
+pub struct RunningApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningApp {
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts a graceful shutdown and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+fn build_providers(
+    config: &AppConfig,
+    env: &Environment,
+    registry: &Registry,
+) -> Result<Vec<Arc<dyn ChatProvider>>, ConfigError> {
+    let client_options = ClientOptions::default();
+    let mut providers = Vec::new();
+    for (name, provider) in &config.providers {
+        let mut provider: ProviderConfig = provider.clone();
+        if let Some(keys) = env.var(&api_key_env_var(name)) {
+            provider.api_key = ApiKeys::from_list(keys);
+        }
+        if provider.requires_proxy {
+            tracing::warn!(
+                provider = %name,
+                "requires_proxy is set, but outbound proxies are not supported yet: connecting directly"
+            );
+        }
+        let client = UpstreamClient::new(&client_options)
+            .map_err(|e| ConfigError::new(format!("providers.{name}: {}", e.message())))?;
+        let built = registry
+            .build(name, &provider, client)
+            .map_err(|e| ConfigError::new(format!("providers.{name}.{e}")))?;
+        providers.push(built);
+    }
+    Ok(providers)
+}

@@ -1,0 +1,249 @@
+//! The command line: `serve` (the default), `check`, `models`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use llm_bridge_core::secrecy::ExposeSecret;
+
+use crate::app::{App, Environment};
+use crate::config::{AppConfig, ConfigSource};
+
+/// One OpenAI-compatible gateway for every LLM provider.
+#[derive(Debug, Parser)]
+#[command(name = "llm-bridge", version = crate::VERSION, about)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "LLM_BRIDGE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of the default `serve` command.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve(ServeArgs),
+    /// Load and validate the config, print what would be served, exit 1 on error.
+    Check,
+    /// List the models clients can use.
+    Models,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides server.host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on (overrides server.port).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+/// The default config path.
+pub const DEFAULT_CONFIG: &str = "configs/config.yaml";
+
+impl Cli {
+    fn source(&self) -> ConfigSource {
+        match &self.config {
+            Some(path) => ConfigSource {
+                path: path.clone(),
+                explicit: true,
+            },
+            None => ConfigSource {
+                path: PathBuf::from(DEFAULT_CONFIG),
+                explicit: false,
+            },
+        }
+    }
+}
+
+/// Runs the command line. `.env` must already be loaded.
+pub fn run(cli: Cli) -> ExitCode {
+    let source = cli.source();
+    let mut config = match AppConfig::load(&source) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env = Environment::from_process();
+    match cli.command {
+        None => serve(config, &env, &cli.serve, &source),
+        Some(Command::Serve(args)) => serve(config, &env, &args, &source),
+        Some(Command::Check) => check(&mut config, &env, &source),
+        Some(Command::Models) => models(&config, &env),
+    }
+}
+
+fn serve(mut config: AppConfig, env: &Environment, args: &ServeArgs, source: &ConfigSource) -> ExitCode {
+    if let Some(host) = &args.host {
+        config.server.host = host.clone();
+    }
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    if let Err(e) = crate::logging::init(&config.logging) {
+        eprintln!("error: logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    if !source.path.exists() {
+        tracing::warn!(path = %source.path.display(), "no config file: serving with defaults and environment overrides only");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let app = match App::build(&config, env) {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("error: {}: {e}", source.path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(key) = app.generated_key() {
+            // Printed once, on the console only: never logged.
+            eprintln!(
+                "\nNo ACCESS_API_KEYS configured: generated an access key for this run only:\n\n    {}\n\nSet ACCESS_API_KEYS (in .env or the environment) to choose your own keys.\n",
+                key.expose_secret()
+            );
+            tracing::warn!("no ACCESS_API_KEYS configured: using a generated key, valid for this run only");
+        }
+        let listener = match app.bind().await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot listen on {}:{}: {e}",
+                    config.server.host, config.server.port
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        tracing::info!(
+            address = %addr.map(|a| a.to_string()).unwrap_or_default(),
+            version = crate::VERSION,
+            providers = config.providers.len(),
+            "llm-bridge listening"
+        );
+        app.serve(listener, shutdown_signal()).await;
+        tracing::info!("llm-bridge stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn check(config: &mut AppConfig, env: &Environment, source: &ConfigSource) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _guard = runtime.enter();
+    let app = match App::build(config, env) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {}: {e}", source.path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let origin = if source.path.exists() {
+        source.path.display().to_string()
+    } else {
+        format!("{} (not found: defaults)", source.path.display())
+    };
+    println!("config: {origin}: ok");
+    println!("listen: {}:{}", config.server.host, config.server.port);
+    match app.generated_key() {
+        Some(_) => println!("access keys: none configured (serve would generate one for the run)"),
+        None => println!("access keys: configured"),
+    }
+    for provider in app.gateway().router().providers() {
+        let name = provider.name();
+        let p = &config.providers[name];
+        let keys = match env.var(&llm_bridge_core::api_key_env_var(name)) {
+            Some(v) => llm_bridge_core::ApiKeys::from_list(v).keys().len(),
+            None => p.api_key.keys().len(),
+        };
+        println!(
+            "provider {name}: adapter {}, {}, {} key(s){}",
+            p.adapter,
+            p.base_url,
+            keys,
+            if keys == 0 {
+                format!(" (set {})", llm_bridge_core::api_key_env_var(name))
+            } else {
+                String::new()
+            }
+        );
+        for model in provider.catalog().names() {
+            println!("  {name}/{model}");
+        }
+        if provider.catalog().has_wildcard() {
+            println!("  {name}/* (any other model name is passed through)");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[allow(clippy::print_stdout)]
+fn models(config: &AppConfig, env: &Environment) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _guard = runtime.enter();
+    match App::build(config, env) {
+        Ok(app) => {
+            for m in app.gateway().router().models() {
+                println!("{}", m.id);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! `llm-bridge`: parse the command line and run it. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // `.env` first, before any thread starts; real environment variables win over it.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("error: .env: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    llm_bridge::cli::run(llm_bridge::cli::Cli::parse())
+}

@@ -1,0 +1,220 @@
+use std::fmt;
+use std::sync::Arc;
+
+use llm_bridge_core::{Error, ErrorKind, Result};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// An access key and the name it is known by in logs and usage records.
+pub struct AccessKey {
+    /// The name (never the secret).
+    pub name: String,
+    /// The key.
+    pub secret: SecretString,
+}
+
+impl fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("name", &self.name)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Reads `ACCESS_API_KEYS`: a comma-separated list, a JSON list, or a JSON object mapping
+/// each key to its name (or to `true`, as the Python LLM Bridge accepted). Keys without a
+/// name are called `access-1`, `access-2`, … in the order given.
+pub fn parse_access_keys(value: &str) -> Result<Vec<AccessKey>> {
+    let value = value.trim();
+    let named = |i: usize, key: &str, name: Option<&str>| AccessKey {
+        name: name.map_or_else(|| format!("access-{}", i + 1), str::to_owned),
+        secret: SecretString::from(key.to_owned()),
+    };
+    let keys: Vec<AccessKey> = if value.starts_with('[') || value.starts_with('{') {
+        let parsed: serde_json::Value = serde_json::from_str(value).map_err(|e| {
+            // The parser's message would quote the keys: say only where it failed.
+            Error::invalid_request(format!(
+                "ACCESS_API_KEYS is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        match parsed {
+            serde_json::Value::Array(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, k)| match k.as_str() {
+                    Some(k) => Ok(named(i, k.trim(), None)),
+                    None => Err(Error::invalid_request(format!(
+                        "ACCESS_API_KEYS[{i}] must be a string"
+                    ))),
+                })
+                .collect::<Result<_>>()?,
+            serde_json::Value::Object(map) => map
+                .iter()
+                .enumerate()
+                .map(|(i, (k, v))| named(i, k.trim(), v.as_str()))
+                .collect(),
+            _ => unreachable!("starts with [ or {{"),
+        }
+    } else {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .enumerate()
+            .map(|(i, k)| named(i, k, None))
+            .collect()
+    };
+    if keys.iter().any(|k| k.secret.expose_secret().is_empty()) {
+        return Err(Error::invalid_request("ACCESS_API_KEYS contains an empty key"));
+    }
+    Ok(keys)
+}
+
+/// A fresh random access key (`sk-llmb-` and 43 URL-safe characters, 256 bits).
+pub fn generate_key() -> SecretString {
+    let mut bytes = [0u8; 32];
+    // The OS random source failing is unrecoverable for a key generator.
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    SecretString::from(format!("sk-llmb-{}", base64url(&bytes)))
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Who is calling: the key's name and what it may do.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key's name, for logs and usage records.
+    pub name: Arc<str>,
+}
+
+struct StaticKey {
+    digest: [u8; 32],
+    principal: Principal,
+}
+
+/// Checks presented keys.
+pub struct Authenticator {
+    static_keys: Vec<StaticKey>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("static_keys", &self.static_keys.len())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator for these unlimited access keys.
+    pub fn new(keys: Vec<AccessKey>) -> Self {
+        Authenticator {
+            static_keys: keys
+                .into_iter()
+                .map(|k| StaticKey {
+                    digest: digest(k.secret.expose_secret()),
+                    principal: Principal {
+                        name: k.name.into(),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// Number of static keys.
+    pub fn static_key_count(&self) -> usize {
+        self.static_keys.len()
+    }
+
+    /// The principal for a presented key, or a 401.
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal> {
+        let Some(presented) = presented.filter(|k| !k.is_empty()) else {
+            return Err(Error::new(
+                ErrorKind::Authentication,
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+            ));
+        };
+        let presented = digest(presented);
+        // Compare with every key, without stopping early, so timing says nothing.
+        let mut found: Option<&StaticKey> = None;
+        for key in &self.static_keys {
+            if bool::from(key.digest.ct_eq(&presented)) {
+                found = Some(key);
+            }
+        }
+        found
+            .map(|k| k.principal.clone())
+            .ok_or_else(|| Error::new(ErrorKind::Authentication, "invalid API key"))
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form_of_access_api_keys() {
+        let names = |v: &str| {
+            parse_access_keys(v)
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.name, k.secret.expose_secret().to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(" sk-a , sk-b,,"),
+            [("access-1".into(), "sk-a".into()), ("access-2".into(), "sk-b".into())]
+        );
+        assert_eq!(names(r#"["sk-a"]"#), [("access-1".into(), "sk-a".into())]);
+        assert_eq!(
+            names(r#"{"sk-a": "alice", "sk-b": true}"#),
+            [("alice".into(), "sk-a".into()), ("access-2".into(), "sk-b".into())]
+        );
+        assert!(names("").is_empty());
+        let err = parse_access_keys(r#"["sk-secret""#).unwrap_err();
+        assert!(!err.message().contains("sk-secret"));
+    }
+
+    #[test]
+    fn authenticates_only_known_keys() {
+        let auth = Authenticator::new(parse_access_keys("sk-a,sk-b").unwrap());
+        assert_eq!(&*auth.authenticate(Some("sk-b")).unwrap().name, "access-2");
+        assert_eq!(auth.authenticate(Some("sk-c")).unwrap_err().status(), 401);
+        assert_eq!(auth.authenticate(Some("")).unwrap_err().status(), 401);
+        assert_eq!(auth.authenticate(None).unwrap_err().status(), 401);
+    }
+
+    #[test]
+    fn generated_keys_are_long_and_distinct() {
+        let a = generate_key();
+        let b = generate_key();
+        assert!(a.expose_secret().starts_with("sk-llmb-"));
+        assert_eq!(a.expose_secret().len(), 8 + 43);
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let keys = parse_access_keys("sk-topsecret").unwrap();
+        assert!(!format!("{keys:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,417 @@
+//! Provider and model settings shared by every adapter (`providers.<name>` in the config).
+//!
+//! Plain typed structs: the binary reads the file and the environment; libraries only
+//! receive these. Unknown keys are errors, so a typo never silently does nothing.
+
+use std::fmt;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::request::ChatRequest;
+
+/// One `providers.<name>` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Which wire protocol the upstream speaks (`openai`, `gemini`, …).
+    pub adapter: String,
+    /// The API root (`https://api.openai.com/v1`) or the full endpoint URL.
+    pub base_url: String,
+    /// Whether requests go through the configured outbound proxy.
+    #[serde(default)]
+    pub requires_proxy: bool,
+    /// Provider API keys (a comma-separated string or a list); `<NAME>_API_KEY` overrides.
+    #[serde(default)]
+    pub api_key: ApiKeys,
+    /// Models served, by the name clients use; `"*"` passes any other name through.
+    #[serde(default)]
+    pub models: IndexMap<String, ModelConfig>,
+    /// Whether to ask an OpenAI-compatible upstream for the final usage chunk of a stream
+    /// (`stream_options.include_usage`); switch off for upstreams that reject the option.
+    #[serde(default = "default_true")]
+    pub stream_usage: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `<NAME>_API_KEY`: the environment variable that holds a provider's keys
+/// (`closeai` → `CLOSEAI_API_KEY`, `my-proxy` → `MY_PROXY_API_KEY`).
+pub fn api_key_env_var(provider: &str) -> String {
+    let mut s: String = provider
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect();
+    s.push_str("_API_KEY");
+    s
+}
+
+/// The upstream API keys of a provider; never printed.
+#[derive(Clone, Default)]
+pub struct ApiKeys(Vec<SecretString>);
+
+impl ApiKeys {
+    /// Keys from a comma-separated list; blanks are dropped.
+    pub fn from_list(list: &str) -> ApiKeys {
+        ApiKeys(
+            list.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| SecretString::from(k.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[SecretString] {
+        &self.0
+    }
+
+    /// Whether no key is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `other` holds the same keys (for tests and change detection).
+    pub fn same_as(&self, other: &ApiKeys) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.expose_secret() == b.expose_secret())
+    }
+}
+
+impl fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKeys([{} redacted])", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw = Option::<Raw>::deserialize(d).map_err(|_| {
+            de::Error::custom("expected an API key string, a comma-separated list or a list")
+        })?;
+        Ok(match raw {
+            None => ApiKeys::default(),
+            Some(Raw::One(s)) => ApiKeys::from_list(&s),
+            Some(Raw::Many(v)) => ApiKeys::from_list(&v.join(",")),
+        })
+    }
+}
+
+/// One `providers.<name>.models.<model>` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model's ceiling: a request asking for more tokens is lowered to it.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Bounds the wait for response headers and, in a stream, between two chunks.
+    #[serde(default)]
+    pub timeout: Option<Seconds>,
+    /// Request rewriting for this model.
+    #[serde(default)]
+    pub param_config: ParamConfig,
+    /// The name sent upstream; by default the configured name without a `<…>` tag
+    /// (`o3-mini<high>` is sent as `o3-mini`).
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+}
+
+/// The default `timeout` when a model names none (the Python LLM Bridge's default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl ModelConfig {
+    /// The effective timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.map(Seconds::duration).unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// Applies the `max_tokens` ceiling, then `param_config`, to a request.
+    pub fn apply(&self, request: &mut ChatRequest) {
+        if let Some(ceiling) = self.max_tokens {
+            for key in ["max_tokens", "max_completion_tokens"] {
+                let body = request.body_mut();
+                if let Some(v) = body.get_mut(key) {
+                    if v.as_u64().is_some_and(|asked| asked > ceiling) {
+                        *v = Value::from(ceiling);
+                    }
+                }
+            }
+        }
+        self.param_config.apply(request.body_mut());
+    }
+}
+
+/// Request rewriting, in this order: update (overwrite), add (only if absent), rename, delete.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamConfig {
+    /// Fields set whatever the client sent.
+    #[serde(default)]
+    pub update_params: Map<String, Value>,
+    /// Fields set only when the client did not send them.
+    #[serde(default)]
+    pub add_params: Map<String, Value>,
+    /// Fields renamed (`old: new`).
+    #[serde(default)]
+    pub rename_params: IndexMap<String, String>,
+    /// Fields removed.
+    #[serde(default)]
+    pub delete_params: Vec<String>,
+}
+
+impl ParamConfig {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.update_params.is_empty()
+            && self.add_params.is_empty()
+            && self.rename_params.is_empty()
+            && self.delete_params.is_empty()
+    }
+
+    /// Rewrites a request body.
+    pub fn apply(&self, body: &mut Map<String, Value>) {
+        if self.is_empty() {
+            return;
+        }
+        for (k, v) in &self.update_params {
+            body.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &self.add_params {
+            if !body.contains_key(k) {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        for (old, new) in &self.rename_params {
+            if let Some(v) = body.shift_remove(old) {
+                body.insert(new.clone(), v);
+            }
+        }
+        for k in &self.delete_params {
+            body.shift_remove(k);
+        }
+    }
+}
+
+/// A duration written in the config as a number of seconds (`120`, `0.5`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seconds(pub f64);
+
+impl Seconds {
+    /// As a `Duration`.
+    pub fn duration(self) -> Duration {
+        Duration::try_from_secs_f64(self.0).unwrap_or(Duration::ZERO)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                if v < 0 {
+                    return Err(E::invalid_value(de::Unexpected::Signed(v), &self));
+                }
+                Ok(Seconds(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                if !v.is_finite() || v < 0.0 || v > 1e9 {
+                    return Err(E::invalid_value(de::Unexpected::Float(v), &self));
+                }
+                Ok(Seconds(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The models of one provider, for name resolution and `/v1/models`.
+#[derive(Debug, Clone, Default)]
+pub struct ModelCatalog {
+    models: IndexMap<String, ModelConfig>,
+}
+
+/// A model found in a [`ModelCatalog`].
+#[derive(Debug, Clone, Copy)]
+pub struct ModelEntry<'a> {
+    /// The name the client used.
+    pub name: &'a str,
+    /// Its settings (the `"*"` entry's for a passed-through name).
+    pub config: &'a ModelConfig,
+    /// Whether it matched `"*"` rather than its own entry.
+    pub wildcard: bool,
+}
+
+impl ModelEntry<'_> {
+    /// The name to send upstream.
+    pub fn upstream_name(&self) -> &str {
+        if let Some(name) = &self.config.upstream_model {
+            if !self.wildcard {
+                return name;
+            }
+        }
+        strip_tag(self.name)
+    }
+}
+
+/// `o3-mini<high>` → `o3-mini`: a `<…>` tag distinguishes configured variants of one model.
+fn strip_tag(name: &str) -> &str {
+    match (name.rfind('<'), name.ends_with('>')) {
+        (Some(i), true) if i > 0 => &name[..i],
+        _ => name,
+    }
+}
+
+impl ModelCatalog {
+    /// A catalog of these models.
+    pub fn new(models: IndexMap<String, ModelConfig>) -> Self {
+        ModelCatalog { models }
+    }
+
+    /// Finds a model by the name the client used: its own entry, else `"*"`.
+    pub fn lookup<'a>(&'a self, name: &'a str) -> Option<ModelEntry<'a>> {
+        if let Some((key, config)) = self.models.get_key_value(name) {
+            if key != "*" {
+                return Some(ModelEntry {
+                    name: key,
+                    config,
+                    wildcard: false,
+                });
+            }
+        }
+        self.models.get("*").map(|config| ModelEntry {
+            name,
+            config,
+            wildcard: true,
+        })
+    }
+
+    /// Whether the model has its own entry (not only through `"*"`).
+    pub fn lists(&self, name: &str) -> bool {
+        name != "*" && self.models.contains_key(name)
+    }
+
+    /// The names with their own entries, in config order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str).filter(|k| *k != "*")
+    }
+
+    /// Whether any name is passed through.
+    pub fn has_wildcard(&self) -> bool {
+        self.models.contains_key("*")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model(v: Value) -> ModelConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn param_config_runs_update_add_rename_delete_in_order() {
+        let m = model(json!({
+            "max_tokens": 100,
+            "param_config": {
+                "update_params": {"temperature": 0.6},
+                "add_params": {"reasoning_effort": "low", "top_p": 0.1},
+                "rename_params": {"max_tokens": "max_reasoning_token"},
+                "delete_params": ["presence_penalty"]
+            }
+        }));
+        let mut r = ChatRequest::from_value(json!({
+            "model": "m", "messages": [{"role": "user", "content": "x"}],
+            "temperature": 1.0, "top_p": 0.9, "max_tokens": 500, "presence_penalty": 1
+        }))
+        .unwrap();
+        m.apply(&mut r);
+        let b = r.body();
+        assert_eq!(b["temperature"], json!(0.6));
+        assert_eq!(b["top_p"], json!(0.9));
+        assert_eq!(b["reasoning_effort"], json!("low"));
+        assert_eq!(b["max_reasoning_token"], json!(100));
+        assert!(!b.contains_key("max_tokens"));
+        assert!(!b.contains_key("presence_penalty"));
+    }
+
+    #[test]
+    fn ceiling_only_lowers() {
+        let m = model(json!({"max_tokens": 100}));
+        let mut r = ChatRequest::from_value(json!({
+            "model": "m", "messages": [{"role": "user"}], "max_completion_tokens": 50
+        }))
+        .unwrap();
+        m.apply(&mut r);
+        assert_eq!(r.body()["max_completion_tokens"], json!(50));
+        assert!(!r.body().contains_key("max_tokens"));
+    }
+
+    #[test]
+    fn seconds_reject_words() {
+        let e = serde_json::from_value::<ModelConfig>(json!({"timeout": "fast"})).unwrap_err();
+        assert!(e.to_string().contains("expected a number of seconds"), "{e}");
+        let m = model(json!({"timeout": 0.5}));
+        assert_eq!(m.timeout(), Duration::from_millis(500));
+        assert_eq!(ModelConfig::default().timeout(), DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn catalog_prefers_own_entry_then_wildcard_and_strips_tags() {
+        let cat = ModelCatalog::new(
+            serde_json::from_value(json!({
+                "o3-mini<high>": {"timeout": 600},
+                "gpt-4o": {"upstream_model": "gpt-4o-2024-08-06"},
+                "*": {}
+            }))
+            .unwrap(),
+        );
+        let e = cat.lookup("o3-mini<high>").unwrap();
+        assert_eq!(e.upstream_name(), "o3-mini");
+        assert!(!e.wildcard);
+        assert_eq!(cat.lookup("gpt-4o").unwrap().upstream_name(), "gpt-4o-2024-08-06");
+        let w = cat.lookup("anything").unwrap();
+        assert!(w.wildcard);
+        assert_eq!(w.upstream_name(), "anything");
+        assert_eq!(cat.names().collect::<Vec<_>>(), ["o3-mini<high>", "gpt-4o"]);
+        assert!(ModelCatalog::default().lookup("x").is_none());
+    }
+
+    #[test]
+    fn env_var_names() {
+        assert_eq!(api_key_env_var("closeai"), "CLOSEAI_API_KEY");
+        assert_eq!(api_key_env_var("my-proxy.2"), "MY_PROXY_2_API_KEY");
+    }
+
+    #[test]
+    fn api_keys_never_print() {
+        let k: ApiKeys = serde_json::from_value(json!("sk-one, sk-two")).unwrap();
+        assert_eq!(k.keys().len(), 2);
+        assert!(!format!("{k:?}").contains("sk-"));
+    }
+}

@@ -1,0 +1,300 @@
+//! The chat completion request as the client sent it.
+//!
+//! The body is kept as a JSON object so that every field the client sent reaches an
+//! OpenAI-compatible upstream untouched; only the fields the gateway must understand are
+//! validated and given accessors.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::message::Message;
+
+/// A validated `POST /v1/chat/completions` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    body: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// Parses and validates a request body.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid_request(format!("request body is not valid JSON: {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Validates an already parsed request body.
+    pub fn from_value(value: Value) -> Result<Self> {
+        let Value::Object(body) = value else {
+            return Err(Error::invalid_request("request body must be a JSON object"));
+        };
+        validate(&body)?;
+        Ok(ChatRequest { body })
+    }
+
+    /// The model the client asked for (`provider/model`, an alias, or a bare name).
+    pub fn model(&self) -> &str {
+        self.body.get("model").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    /// Rewrites the model name (to the upstream's name).
+    pub fn set_model(&mut self, model: &str) {
+        self.body.insert("model".into(), Value::String(model.to_owned()));
+    }
+
+    /// Whether the client asked for a server-sent-event stream.
+    pub fn stream(&self) -> bool {
+        self.body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    /// Sets `stream`.
+    pub fn set_stream(&mut self, stream: bool) {
+        self.body.insert("stream".into(), Value::Bool(stream));
+    }
+
+    /// Whether the client asked for the final usage chunk (`stream_options.include_usage`).
+    pub fn include_usage(&self) -> bool {
+        self.body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// Sets `stream_options.include_usage`, keeping any other stream option.
+    pub fn set_include_usage(&mut self, include: bool) {
+        let options = self
+            .body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !options.is_object() {
+            *options = Value::Object(Map::new());
+        }
+        if let Value::Object(map) = options {
+            map.insert("include_usage".into(), Value::Bool(include));
+        }
+    }
+
+    /// The messages, as JSON values.
+    pub fn messages(&self) -> &[Value] {
+        self.body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The messages as typed values, for adapters that translate them.
+    pub fn typed_messages(&self) -> Result<Vec<Message>> {
+        self.messages()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                Message::deserialize_value(m).map_err(|e| {
+                    Error::invalid_request(format!("messages[{i}] is not a valid message: {e}"))
+                        .with_param(format!("messages[{i}]"))
+                })
+            })
+            .collect()
+    }
+
+    /// One field of the body.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.body.get(key)
+    }
+
+    /// The whole body.
+    pub fn body(&self) -> &Map<String, Value> {
+        &self.body
+    }
+
+    /// The whole body, for targeted edits. The caller keeps it valid.
+    pub fn body_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.body
+    }
+
+    /// The body, consumed.
+    pub fn into_body(self) -> Map<String, Value> {
+        self.body
+    }
+
+    /// The body serialised as JSON.
+    pub fn to_bytes(&self) -> Bytes {
+        // Serialising a `Map<String, Value>` cannot fail: keys are strings, numbers are finite.
+        Bytes::from(serde_json::to_vec(&self.body).unwrap_or_default())
+    }
+}
+
+fn validate(body: &Map<String, Value>) -> Result<()> {
+    match body.get("model") {
+        None | Some(Value::Null) => {
+            return Err(Error::invalid_request("missing required parameter: 'model'")
+                .with_param("model"));
+        }
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            return Err(Error::invalid_request("'model' must not be empty").with_param("model"));
+        }
+        Some(Value::String(_)) => {}
+        Some(other) => {
+            return Err(Error::invalid_request(format!(
+                "'model' must be a string, found {}",
+                kind_of(other)
+            ))
+            .with_param("model"));
+        }
+    }
+    match body.get("messages") {
+        None | Some(Value::Null) => {
+            return Err(Error::invalid_request("missing required parameter: 'messages'")
+                .with_param("messages"));
+        }
+        Some(Value::Array(messages)) => {
+            if messages.is_empty() {
+                return Err(Error::invalid_request(
+                    "'messages' must contain at least one message",
+                )
+                .with_param("messages"));
+            }
+            for (i, m) in messages.iter().enumerate() {
+                let role = m.get("role");
+                if !m.is_object() {
+                    return Err(Error::invalid_request(format!(
+                        "messages[{i}] must be an object, found {}",
+                        kind_of(m)
+                    ))
+                    .with_param(format!("messages[{i}]")));
+                }
+                if !matches!(role, Some(Value::String(_))) {
+                    return Err(Error::invalid_request(format!(
+                        "messages[{i}].role is required and must be a string"
+                    ))
+                    .with_param(format!("messages[{i}].role")));
+                }
+            }
+        }
+        Some(other) => {
+            return Err(Error::invalid_request(format!(
+                "'messages' must be an array, found {}",
+                kind_of(other)
+            ))
+            .with_param("messages"));
+        }
+    }
+    expect(body, "stream", "a boolean", Value::is_boolean)?;
+    expect(body, "stream_options", "an object", Value::is_object)?;
+    expect(body, "max_tokens", "an integer", is_non_negative_integer)?;
+    expect(
+        body,
+        "max_completion_tokens",
+        "an integer",
+        is_non_negative_integer,
+    )?;
+    Ok(())
+}
+
+fn is_non_negative_integer(v: &Value) -> bool {
+    v.as_u64().is_some()
+}
+
+fn expect(
+    body: &Map<String, Value>,
+    key: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Result<()> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) if ok(v) => Ok(()),
+        Some(v) => Err(Error::invalid_request(format!(
+            "'{key}' must be {what}, found {}",
+            kind_of(v)
+        ))
+        .with_param(key)),
+    }
+}
+
+/// The JSON type name of a value, for error messages.
+pub(crate) fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use serde_json::json;
+
+    fn err(v: Value) -> Error {
+        ChatRequest::from_value(v).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn accepts_a_minimal_request_and_keeps_unknown_fields() {
+        let r = ChatRequest::from_value(json!({
+            "model": "deepseek/deepseek-chat",
+            "messages": [{"role": "user", "content": "hi"}],
+            "some_future_field": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(r.model(), "deepseek/deepseek-chat");
+        assert!(!r.stream());
+        assert_eq!(r.get("some_future_field"), Some(&json!({"x": 1})));
+    }
+
+    #[test]
+    fn rejects_what_the_gateway_cannot_route() {
+        assert_eq!(err(json!([])).kind(), ErrorKind::InvalidRequest);
+        assert_eq!(err(json!({"messages": []})).param(), Some("model"));
+        assert_eq!(err(json!({"model": 3, "messages": []})).param(), Some("model"));
+        assert_eq!(err(json!({"model": "m"})).param(), Some("messages"));
+        assert_eq!(err(json!({"model": "m", "messages": []})).param(), Some("messages"));
+        assert_eq!(
+            err(json!({"model": "m", "messages": "hi"})).param(),
+            Some("messages")
+        );
+        assert_eq!(
+            err(json!({"model": "m", "messages": [{"content": "x"}]})).param(),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            err(json!({"model": "m", "messages": [{"role": "user"}], "stream": "yes"})).param(),
+            Some("stream")
+        );
+        assert_eq!(
+            err(json!({"model": "m", "messages": [{"role": "user"}], "max_tokens": -1})).param(),
+            Some("max_tokens")
+        );
+    }
+
+    #[test]
+    fn invalid_json_is_a_400() {
+        let e = ChatRequest::from_slice(b"{not json").expect_err("invalid");
+        assert_eq!(e.status(), 400);
+        assert!(e.message().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn include_usage_is_set_without_losing_other_options() {
+        let mut r = ChatRequest::from_value(json!({
+            "model": "m", "messages": [{"role": "user", "content": "x"}],
+            "stream": true, "stream_options": {"future": true}
+        }))
+        .unwrap();
+        assert!(!r.include_usage());
+        r.set_include_usage(true);
+        assert!(r.include_usage());
+        assert_eq!(
+            r.get("stream_options"),
+            Some(&json!({"future": true, "include_usage": true}))
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! Chat completion responses and stream chunks, in OpenAI's format.
+//!
+//! Providers hand the gateway serialised OpenAI JSON (`chat.completion` or
+//! `chat.completion.chunk`), so a pass-through adapter forwards upstream bytes untouched. The
+//! inspection functions here read just what the gateway needs from that JSON (usage, the text
+//! delivered) without building a tree of it.
+
+use std::borrow::Cow;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// A complete (non-streamed) answer: one `chat.completion` JSON object.
+#[derive(Debug, Clone)]
+pub struct ChatResponse {
+    /// The `chat.completion` object, serialised.
+    pub body: Bytes,
+}
+
+/// One `chat.completion.chunk` JSON object of a stream.
+#[derive(Debug, Clone)]
+pub struct ChatChunk {
+    /// The chunk, serialised (without the SSE `data: ` framing).
+    pub data: Bytes,
+}
+
+/// A stream of chunks; it ends after the last chunk (the `[DONE]` marker is not a chunk).
+/// An `Err` item ends the stream: the gateway sends it as an error event.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>;
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens generated, reasoning included.
+    pub completion_tokens: u64,
+    /// Prompt plus completion.
+    pub total_tokens: u64,
+    /// Prompt tokens served from the provider's cache.
+    pub cached_tokens: u64,
+    /// Completion tokens spent on reasoning.
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Usage from prompt and completion counts, total computed.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            ..Usage::default()
+        }
+    }
+
+    /// The `usage` object in OpenAI's shape, details included.
+    pub fn to_openai_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        })
+    }
+}
+
+/// OpenAI's usage object and the variants compatible providers send.
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<WirePromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<WireCompletionDetails>,
+    /// Deepseek's name for cached prompt tokens.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WirePromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WireCompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Usage {
+        let prompt = w.prompt_tokens.unwrap_or(0);
+        let completion = w.completion_tokens.unwrap_or(0);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: w.total_tokens.unwrap_or(prompt + completion),
+            cached_tokens: w
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .or(w.prompt_cache_hit_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: w
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<WireChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<WireDelta<'a>>,
+    #[serde(default, borrow)]
+    message: Option<WireDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<WireToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall<'a> {
+    #[serde(default, borrow)]
+    function: Option<WireFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// What the gateway needs to know of one chunk or completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inspection {
+    /// The usage the object reports, if any.
+    pub usage: Option<Usage>,
+    /// Whether it has at least one choice. A chunk with usage and no choices is the final
+    /// usage chunk OpenAI sends when `include_usage` was asked for.
+    pub has_choices: bool,
+}
+
+/// Reads usage and appends the generated text (content, reasoning, refusal, tool names and
+/// arguments) of a `chat.completion.chunk` or `chat.completion` to `text`, so that the
+/// gateway can estimate tokens when the upstream reports none.
+pub fn inspect(json: &[u8], text: Option<&mut String>) -> Result<Inspection, serde_json::Error> {
+    let chunk: WireChunk<'_> = serde_json::from_slice(json)?;
+    let choices = chunk.choices.unwrap_or_default();
+    if let Some(out) = text {
+        for choice in &choices {
+            for d in [&choice.delta, &choice.message].into_iter().flatten() {
+                for s in [&d.content, &d.reasoning_content, &d.refusal]
+                    .into_iter()
+                    .flatten()
+                {
+                    out.push_str(s);
+                }
+                for call in d.tool_calls.iter().flatten() {
+                    if let Some(f) = &call.function {
+                        for s in [&f.name, &f.arguments].into_iter().flatten() {
+                            out.push_str(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Inspection {
+        usage: chunk.usage.map(Usage::from),
+        has_choices: !choices.is_empty(),
+    })
+}
+
+/// Removes the `usage` field from a chunk that also carries choices (some providers put
+/// usage on the last content chunk), for a client that did not ask for usage.
+pub fn strip_usage(json: &[u8]) -> Result<Bytes, serde_json::Error> {
+    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json)?;
+    value.remove("usage");
+    serde_json::to_vec(&value).map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_openai_usage_with_details() {
+        let chunk = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,
+            "prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
+        let i = inspect(chunk, None).unwrap();
+        assert!(!i.has_choices);
+        assert_eq!(
+            i.usage,
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: 15,
+                cached_tokens: 4,
+                reasoning_tokens: 2
+            })
+        );
+    }
+
+    #[test]
+    fn reads_deepseek_cache_hits() {
+        let chunk = br#"{"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_cache_hit_tokens":8,"prompt_cache_miss_tokens":1}}"#;
+        let i = inspect(chunk, None).unwrap();
+        assert!(i.has_choices);
+        assert_eq!(i.usage.map(|u| u.cached_tokens), Some(8));
+    }
+
+    #[test]
+    fn collects_delivered_text_including_escapes() {
+        let mut text = String::new();
+        let chunk = br#"{"choices":[{"delta":{"reasoning_content":"think ","content":"a\"b","tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"x\":1}"}}]}}],"usage":null}"#;
+        let i = inspect(chunk, Some(&mut text)).unwrap();
+        assert_eq!(i.usage, None);
+        assert_eq!(text, "a\"bthink f{\"x\":1}");
+    }
+
+    #[test]
+    fn strip_usage_keeps_everything_else() {
+        let out = strip_usage(br#"{"id":"1","choices":[{"index":0}],"usage":{"prompt_tokens":1},"x":2}"#)
+            .unwrap();
+        assert_eq!(&out[..], br#"{"id":"1","choices":[{"index":0}],"x":2}"#);
+    }
+}

@@ -1,0 +1,72 @@
+//! The server-sent-event body of a streamed answer.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use http_body::{Body, Frame};
+
+use crate::errors::error_body;
+use crate::meter::{MeteredStream, StreamItem};
+
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// `data: <chunk>\n\n` per chunk, one `data: [DONE]` at the end; a failure becomes one
+/// `data: {"error": …}` event before it. Each chunk is written as soon as it arrives.
+pub struct SseBody {
+    stream: MeteredStream,
+    ended: bool,
+}
+
+impl SseBody {
+    /// A body for a metered stream.
+    pub fn new(stream: MeteredStream) -> Self {
+        SseBody {
+            stream,
+            ended: false,
+        }
+    }
+}
+
+fn event(data: &[u8], then_done: bool) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 8 + if then_done { DONE.len() } else { 0 });
+    out.put_slice(b"data: ");
+    out.put_slice(data);
+    out.put_slice(b"\n\n");
+    if then_done {
+        out.put_slice(DONE);
+    }
+    out.freeze()
+}
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let bytes = match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
+            Some(StreamItem::Chunk(data)) => event(&data, false),
+            Some(StreamItem::Failed(e)) => {
+                self.ended = true;
+                event(&error_body(&e), true)
+            }
+            None => {
+                self.ended = true;
+                Bytes::from_static(DONE)
+            }
+        };
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}

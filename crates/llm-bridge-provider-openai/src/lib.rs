@@ -1,0 +1,310 @@
+//! `adapter: openai` — OpenAI and every upstream that speaks its chat completions API
+//! (CloseAI-style proxies, Deepseek, Gemini's OpenAI endpoint, local servers).
+//!
+//! Pass-through by design: the client's JSON goes upstream with only the model's settings
+//! applied (upstream model name, `max_tokens` ceiling, `param_config`, and for streams
+//! `stream_options.include_usage`); the upstream's bytes come back untouched.
+
+mod errors;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::Full;
+use llm_bridge_core::secrecy::ExposeSecret;
+use llm_bridge_core::{
+    ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind,
+    ModelCatalog, ModelEntry, ProviderConfig, Result, api_key_env_var,
+};
+use llm_bridge_http::{IdleBody, SseStream, UpstreamClient};
+
+pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
+
+/// Largest non-streamed answer accepted from an upstream.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest error body read from an upstream.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// One configured OpenAI-compatible provider.
+pub struct OpenAiProvider {
+    name: Arc<str>,
+    endpoint: Uri,
+    keys: Vec<HeaderValue>,
+    next_key: AtomicUsize,
+    client: UpstreamClient,
+    catalog: ModelCatalog,
+    stream_usage: bool,
+}
+
+impl OpenAiProvider {
+    /// A provider from its config; `client` carries the connection settings (proxy, TLS).
+    pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
+        let endpoint = chat_completions_url(&config.base_url).map_err(|e| {
+            Error::invalid_request(format!("base_url: {}", e.message()))
+        })?;
+        let keys = config
+            .api_key
+            .keys()
+            .iter()
+            .map(|k| {
+                let mut v = HeaderValue::try_from(format!("Bearer {}", k.expose_secret()))
+                    .map_err(|_| {
+                        Error::invalid_request(
+                            "api_key: contains characters not allowed in an HTTP header",
+                        )
+                    })?;
+                v.set_sensitive(true);
+                Ok(v)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(OpenAiProvider {
+            name: name.into(),
+            endpoint,
+            keys,
+            next_key: AtomicUsize::new(0),
+            client,
+            catalog: ModelCatalog::new(config.models.clone()),
+            stream_usage: config.stream_usage,
+        })
+    }
+
+    /// The chat completions URL requests go to.
+    pub fn endpoint(&self) -> &Uri {
+        &self.endpoint
+    }
+
+    fn entry<'a>(&'a self, model: &'a str) -> Result<ModelEntry<'a>> {
+        self.catalog.lookup(model).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ModelNotFound,
+                format!("provider '{}' has no model '{model}'", self.name),
+            )
+            .with_provider(&*self.name)
+        })
+    }
+
+    fn key(&self) -> Result<&HeaderValue> {
+        if self.keys.is_empty() {
+            return Err(Error::new(
+                ErrorKind::UpstreamAuth,
+                format!(
+                    "provider '{}' has no API key configured (set {} or providers.{}.api_key)",
+                    self.name,
+                    api_key_env_var(&self.name),
+                    self.name
+                ),
+            )
+            .with_provider(&*self.name));
+        }
+        let i = self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len();
+        Ok(&self.keys[i])
+    }
+
+    fn build(&self, body: Bytes, stream: bool) -> Result<Request<Full<Bytes>>> {
+        Request::builder()
+            .method(Method::POST)
+            .uri(self.endpoint.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                ACCEPT,
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .header(AUTHORIZATION, self.key()?.clone())
+            .body(Full::new(body))
+            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))
+    }
+
+    async fn send(
+        &self,
+        entry: &ModelEntry<'_>,
+        body: Bytes,
+        stream: bool,
+    ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+        let timeout = entry.config.timeout();
+        let request = self.build(body, stream)?;
+        let response = self
+            .client
+            .send(request, timeout)
+            .await
+            .map_err(|e| e.with_provider(&*self.name))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let (parts, body) = response.into_parts();
+        let body = IdleBody::new(body, timeout)
+            .collect(MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
+        Err(errors::from_status(&self.name, parts.status, &parts.headers, &body))
+    }
+}
+
+/// The chat completions URL for a `base_url` that is either the API root or the full URL.
+pub fn chat_completions_url(base_url: &str) -> Result<Uri> {
+    let base = base_url.trim().trim_end_matches('/');
+    let url = if base.ends_with("/chat/completions") {
+        base.to_owned()
+    } else {
+        format!("{base}/chat/completions")
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| Error::invalid_request(format!("'{base_url}' is not a valid URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.host().is_some() => Ok(uri),
+        _ => Err(Error::invalid_request(format!(
+            "'{base_url}' must be an http:// or https:// URL"
+        ))),
+    }
+}
+
+#[async_trait]
+impl ChatProvider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn catalog(&self) -> &ModelCatalog {
+        &self.catalog
+    }
+
+    async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
+        let entry = self.entry(model)?;
+        entry.config.apply(&mut request);
+        request.set_model(entry.upstream_name());
+        let response = self.send(&entry, request.to_bytes(), false).await?;
+        let body = IdleBody::new(response.into_body(), entry.config.timeout())
+            .collect(MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| e.with_provider(&*self.name))?;
+        Ok(ChatResponse { body })
+    }
+
+    async fn chat_stream(&self, model: &str, mut request: ChatRequest) -> Result<ChunkStream> {
+        let entry = self.entry(model)?;
+        entry.config.apply(&mut request);
+        request.set_model(entry.upstream_name());
+        request.set_stream(true);
+        if self.stream_usage {
+            request.set_include_usage(true);
+        }
+        let response = self.send(&entry, request.to_bytes(), true).await?;
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let timeout = entry.config.timeout();
+        if !is_sse {
+            // Some upstreams answer a failed stream request with a JSON error and 200.
+            let body = IdleBody::new(response.into_body(), timeout)
+                .collect(MAX_ERROR_BYTES)
+                .await
+                .unwrap_or_default();
+            if body.starts_with(b"{\"error\"") {
+                return Err(errors::from_stream_event(&self.name, &body));
+            }
+            return Err(Error::new(
+                ErrorKind::UpstreamBadResponse,
+                format!(
+                    "provider '{}' answered a stream request without an event stream",
+                    self.name
+                ),
+            )
+            .with_provider(&*self.name));
+        }
+        Ok(Box::pin(Chunks {
+            events: SseStream::new(response.into_body(), timeout),
+            provider: self.name.clone(),
+            done: false,
+        }))
+    }
+}
+
+/// The chunks of an OpenAI event stream: `[DONE]` ends it, an error event fails it.
+struct Chunks {
+    events: SseStream,
+    provider: Arc<str>,
+    done: bool,
+}
+
+impl Stream for Chunks {
+    type Item = Result<ChatChunk>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let event = match ready!(Pin::new(&mut this.events).poll_next(cx)) {
+                None => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.with_provider(&*this.provider))));
+                }
+                Some(Ok(event)) => event,
+            };
+            let data = trim_ascii(event.data);
+            if data.is_empty() {
+                continue;
+            }
+            if &data[..] == b"[DONE]" {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            if data.starts_with(b"{\"error\"") || event.event.as_deref() == Some(b"error") {
+                this.done = true;
+                return Poll::Ready(Some(Err(errors::from_stream_event(&this.provider, &data))));
+            }
+            return Poll::Ready(Some(Ok(ChatChunk { data })));
+        }
+    }
+}
+
+fn trim_ascii(b: Bytes) -> Bytes {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    if start == 0 && end == b.len() {
+        b
+    } else {
+        b.slice(start..end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_may_be_root_or_full_endpoint() {
+        assert_eq!(
+            chat_completions_url("https://api.openai-proxy.org/v1/chat/completions").unwrap(),
+            "https://api.openai-proxy.org/v1/chat/completions"
+        );
+        assert_eq!(
+            chat_completions_url("https://api.deepseek.com/").unwrap(),
+            "https://api.deepseek.com/chat/completions"
+        );
+        assert_eq!(
+            chat_completions_url("http://127.0.0.1:8080/v1").unwrap(),
+            "http://127.0.0.1:8080/v1/chat/completions"
+        );
+        assert!(chat_completions_url("ftp://x").is_err());
+        assert!(chat_completions_url("not a url").is_err());
+    }
+}

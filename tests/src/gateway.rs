@@ -1,0 +1,67 @@
+//! Starting the real gateway in-process on an ephemeral port.
+
+use llm_bridge::app::Environment;
+use llm_bridge::{App, AppConfig, RunningApp};
+use llm_bridge_core::secrecy::SecretString;
+
+use crate::client::Client;
+
+/// The access key test gateways accept.
+pub const TEST_KEY: &str = "sk-test-key-0123456789";
+
+/// A gateway serving in the background, with a client holding a valid key.
+pub struct TestGateway {
+    /// The running gateway.
+    pub app: RunningApp,
+    /// A client with [`TEST_KEY`].
+    pub client: Client,
+}
+
+impl TestGateway {
+    /// Starts a gateway from YAML with [`TEST_KEY`] as its only access key.
+    pub async fn start(yaml: &str) -> TestGateway {
+        Self::start_with(yaml, &[]).await
+    }
+
+    /// Starts a gateway from YAML with extra environment variables (`NAME_API_KEY`, …).
+    pub async fn start_with(yaml: &str, vars: &[(&str, &str)]) -> TestGateway {
+        let config = AppConfig::from_yaml(yaml).unwrap_or_else(|e| panic!("test config: {e}"));
+        let mut env = Environment {
+            access_api_keys: Some(SecretString::from(TEST_KEY.to_owned())),
+            ..Environment::default()
+        };
+        for (k, v) in vars {
+            env.vars.insert((*k).to_owned(), SecretString::from((*v).to_owned()));
+        }
+        let app = App::build(&config, &env)
+            .unwrap_or_else(|e| panic!("gateway build: {e}"))
+            .spawn_local()
+            .await
+            .expect("gateway listens");
+        let client = Client::new(&app.url(), Some(TEST_KEY));
+        TestGateway { app, client }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        self.app.url()
+    }
+
+    /// Graceful shutdown.
+    pub async fn shutdown(self) {
+        self.app.shutdown().await;
+    }
+}
+
+/// A config with one OpenAI-compatible provider `name` at `url` serving `models`
+/// (`"*"` passes everything), with the key `sk-upstream`.
+pub fn openai_provider(name: &str, url: &str, models: &str) -> String {
+    format!(
+        "  {name}:\n    adapter: openai\n    base_url: \"{url}/v1\"\n    api_key: sk-upstream-{name}\n    models:\n{models}"
+    )
+}
+
+/// A whole config with these providers (each from [`openai_provider`]).
+pub fn config_with(providers: &[String]) -> String {
+    format!("providers:\n{}\n", providers.join("\n"))
+}
