@@ -25,8 +25,12 @@ pub struct Answer {
 impl Answer {
     /// The body as JSON (panics if it is not).
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     /// A header as text.
@@ -52,7 +56,10 @@ pub fn sse_data(body: &[u8]) -> Vec<String> {
         .filter_map(|event| {
             let data: Vec<&str> = event
                 .lines()
-                .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+                .filter_map(|l| {
+                    l.strip_prefix("data:")
+                        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                })
                 .collect();
             (!data.is_empty()).then(|| data.join("\n"))
         })
@@ -89,7 +96,9 @@ impl Client {
 
     /// Builds a request to `path`.
     pub fn request(&self, method: Method, path: &str) -> http::request::Builder {
-        let mut b = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(key) = &self.key {
             b = b.header("authorization", format!("Bearer {key}"));
         }

@@ -31,7 +31,8 @@ impl TestGateway {
             ..Environment::default()
         };
         for (k, v) in vars {
-            env.vars.insert((*k).to_owned(), SecretString::from((*v).to_owned()));
+            env.vars
+                .insert((*k).to_owned(), SecretString::from((*v).to_owned()));
         }
         let app = App::build(&config, &env)
             .unwrap_or_else(|e| panic!("gateway build: {e}"))

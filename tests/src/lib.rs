@@ -7,6 +7,7 @@
 pub mod client;
 pub mod gateway;
 pub mod mock;
+pub mod process;
 
 pub use client::{Answer, Client, sse_data};
 pub use gateway::{TEST_KEY, TestGateway, config_with, openai_provider};
@@ -14,6 +15,8 @@ pub use mock::{Behavior, Echo, MockUpstream, Recorded, StreamEnd};
 
 /// Reads a fixture from `tests/fixtures/`.
 pub fn fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -131,7 +131,10 @@ impl Behavior {
     pub fn json_with_headers(status: u16, body: Value, headers: &[(&str, &str)]) -> Behavior {
         Behavior::Reply {
             status,
-            headers: headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
             content_type: "application/json".into(),
             body: Bytes::from(body.to_string()),
         }
@@ -207,7 +210,9 @@ impl MockUpstream {
 
     /// Starts a mock on a given address.
     pub async fn start_on(addr: &str) -> MockUpstream {
-        let listener = TcpListener::bind(addr).await.expect("bind the mock upstream");
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind the mock upstream");
         let addr = listener.local_addr().expect("local address");
         let state = Arc::new(State::default());
         let task = tokio::spawn(serve(listener, state.clone()));
@@ -293,9 +298,16 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Response<MockBody>, Infallible> {
+async fn answer(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let recorded = Recorded {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
@@ -313,7 +325,11 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     Ok(respond(state, &recorded, behavior).await)
 }
 
-async fn respond(state: Arc<State>, recorded: &Recorded, mut behavior: Behavior) -> Response<MockBody> {
+async fn respond(
+    state: Arc<State>,
+    recorded: &Recorded,
+    mut behavior: Behavior,
+) -> Response<MockBody> {
     loop {
         match behavior {
             Behavior::Delay(d, inner) => {
@@ -414,7 +430,10 @@ fn echo_answer(state: Arc<State>, recorded: &Recorded, echo: &Echo) -> Response<
         }
         format!("data: {c}\n\n")
     };
-    let mut pieces = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut pieces = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     let words: Vec<String> = split_words(&text, echo.chunks.max(1));
     for w in &words {
         let mut delta = json!({"content": w});
@@ -439,7 +458,12 @@ fn echo_answer(state: Arc<State>, recorded: &Recorded, echo: &Echo) -> Response<
     let pieces = pieces.into_iter().map(Bytes::from).collect();
     Response::builder()
         .header("content-type", "text/event-stream")
-        .body(MockBody::stream(state, pieces, echo.delay, StreamEnd::Close))
+        .body(MockBody::stream(
+            state,
+            pieces,
+            echo.delay,
+            StreamEnd::Close,
+        ))
         .expect("response")
 }
 
@@ -493,10 +517,25 @@ impl Body for MockBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        let closing = this.pieces.is_empty() && this.end == StreamEnd::Close;
+        if !this.delay.is_zero() && !closing {
+            // A pause before every piece and before a drop, so that each write reaches
+            // the client on its own.
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.delay)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.sleep = None;
         }
         if this.pieces.is_empty() {
             return match this.end {
@@ -508,17 +547,12 @@ impl Body for MockBody {
                 StreamEnd::Drop => {
                     this.done = true;
                     this.state.finished.fetch_add(1, Ordering::SeqCst);
-                    Poll::Ready(Some(Err(std::io::Error::other("mock upstream drops the connection"))))
+                    Poll::Ready(Some(Err(std::io::Error::other(
+                        "mock upstream drops the connection",
+                    ))))
                 }
                 StreamEnd::Hang => Poll::Pending,
             };
-        }
-        if !this.delay.is_zero() {
-            let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(this.delay)));
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.sleep = None;
         }
         let piece = this.pieces.pop_front().expect("not empty");
         Poll::Ready(Some(Ok(Frame::data(piece))))

@@ -2,15 +2,24 @@
 //! reaches the upstream, every field the upstream sends reaches the client, streams are
 //! forwarded chunk by chunk and end with exactly one `[DONE]`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use http_body_util::BodyStream;
 use serde_json::{Value, json};
-use testkit::{Behavior, Echo, MockUpstream, StreamEnd, TestGateway, config_with, fixture, openai_provider};
+use testkit::{
+    Behavior, Echo, MockUpstream, StreamEnd, TestGateway, config_with, fixture, openai_provider,
+};
 
 async fn gateway(mock: &MockUpstream, models: &str) -> TestGateway {
-    TestGateway::start(&config_with(&[openai_provider("mock", &mock.url(), models)])).await
+    TestGateway::start(&config_with(&[openai_provider(
+        "mock",
+        &mock.url(),
+        models,
+    )]))
+    .await
 }
 
 const ANY: &str = "      \"*\": {}\n";
@@ -28,14 +37,26 @@ async fn json_chat_passes_every_field_both_ways() {
         "max_tokens": 100
     });
     let answer = gw.client.chat(&request).await;
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.header("content-type"), Some("application/json"));
-    assert!(answer.header("x-request-id").is_some_and(|id| id.starts_with("req_")));
+    assert!(
+        answer
+            .header("x-request-id")
+            .is_some_and(|id| id.starts_with("req_"))
+    );
 
     let upstream = mock.last();
     assert_eq!(upstream.method, "POST");
     assert_eq!(upstream.uri, "/v1/chat/completions");
-    assert_eq!(upstream.header("authorization"), Some("Bearer sk-upstream-mock"));
+    assert_eq!(
+        upstream.header("authorization"),
+        Some("Bearer sk-upstream-mock")
+    );
     let mut expected = request.clone();
     expected["model"] = json!("gpt-4o");
     assert_eq!(upstream.json(), expected, "only the model is rewritten");
@@ -60,7 +81,11 @@ async fn recorded_completion_is_returned_untouched() {
         .chat(&json!({"model": "mock/gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
         .await;
     assert_eq!(answer.status, 200);
-    assert_eq!(answer.body, recorded.as_bytes(), "bytes are forwarded as received");
+    assert_eq!(
+        answer.body,
+        recorded.as_bytes(),
+        "bytes are forwarded as received"
+    );
 }
 
 #[tokio::test]
@@ -78,11 +103,17 @@ async fn model_settings_rewrite_the_request() {
         .await;
     assert_eq!(answer.status, 200);
     let sent = mock.last().json();
-    assert_eq!(sent["model"], "o3-mini", "the <high> tag names a variant, not an upstream model");
+    assert_eq!(
+        sent["model"], "o3-mini",
+        "the <high> tag names a variant, not an upstream model"
+    );
     assert_eq!(sent["reasoning_effort"], "high");
     assert_eq!(sent["temperature"], 0.1, "add_params never overwrites");
     assert_eq!(sent["top_p"], 0.5);
-    assert_eq!(sent["max_completion_tokens"], 100, "lowered to the ceiling, then renamed");
+    assert_eq!(
+        sent["max_completion_tokens"], 100,
+        "lowered to the ceiling, then renamed"
+    );
     assert!(sent.get("max_tokens").is_none());
     assert!(sent.get("presence_penalty").is_none());
 }
@@ -146,7 +177,11 @@ async fn usage_chunk_reaches_a_client_that_asked_for_it() {
         }))
         .await;
     let events = answer.events();
-    assert_eq!(events, testkit::sse_data(recorded.as_bytes()), "the whole recording, usage chunk included");
+    assert_eq!(
+        events,
+        testkit::sse_data(recorded.as_bytes()),
+        "the whole recording, usage chunk included"
+    );
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage["choices"], json!([]));
     assert!(usage["usage"]["total_tokens"].as_u64().unwrap() > 0);
@@ -187,7 +222,10 @@ async fn chunks_are_forwarded_as_they_arrive() {
     // Two chunks, then the upstream goes quiet without ending the stream: a gateway that
     // buffered would deliver nothing.
     mock.push(Behavior::sse(
-        &[r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#, r#"{"choices":[{"index":0,"delta":{"content":"b"}}]}"#],
+        &[
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"b"}}]}"#,
+        ],
         Duration::ZERO,
         StreamEnd::Hang,
     ));
@@ -238,7 +276,11 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
     let _first = body.next().await.expect("a first chunk");
     drop(body);
     mock.wait_cancelled(1).await;
-    assert_eq!(mock.finished(), 0, "the upstream stream was not read to its end");
+    assert_eq!(
+        mock.finished(),
+        0,
+        "the upstream stream was not read to its end"
+    );
 }
 
 #[tokio::test]
@@ -276,4 +318,23 @@ async fn request_ids_are_kept_or_made() {
     let a = gw.client.get("/healthz").await;
     let b = gw.client.get("/healthz").await;
     assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_across_requests_and_streams() {
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock, ANY).await;
+    for i in 0..6 {
+        let answer = gw
+            .client
+            .chat(&json!({"model": "mock/m", "stream": i % 2 == 0, "messages": [{"role": "user", "content": "x"}]}))
+            .await;
+        assert_eq!(answer.status, 200);
+    }
+    assert_eq!(mock.request_count(), 6);
+    assert_eq!(
+        mock.connections(),
+        1,
+        "one pooled upstream connection served every request"
+    );
 }

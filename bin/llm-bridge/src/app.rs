@@ -29,7 +29,10 @@ pub struct Environment {
 impl std::fmt::Debug for Environment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Environment")
-            .field("access_api_keys", &self.access_api_keys.as_ref().map(|_| "[redacted]"))
+            .field(
+                "access_api_keys",
+                &self.access_api_keys.as_ref().map(|_| "[redacted]"),
+            )
             .field("vars", &self.vars.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -39,7 +42,9 @@ impl Environment {
     /// Reads the process environment (after `.env` was loaded).
     pub fn from_process() -> Environment {
         let mut env = Environment {
-            access_api_keys: std::env::var("ACCESS_API_KEYS").ok().map(SecretString::from),
+            access_api_keys: std::env::var("ACCESS_API_KEYS")
+                .ok()
+                .map(SecretString::from),
             vars: BTreeMap::new(),
         };
         for (k, v) in std::env::vars() {
@@ -72,7 +77,11 @@ impl App {
     }
 
     /// Like [`App::build`], with a registry that may hold third-party adapters.
-    pub fn build_with(config: &AppConfig, env: &Environment, registry: &Registry) -> Result<App, ConfigError> {
+    pub fn build_with(
+        config: &AppConfig,
+        env: &Environment,
+        registry: &Registry,
+    ) -> Result<App, ConfigError> {
         let providers = build_providers(config, env, registry)?;
         let router = Router::new(
             providers,
@@ -92,7 +101,8 @@ impl App {
             Some(keys) if !keys.is_empty() => (keys, None),
             _ => {
                 let key = generate_key();
-                let keys = parse_access_keys(key.expose_secret()).map_err(|e| ConfigError::new(e.message()))?;
+                let keys = parse_access_keys(key.expose_secret())
+                    .map_err(|e| ConfigError::new(e.message()))?;
                 (keys, Some(key))
             }
         };

@@ -84,7 +84,12 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn serve(mut config: AppConfig, env: &Environment, args: &ServeArgs, source: &ConfigSource) -> ExitCode {
+fn serve(
+    mut config: AppConfig,
+    env: &Environment,
+    args: &ServeArgs,
+    source: &ConfigSource,
+) -> ExitCode {
     if let Some(host) = &args.host {
         config.server.host = host.clone();
     }
@@ -98,7 +103,10 @@ fn serve(mut config: AppConfig, env: &Environment, args: &ServeArgs, source: &Co
     if !source.path.exists() {
         tracing::warn!(path = %source.path.display(), "no config file: serving with defaults and environment overrides only");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
@@ -170,7 +178,10 @@ async fn shutdown_signal() {
 
 #[allow(clippy::print_stdout)]
 fn check(config: &mut AppConfig, env: &Environment, source: &ConfigSource) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -226,7 +237,10 @@ fn check(config: &mut AppConfig, env: &Environment, source: &ConfigSource) -> Ex
 
 #[allow(clippy::print_stdout)]
 fn models(config: &AppConfig, env: &Environment) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");

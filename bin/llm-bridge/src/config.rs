@@ -209,7 +209,10 @@ impl AppConfig {
                 ));
             }
             if p.base_url.trim().is_empty() {
-                return Err(at(format!("providers.{name}.base_url"), "must not be empty"));
+                return Err(at(
+                    format!("providers.{name}.base_url"),
+                    "must not be empty",
+                ));
             }
         }
         if let Some(default) = &self.default_provider {
@@ -249,14 +252,24 @@ fn describe(error: figment::Error, path: &Path) -> String {
         .map(|e| {
             let origin = match e.metadata.as_ref() {
                 Some(md) if md.name.contains("environment") => {
-                    format!("environment variable {ENV_PREFIX}{}", e.path.join("__").to_uppercase())
+                    format!(
+                        "environment variable {ENV_PREFIX}{}",
+                        e.path.join("__").to_uppercase()
+                    )
                 }
                 _ => path.display().to_string(),
             };
-            let key = if e.path.is_empty() {
+            // figment puts an unknown key at the end of its path: name its parent instead.
+            let mut path = e.path.clone();
+            if let Kind::UnknownField(field, _) = &e.kind {
+                if path.last() == Some(field) {
+                    path.pop();
+                }
+            }
+            let key = if path.is_empty() {
                 String::new()
             } else {
-                format!("{}: ", e.path.join("."))
+                format!("{}: ", path.join("."))
             };
             format!("{origin}: {key}{}", kind_text(&e.kind))
         })
@@ -273,11 +286,17 @@ fn kind_text(kind: &Kind) -> String {
             if expected.is_empty() {
                 format!("unknown key '{field}'")
             } else {
-                format!("unknown key '{field}' (expected one of: {})", expected.join(", "))
+                format!(
+                    "unknown key '{field}' (expected one of: {})",
+                    expected.join(", ")
+                )
             }
         }
         Kind::UnknownVariant(v, expected) => {
-            format!("unknown value \"{v}\" (expected one of: {})", expected.join(", "))
+            format!(
+                "unknown value \"{v}\" (expected one of: {})",
+                expected.join(", ")
+            )
         }
         Kind::MissingField(f) => format!("missing required key '{f}'"),
         Kind::DuplicateField(f) => format!("key '{f}' appears twice"),
@@ -314,7 +333,9 @@ mod tests {
         assert_eq!(closeai.adapter, "openai");
         assert_eq!(closeai.models["o3-mini<high>"].timeout().as_secs(), 600);
         assert_eq!(
-            c.providers["deepseek"].models["deepseek-reasoner"].param_config.rename_params["max_tokens"],
+            c.providers["deepseek"].models["deepseek-reasoner"]
+                .param_config
+                .rename_params["max_tokens"],
             "max_reasoning_token"
         );
         assert_eq!(c.proxy.https.as_deref(), Some("socks5://127.0.0.1:7890"));
@@ -337,17 +358,28 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_reported() {
-        let e = AppConfig::from_yaml("server: { prot: 1 }\n").unwrap_err().to_string();
+        let e = AppConfig::from_yaml("server: { prot: 1 }\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server: unknown key 'prot'"), "{e}");
-        let e = AppConfig::from_yaml("surver: {}\n").unwrap_err().to_string();
+        let e = AppConfig::from_yaml("surver: {}\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown key 'surver'"), "{e}");
     }
 
     #[test]
     fn bad_levels_and_default_providers_are_reported() {
-        let e = AppConfig::from_yaml("logging: { level: loud }\n").unwrap_err().to_string();
+        let e = AppConfig::from_yaml("logging: { level: loud }\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("logging.level"), "{e}");
-        let e = AppConfig::from_yaml("default_provider: nope\n").unwrap_err().to_string();
-        assert!(e.contains("default_provider: no provider named 'nope'"), "{e}");
+        let e = AppConfig::from_yaml("default_provider: nope\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("default_provider: no provider named 'nope'"),
+            "{e}"
+        );
     }
 }

@@ -14,4 +14,9 @@ pub use config::{AppConfig, ConfigError, ConfigSource};
 pub use registry::Registry;
 
 /// The version and the git commit this binary was built from.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LLM_BRIDGE_GIT_COMMIT"), ")");
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("LLM_BRIDGE_GIT_COMMIT"),
+    ")"
+);

@@ -9,8 +9,9 @@ use llm_bridge_http::UpstreamClient;
 use llm_bridge_provider_openai::OpenAiProvider;
 
 /// Builds a provider from its name, its config and a client set up for it (proxy, TLS).
-pub type Constructor =
-    Box<dyn Fn(&str, &ProviderConfig, UpstreamClient) -> Result<Arc<dyn ChatProvider>> + Send + Sync>;
+pub type Constructor = Box<
+    dyn Fn(&str, &ProviderConfig, UpstreamClient) -> Result<Arc<dyn ChatProvider>> + Send + Sync,
+>;
 
 /// The known adapters.
 pub struct Registry {
@@ -43,7 +44,8 @@ impl Registry {
         + Sync
         + 'static,
     ) {
-        self.adapters.insert(adapter.to_owned(), Box::new(constructor));
+        self.adapters
+            .insert(adapter.to_owned(), Box::new(constructor));
     }
 
     /// The adapter names, sorted.

@@ -69,7 +69,9 @@ pub fn parse_access_keys(value: &str) -> Result<Vec<AccessKey>> {
             .collect()
     };
     if keys.iter().any(|k| k.secret.expose_secret().is_empty()) {
-        return Err(Error::invalid_request("ACCESS_API_KEYS contains an empty key"));
+        return Err(Error::invalid_request(
+            "ACCESS_API_KEYS contains an empty key",
+        ));
     }
     Ok(keys)
 }
@@ -86,7 +88,10 @@ fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         let chars = chunk.len() + 1;
         for i in 0..chars {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -182,12 +187,18 @@ mod tests {
         };
         assert_eq!(
             names(" sk-a , sk-b,,"),
-            [("access-1".into(), "sk-a".into()), ("access-2".into(), "sk-b".into())]
+            [
+                ("access-1".into(), "sk-a".into()),
+                ("access-2".into(), "sk-b".into())
+            ]
         );
         assert_eq!(names(r#"["sk-a"]"#), [("access-1".into(), "sk-a".into())]);
         assert_eq!(
             names(r#"{"sk-a": "alice", "sk-b": true}"#),
-            [("alice".into(), "sk-a".into()), ("access-2".into(), "sk-b".into())]
+            [
+                ("alice".into(), "sk-a".into()),
+                ("access-2".into(), "sk-b".into())
+            ]
         );
         assert!(names("").is_empty());
         let err = parse_access_keys(r#"["sk-secret""#).unwrap_err();

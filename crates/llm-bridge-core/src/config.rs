@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use serde_json::{Map, Value};
 
 use crate::request::ChatRequest;
@@ -46,7 +46,13 @@ fn default_true() -> bool {
 pub fn api_key_env_var(provider: &str) -> String {
     let mut s: String = provider
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     s.push_str("_API_KEY");
     s
@@ -139,7 +145,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 impl ModelConfig {
     /// The effective timeout.
     pub fn timeout(&self) -> Duration {
-        self.timeout.map(Seconds::duration).unwrap_or(DEFAULT_TIMEOUT)
+        self.timeout
+            .map(Seconds::duration)
+            .unwrap_or(DEFAULT_TIMEOUT)
     }
 
     /// Applies the `max_tokens` ceiling, then `param_config`, to a request.
@@ -238,7 +246,7 @@ impl<'de> Deserialize<'de> for Seconds {
                 Ok(Seconds(v as f64))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
-                if !v.is_finite() || v < 0.0 || v > 1e9 {
+                if !v.is_finite() || !(0.0..=1e9).contains(&v) {
                     return Err(E::invalid_value(de::Unexpected::Float(v), &self));
                 }
                 Ok(Seconds(v))
@@ -375,7 +383,10 @@ mod tests {
     #[test]
     fn seconds_reject_words() {
         let e = serde_json::from_value::<ModelConfig>(json!({"timeout": "fast"})).unwrap_err();
-        assert!(e.to_string().contains("expected a number of seconds"), "{e}");
+        assert!(
+            e.to_string().contains("expected a number of seconds"),
+            "{e}"
+        );
         let m = model(json!({"timeout": 0.5}));
         assert_eq!(m.timeout(), Duration::from_millis(500));
         assert_eq!(ModelConfig::default().timeout(), DEFAULT_TIMEOUT);
@@ -394,7 +405,10 @@ mod tests {
         let e = cat.lookup("o3-mini<high>").unwrap();
         assert_eq!(e.upstream_name(), "o3-mini");
         assert!(!e.wildcard);
-        assert_eq!(cat.lookup("gpt-4o").unwrap().upstream_name(), "gpt-4o-2024-08-06");
+        assert_eq!(
+            cat.lookup("gpt-4o").unwrap().upstream_name(),
+            "gpt-4o-2024-08-06"
+        );
         let w = cat.lookup("anything").unwrap();
         assert!(w.wildcard);
         assert_eq!(w.upstream_name(), "anything");

@@ -155,7 +155,10 @@ mod tests {
         });
         let m = Message::deserialize_value(&v).unwrap();
         let back = serde_json::to_value(&m).unwrap();
-        assert_eq!(back["tool_calls"][0]["extra_content"], v["tool_calls"][0]["extra_content"]);
+        assert_eq!(
+            back["tool_calls"][0]["extra_content"],
+            v["tool_calls"][0]["extra_content"]
+        );
         assert_eq!(back["audio"], v["audio"]);
     }
 

@@ -35,17 +35,24 @@ impl ChatRequest {
 
     /// The model the client asked for (`provider/model`, an alias, or a bare name).
     pub fn model(&self) -> &str {
-        self.body.get("model").and_then(Value::as_str).unwrap_or_default()
+        self.body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     /// Rewrites the model name (to the upstream's name).
     pub fn set_model(&mut self, model: &str) {
-        self.body.insert("model".into(), Value::String(model.to_owned()));
+        self.body
+            .insert("model".into(), Value::String(model.to_owned()));
     }
 
     /// Whether the client asked for a server-sent-event stream.
     pub fn stream(&self) -> bool {
-        self.body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        self.body
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// Sets `stream`.
@@ -129,8 +136,9 @@ impl ChatRequest {
 fn validate(body: &Map<String, Value>) -> Result<()> {
     match body.get("model") {
         None | Some(Value::Null) => {
-            return Err(Error::invalid_request("missing required parameter: 'model'")
-                .with_param("model"));
+            return Err(
+                Error::invalid_request("missing required parameter: 'model'").with_param("model"),
+            );
         }
         Some(Value::String(s)) if s.trim().is_empty() => {
             return Err(Error::invalid_request("'model' must not be empty").with_param("model"));
@@ -146,15 +154,17 @@ fn validate(body: &Map<String, Value>) -> Result<()> {
     }
     match body.get("messages") {
         None | Some(Value::Null) => {
-            return Err(Error::invalid_request("missing required parameter: 'messages'")
-                .with_param("messages"));
+            return Err(
+                Error::invalid_request("missing required parameter: 'messages'")
+                    .with_param("messages"),
+            );
         }
         Some(Value::Array(messages)) => {
             if messages.is_empty() {
-                return Err(Error::invalid_request(
-                    "'messages' must contain at least one message",
-                )
-                .with_param("messages"));
+                return Err(
+                    Error::invalid_request("'messages' must contain at least one message")
+                        .with_param("messages"),
+                );
             }
             for (i, m) in messages.iter().enumerate() {
                 let role = m.get("role");
@@ -254,9 +264,15 @@ mod tests {
     fn rejects_what_the_gateway_cannot_route() {
         assert_eq!(err(json!([])).kind(), ErrorKind::InvalidRequest);
         assert_eq!(err(json!({"messages": []})).param(), Some("model"));
-        assert_eq!(err(json!({"model": 3, "messages": []})).param(), Some("model"));
+        assert_eq!(
+            err(json!({"model": 3, "messages": []})).param(),
+            Some("model")
+        );
         assert_eq!(err(json!({"model": "m"})).param(), Some("messages"));
-        assert_eq!(err(json!({"model": "m", "messages": []})).param(), Some("messages"));
+        assert_eq!(
+            err(json!({"model": "m", "messages": []})).param(),
+            Some("messages")
+        );
         assert_eq!(
             err(json!({"model": "m", "messages": "hi"})).param(),
             Some("messages")

@@ -254,8 +254,9 @@ mod tests {
 
     #[test]
     fn strip_usage_keeps_everything_else() {
-        let out = strip_usage(br#"{"id":"1","choices":[{"index":0}],"usage":{"prompt_tokens":1},"x":2}"#)
-            .unwrap();
+        let out =
+            strip_usage(br#"{"id":"1","choices":[{"index":0}],"usage":{"prompt_tokens":1},"x":2}"#)
+                .unwrap();
         assert_eq!(&out[..], br#"{"id":"1","choices":[{"index":0}],"x":2}"#);
     }
 }

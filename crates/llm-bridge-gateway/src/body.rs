@@ -56,7 +56,9 @@ impl Body for GatewayBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            GatewayBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            GatewayBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             GatewayBody::Sse(_) => SizeHint::default(),
         }
     }

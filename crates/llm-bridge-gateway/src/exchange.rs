@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use llm_bridge_core::{ChatRequest, Error, ErrorKind, Usage, inspect};
+use llm_bridge_core::{ChatRequest, Error, ErrorKind, inspect};
 
 use crate::Gateway;
 use crate::access::{Outcome, RequestLog};
@@ -16,15 +16,17 @@ pub enum Answer {
     Complete {
         /// The upstream's JSON, untouched.
         body: Bytes,
-        /// Its token counts.
-        usage: Option<Usage>,
     },
     /// A stream of chunks.
-    Stream(MeteredStream),
+    Stream(Box<MeteredStream>),
 }
 
 /// Runs one chat request. The log is finished here, or handed to the stream.
-pub async fn run(gateway: &Gateway, mut log: RequestLog, request: ChatRequest) -> Result<Answer, Error> {
+pub async fn run(
+    gateway: &Gateway,
+    mut log: RequestLog,
+    request: ChatRequest,
+) -> Result<Answer, Error> {
     log.model = Some(request.model().to_owned());
     log.stream = request.stream();
     let upstream_started = Instant::now();
@@ -35,7 +37,11 @@ pub async fn run(gateway: &Gateway, mut log: RequestLog, request: ChatRequest) -
                 log.upstream = Some(upstream_started.elapsed());
                 log.provider = Some(served.provider);
                 log.upstream_model = Some(served.upstream_model);
-                Ok(Answer::Stream(MeteredStream::new(served.value, client_wants_usage, log)))
+                Ok(Answer::Stream(Box::new(MeteredStream::new(
+                    served.value,
+                    client_wants_usage,
+                    log,
+                ))))
             }
             Err(e) => Err(failed(log, e)),
         }
@@ -50,7 +56,7 @@ pub async fn run(gateway: &Gateway, mut log: RequestLog, request: ChatRequest) -
                     Ok(seen) => {
                         log.usage = seen.usage;
                         log.finish(Outcome::Ok);
-                        Ok(Answer::Complete { body, usage: seen.usage })
+                        Ok(Answer::Complete { body })
                     }
                     Err(parse) => {
                         let e = Error::new(

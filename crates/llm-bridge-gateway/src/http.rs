@@ -19,7 +19,10 @@ use crate::sse::SseBody;
 
 /// The access key a request presents: `Authorization: Bearer <key>` or `x-api-key: <key>`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         return Some(match v.split_once(' ') {
             Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
@@ -52,7 +55,7 @@ pub async fn chat_completions(
     match exchange::run(gateway, log, chat).await {
         Ok(Answer::Complete { body, .. }) => json_response(StatusCode::OK, body),
         Ok(Answer::Stream(stream)) => {
-            let mut response = Response::new(GatewayBody::Sse(Box::new(SseBody::new(stream))));
+            let mut response = Response::new(GatewayBody::Sse(Box::new(SseBody::new(*stream))));
             let h = response.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

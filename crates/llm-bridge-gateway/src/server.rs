@@ -15,7 +15,11 @@ use crate::service::handle;
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests and streams finish for at most `drain_timeout`, and returns.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -56,7 +60,10 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl 
     drop(listener);
     gateway.set_ready(false);
     let drain = gateway.config.drain_timeout.duration();
-    tracing::info!(drain_timeout_s = drain.as_secs_f64(), "shutting down: draining in-flight requests");
+    tracing::info!(
+        drain_timeout_s = drain.as_secs_f64(),
+        "shutting down: draining in-flight requests"
+    );
     match tokio::time::timeout(drain, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("drain timeout reached: closing the remaining connections"),

@@ -2,8 +2,8 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
@@ -35,7 +35,15 @@ pub async fn handle(
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
-        (_, "/v1/chat/completions" | "/chat/completions" | "/v1/models" | "/models" | "/healthz" | "/readyz") => {
+        (
+            _,
+            "/v1/chat/completions"
+            | "/chat/completions"
+            | "/v1/models"
+            | "/models"
+            | "/healthz"
+            | "/readyz",
+        ) => {
             let mut r = error_response(&Error::new(
                 ErrorKind::InvalidRequest,
                 format!("method {method} is not allowed on {path}"),

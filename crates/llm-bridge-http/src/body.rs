@@ -46,7 +46,10 @@ impl IdleBody {
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(Some(Err(Error::new(
                         ErrorKind::UpstreamUnavailable,
-                        format!("upstream connection failed while reading the response: {}", describe(&e)),
+                        format!(
+                            "upstream connection failed while reading the response: {}",
+                            describe(&e)
+                        ),
                     ))));
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
@@ -54,10 +57,7 @@ impl IdleBody {
                     ready!(self.deadline.as_mut().poll(cx));
                     return Poll::Ready(Some(Err(Error::new(
                         ErrorKind::UpstreamTimeout,
-                        format!(
-                            "upstream sent nothing for {} s",
-                            fmt_secs(self.idle)
-                        ),
+                        format!("upstream sent nothing for {} s", fmt_secs(self.idle)),
                     ))));
                 }
             }

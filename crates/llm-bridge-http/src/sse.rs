@@ -114,7 +114,11 @@ impl SseDecoder {
         }
         let (field, value) = match memchr::memchr(b':', &line) {
             Some(i) => {
-                let start = if line.get(i + 1) == Some(&b' ') { i + 2 } else { i + 1 };
+                let start = if line.get(i + 1) == Some(&b' ') {
+                    i + 2
+                } else {
+                    i + 1
+                };
                 (line.slice(..i), line.slice(start..))
             }
             None => (line.clone(), Bytes::new()),

@@ -16,7 +16,9 @@ pub fn from_status(provider: &str, status: StatusCode, headers: &HeaderMap, body
         401 => Error::new(
             ErrorKind::UpstreamAuth,
             // The upstream's own text may quote part of our key: leave it out.
-            format!("provider '{provider}' rejected the gateway's API key for it (upstream HTTP 401)"),
+            format!(
+                "provider '{provider}' rejected the gateway's API key for it (upstream HTTP 401)"
+            ),
         ),
         403 => Error::new(
             ErrorKind::UpstreamAuth,
@@ -32,7 +34,8 @@ pub fn from_status(provider: &str, status: StatusCode, headers: &HeaderMap, body
         429 => {
             let mut e = Error::new(
                 ErrorKind::UpstreamRateLimited,
-                message.unwrap_or_else(|| format!("provider '{provider}' is rate limiting requests")),
+                message
+                    .unwrap_or_else(|| format!("provider '{provider}' is rate limiting requests")),
             );
             if let Some(delay) = llm_bridge_http::retry_after(headers) {
                 e = e.with_retry_after(delay);
@@ -41,7 +44,9 @@ pub fn from_status(provider: &str, status: StatusCode, headers: &HeaderMap, body
         }
         400..=499 => Error::new(
             ErrorKind::UpstreamRejected(code),
-            message.unwrap_or_else(|| format!("provider '{provider}' rejected the request (HTTP {code})")),
+            message.unwrap_or_else(|| {
+                format!("provider '{provider}' rejected the request (HTTP {code})")
+            }),
         )
         .with_upstream_detail(detail),
         500..=599 => Error::new(
@@ -160,7 +165,12 @@ mod tests {
 
     #[test]
     fn server_errors_are_502_with_their_text() {
-        let e = from_status("d", StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), br#"{"detail":"overloaded"}"#);
+        let e = from_status(
+            "d",
+            StatusCode::SERVICE_UNAVAILABLE,
+            &HeaderMap::new(),
+            br#"{"detail":"overloaded"}"#,
+        );
         assert_eq!(e.status(), 502);
         assert!(e.message().contains("overloaded"));
         assert!(e.message().contains("503"));
@@ -168,7 +178,10 @@ mod tests {
 
     #[test]
     fn stream_error_events() {
-        let e = from_stream_event("d", br#"{"error":{"message":"boom","type":"server_error"}}"#);
+        let e = from_stream_event(
+            "d",
+            br#"{"error":{"message":"boom","type":"server_error"}}"#,
+        );
         assert_eq!(e.status(), 502);
         assert_eq!(e.message(), "boom");
     }

@@ -46,9 +46,8 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     /// A provider from its config; `client` carries the connection settings (proxy, TLS).
     pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
-        let endpoint = chat_completions_url(&config.base_url).map_err(|e| {
-            Error::invalid_request(format!("base_url: {}", e.message()))
-        })?;
+        let endpoint = chat_completions_url(&config.base_url)
+            .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
         let keys = config
             .api_key
             .keys()
@@ -146,7 +145,12 @@ impl OpenAiProvider {
             .collect(MAX_ERROR_BYTES)
             .await
             .unwrap_or_default();
-        Err(errors::from_status(&self.name, parts.status, &parts.headers, &body))
+        Err(errors::from_status(
+            &self.name,
+            parts.status,
+            &parts.headers,
+            &body,
+        ))
     }
 }
 
@@ -239,6 +243,14 @@ struct Chunks {
     done: bool,
 }
 
+impl Chunks {
+    /// Reads what is already there after `[DONE]` (normally just the end of the body), so
+    /// that the connection goes back to the pool instead of being closed. Never waits.
+    fn drain(&mut self, cx: &mut Context<'_>) {
+        while let Poll::Ready(Some(Ok(_))) = Pin::new(&mut self.events).poll_next(cx) {}
+    }
+}
+
 impl Stream for Chunks {
     type Item = Result<ChatChunk>;
 
@@ -265,6 +277,7 @@ impl Stream for Chunks {
             }
             if &data[..] == b"[DONE]" {
                 this.done = true;
+                this.drain(cx);
                 return Poll::Ready(None);
             }
             if data.starts_with(b"{\"error\"") || event.event.as_deref() == Some(b"error") {
@@ -277,8 +290,14 @@ impl Stream for Chunks {
 }
 
 fn trim_ascii(b: Bytes) -> Bytes {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     if start == 0 && end == b.len() {
         b
     } else {

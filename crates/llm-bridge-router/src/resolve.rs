@@ -83,7 +83,9 @@ impl Router {
         for p in providers {
             let name = p.name().to_owned();
             if map.insert(name.clone(), p).is_some() {
-                return Err(Error::invalid_request(format!("provider '{name}' is defined twice")));
+                return Err(Error::invalid_request(format!(
+                    "provider '{name}' is defined twice"
+                )));
             }
         }
         if let Some(default) = &config.default_provider {
@@ -126,9 +128,9 @@ impl Router {
         }
         Err(not_found(match ModelRef::parse(name) {
             Some(r) => format!("unknown provider '{}' in model '{name}'", r.provider),
-            None => format!(
-                "unknown model '{name}': name it as provider/model (see GET /v1/models)"
-            ),
+            None => {
+                format!("unknown model '{name}': name it as provider/model (see GET /v1/models)")
+            }
         }))
     }
 
@@ -245,7 +247,10 @@ mod tests {
     #[test]
     fn provider_slash_model() {
         let r = router(None);
-        assert_eq!(r.resolve("deepseek/deepseek-chat").unwrap().id(), "deepseek/deepseek-chat");
+        assert_eq!(
+            r.resolve("deepseek/deepseek-chat").unwrap().id(),
+            "deepseek/deepseek-chat"
+        );
         assert_eq!(
             r.resolve("openrouter/meta-llama/llama-3").unwrap().id(),
             "openrouter/meta-llama/llama-3"
@@ -253,7 +258,12 @@ mod tests {
         let e = r.resolve("closeai/gpt-5").unwrap_err();
         assert_eq!(e.status(), 404);
         assert_eq!(e.code(), Some("model_not_found"));
-        assert!(r.resolve("nobody/gpt-4o").unwrap_err().message().contains("unknown provider"));
+        assert!(
+            r.resolve("nobody/gpt-4o")
+                .unwrap_err()
+                .message()
+                .contains("unknown provider")
+        );
     }
 
     #[test]
@@ -262,10 +272,16 @@ mod tests {
         assert_eq!(r.resolve("gpt-4o").unwrap().id(), "closeai/gpt-4o");
         assert_eq!(r.resolve("deepseek-chat").unwrap_err().status(), 404);
         let r = router(Some("deepseek"));
-        assert_eq!(r.resolve("deepseek-chat").unwrap().id(), "deepseek/deepseek-chat");
+        assert_eq!(
+            r.resolve("deepseek-chat").unwrap().id(),
+            "deepseek/deepseek-chat"
+        );
         assert_eq!(r.resolve("gpt-4o").unwrap_err().status(), 404);
         let r = router(Some("openrouter"));
-        assert_eq!(r.resolve("meta-llama/llama-3").unwrap().id(), "openrouter/meta-llama/llama-3");
+        assert_eq!(
+            r.resolve("meta-llama/llama-3").unwrap().id(),
+            "openrouter/meta-llama/llama-3"
+        );
     }
 
     #[test]

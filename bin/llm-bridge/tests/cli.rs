@@ -1,0 +1,190 @@
+//! The binary as a user runs it: `check`, `models`, `--version`, `.env`, environment
+//! overrides, the generated key, and SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use serde_json::json;
+use testkit::process::Spawned;
+use testkit::{Client, MockUpstream};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_llm-bridge");
+
+fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::new(BINARY);
+    c.args(args)
+        .current_dir(dir)
+        .env_remove("ACCESS_API_KEYS")
+        .env_remove("LLM_BRIDGE_CONFIG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run llm-bridge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &std::path::Path, yaml: &str) {
+    std::fs::create_dir_all(dir.join("configs")).unwrap();
+    std::fs::write(dir.join("configs/config.yaml"), yaml).unwrap();
+}
+
+#[test]
+fn check_reports_precise_config_errors_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "providers:\n  gemini:\n    adapter: openai\n    base_url: https://x\n    models:\n      x: { timeout: fast }\n",
+    );
+    let (code, _, err) = run(dir.path(), &["check"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("configs/config.yaml: providers.gemini.models.x.timeout: expected a number of seconds, found \"fast\""),
+        "{err}"
+    );
+
+    write_config(
+        dir.path(),
+        "providers:\n  p:\n    adapter: carrier-pigeon\n    base_url: https://x\n",
+    );
+    let (code, _, err) = run(dir.path(), &["check"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("providers.p.adapter: unknown adapter \"carrier-pigeon\""),
+        "{err}"
+    );
+
+    let (code, _, err) = run(dir.path(), &["--config", "missing.yaml", "check"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.yaml: config file not found"), "{err}");
+}
+
+#[test]
+fn check_and_models_describe_what_would_be_served() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "providers:\n  deepseek:\n    adapter: openai\n    base_url: https://api.deepseek.com\n    models:\n      deepseek-chat: {}\n",
+    );
+    let (code, out, err) = run(dir.path(), &["check"], &[("DEEPSEEK_API_KEY", "sk-a,sk-b")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("provider deepseek: adapter openai, https://api.deepseek.com, 2 key(s)"),
+        "{out}"
+    );
+    assert!(out.contains("deepseek/deepseek-chat"), "{out}");
+    assert!(!out.contains("sk-a"), "keys are never printed");
+    let (code, out, _) = run(dir.path(), &["models"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "deepseek/deepseek-chat");
+    // Environment overrides reach the config.
+    let (code, out, _) = run(
+        dir.path(),
+        &["check"],
+        &[("LLM_BRIDGE__SERVER__PORT", "4321")],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("listen: 127.0.0.1:4321"), "{out}");
+    let (code, _, err) = run(dir.path(), &["check"], &[("LLM_BRIDGE__SERVER__PROT", "1")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("LLM_BRIDGE__SERVER__PROT") && err.contains("unknown key 'prot'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_names_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(dir.path(), &["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("llm-bridge {} (", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn serve_generates_a_key_when_none_is_configured_and_exits_0_on_sigterm() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "providers:\n  m:\n    adapter: openai\n    base_url: {}\n    api_key: k\n    models:\n      x: {{}}\n",
+            mock.url()
+        ),
+    );
+    let gw = Spawned::start(BINARY.as_ref(), dir.path(), &["--port", "0"], &[]);
+    let output = gw.output();
+    let key = output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk-llmb-"))
+        .unwrap_or_else(|| panic!("a generated key is printed:\n{output}"))
+        .to_owned();
+    assert!(output.contains("no ACCESS_API_KEYS configured"));
+    assert_eq!(
+        output.matches(&key).count(),
+        1,
+        "printed once, never logged"
+    );
+
+    let client = Client::new(&gw.url(), Some(&key));
+    let answer = client
+        .chat(&json!({"model": "m/x", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        Client::new(&gw.url(), Some("sk-other"))
+            .get("/v1/models")
+            .await
+            .status,
+        401
+    );
+
+    let (status, output) = tokio::task::spawn_blocking(move || gw.terminate())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("llm-bridge stopped"), "{output}");
+    assert_eq!(output.matches(&key).count(), 1);
+}
+
+#[tokio::test]
+async fn dotenv_is_read_and_the_real_environment_wins() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "providers:\n  m:\n    adapter: openai\n    base_url: {}\n    models:\n      x: {{}}\n",
+            mock.url()
+        ),
+    );
+    std::fs::write(
+        dir.path().join(".env"),
+        "ACCESS_API_KEYS=sk-from-dotenv\nM_API_KEY=sk-upstream-from-dotenv\n",
+    )
+    .unwrap();
+    let gw = Spawned::start(
+        BINARY.as_ref(),
+        dir.path(),
+        &["--port", "0"],
+        &[("M_API_KEY", "sk-upstream-from-env")],
+    );
+    let client = Client::new(&gw.url(), Some("sk-from-dotenv"));
+    let answer = client
+        .chat(&json!({"model": "m/x", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(answer.status, 200, "{}", gw.output());
+    assert_eq!(
+        mock.last().header("authorization"),
+        Some("Bearer sk-upstream-from-env")
+    );
+    assert!(!gw.output().contains("sk-from-dotenv"));
+}

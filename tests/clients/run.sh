@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Drives a real llm-bridge process with real client libraries (the official OpenAI Python
+# SDK, pinned in requirements.txt) against the mock upstream, as a user's program would.
+# Installs the clients into a virtualenv under target/ on first use.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+
+cargo build --quiet -p llm-bridge --bin llm-bridge -p llm-bridge-tests --bin mock-upstream
+
+VENV=$TARGET/clients-venv
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$TARGET/debug/mock-upstream" --port-file "$WORK/mock.port" --chunks 5 >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
+MOCK_PORT=$(cat "$WORK/mock.port")
+
+cat >"$WORK/config.yaml" <<YAML
+providers:
+  mock:
+    adapter: openai
+    base_url: http://127.0.0.1:$MOCK_PORT/v1
+    models:
+      gpt-4o: { max_tokens: 4096 }
+      "*": {}
+  dead:
+    adapter: openai
+    base_url: http://127.0.0.1:9/v1
+    api_key: sk-dead-upstream
+    models:
+      gpt-4o: {}
+logging: { format: json, level: debug }
+YAML
+
+PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+KEY=sk-client-test-$RANDOM$RANDOM
+ACCESS_API_KEYS=$KEY MOCK_API_KEY=sk-mock-upstream-secret \
+    "$TARGET/debug/llm-bridge" --config "$WORK/config.yaml" --port "$PORT" >"$WORK/gateway.log" 2>&1 &
+PIDS+=($!)
+"$VENV/bin/python" - "$PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(300):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=1)
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.1)
+sys.exit("llm-bridge did not become healthy")
+PY
+
+status=0
+LLM_BRIDGE_URL=http://127.0.0.1:$PORT LLM_BRIDGE_KEY=$KEY \
+    "$VENV/bin/python" -m unittest discover -s tests/clients -p 'test_*.py' -v || status=$?
+
+# No secret may appear in the gateway's logs.
+for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream; do
+    if grep -q -- "$secret" "$WORK/gateway.log"; then
+        echo "FAIL: a secret appears in the gateway log" >&2
+        status=1
+    fi
+done
+if [ "$status" -ne 0 ]; then
+    echo "--- gateway log ---" >&2
+    tail -n 50 "$WORK/gateway.log" >&2
+fi
+exit "$status"
