@@ -37,6 +37,12 @@ providers:
     models:
       gpt-4o: { max_tokens: 4096 }
       "*": {}
+  gemini:
+    adapter: gemini
+    base_url: http://127.0.0.1:$MOCK_PORT
+    api_key: AIzaSy-gemini-upstream-secret
+    models:
+      gemini-2.5-flash: {}
   dead:
     adapter: openai
     base_url: http://127.0.0.1:9/v1
@@ -44,6 +50,7 @@ providers:
     models:
       gpt-4o: {}
 logging: { format: json, level: debug }
+usage: { database: $WORK/usage.db }
 YAML
 
 PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -67,7 +74,7 @@ LLM_BRIDGE_URL=http://127.0.0.1:$PORT LLM_BRIDGE_KEY=$KEY \
     "$VENV/bin/python" -m unittest discover -s tests/clients -p 'test_*.py' -v || status=$?
 
 # No secret may appear in the gateway's logs.
-for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream; do
+for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream AIzaSy-gemini-upstream-secret; do
     if grep -q -- "$secret" "$WORK/gateway.log"; then
         echo "FAIL: a secret appears in the gateway log" >&2
         status=1

@@ -9,12 +9,18 @@ use crate::client::Client;
 /// The access key test gateways accept.
 pub const TEST_KEY: &str = "sk-test-key-0123456789";
 
+/// The admin key test gateways accept (`ADMIN_API_KEYS`).
+pub const ADMIN_KEY: &str = "sk-test-admin-0123456789";
+
 /// A gateway serving in the background, with a client holding a valid key.
 pub struct TestGateway {
     /// The running gateway.
     pub app: RunningApp,
     /// A client with [`TEST_KEY`].
     pub client: Client,
+    /// The usage database (in a temporary folder unless the config names one).
+    pub usage_db: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl TestGateway {
@@ -25,9 +31,15 @@ impl TestGateway {
 
     /// Starts a gateway from YAML with extra environment variables (`NAME_API_KEY`, …).
     pub async fn start_with(yaml: &str, vars: &[(&str, &str)]) -> TestGateway {
-        let config = AppConfig::from_yaml(yaml).unwrap_or_else(|e| panic!("test config: {e}"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = AppConfig::from_yaml(yaml).unwrap_or_else(|e| panic!("test config: {e}"));
+        if !yaml.lines().any(|l| l.starts_with("usage:")) {
+            config.usage.database = dir.path().join("usage.db");
+        }
+        let usage_db = config.usage.database.clone();
         let mut env = Environment {
             access_api_keys: Some(SecretString::from(TEST_KEY.to_owned())),
+            admin_api_keys: Some(SecretString::from(ADMIN_KEY.to_owned())),
             ..Environment::default()
         };
         for (k, v) in vars {
@@ -40,7 +52,12 @@ impl TestGateway {
             .await
             .expect("gateway listens");
         let client = Client::new(&app.url(), Some(TEST_KEY));
-        TestGateway { app, client }
+        TestGateway {
+            app,
+            client,
+            usage_db,
+            _dir: dir,
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -48,9 +65,13 @@ impl TestGateway {
         self.app.url()
     }
 
-    /// Graceful shutdown.
-    pub async fn shutdown(self) {
+    /// Graceful shutdown (usage records are all written when it returns).
+    pub async fn shutdown(self) -> std::path::PathBuf {
         self.app.shutdown().await;
+        // Keep the folder: the caller reads the database afterwards.
+        let dir = self._dir.keep();
+        let _ = dir;
+        self.usage_db
     }
 }
 

@@ -6,11 +6,12 @@
 
 pub mod client;
 pub mod gateway;
+pub mod gemini;
 pub mod mock;
 pub mod process;
 
 pub use client::{Answer, Client, sse_data};
-pub use gateway::{TEST_KEY, TestGateway, config_with, openai_provider};
+pub use gateway::{ADMIN_KEY, TEST_KEY, TestGateway, config_with, openai_provider};
 pub use mock::{Behavior, Echo, MockUpstream, Recorded, StreamEnd};
 
 /// Reads a fixture from `tests/fixtures/`.

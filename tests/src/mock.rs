@@ -384,6 +384,18 @@ impl Drop for CancelGuard {
 }
 
 fn echo_answer(state: Arc<State>, recorded: &Recorded, echo: &Echo) -> Response<MockBody> {
+    // Requests in Gemini's own format get Gemini-shaped answers (see gemini.rs).
+    if let Some((content_type, pieces)) = crate::gemini::echo(recorded, echo) {
+        return Response::builder()
+            .header("content-type", content_type)
+            .body(MockBody::stream(
+                state,
+                pieces,
+                echo.delay,
+                StreamEnd::Close,
+            ))
+            .expect("response");
+    }
     let request: Value = serde_json::from_slice(&recorded.body).unwrap_or(Value::Null);
     let model = request["model"].as_str().unwrap_or("mock-model").to_owned();
     let last = request["messages"]

@@ -109,8 +109,12 @@ impl Drop for Spawned {
     }
 }
 
-/// The `address=…` of a log line.
+/// The `address=…` (text) or `"address":"…"` (JSON) of a log line.
 fn address_in(line: &str) -> Option<SocketAddr> {
+    if let Some(i) = line.find("\"address\":\"") {
+        let rest = &line[i + "\"address\":\"".len()..];
+        return rest[..rest.find('"')?].parse().ok();
+    }
     let start = line.find("address=")? + "address=".len();
     let rest = &line[start..];
     let rest = rest.trim_start_matches('"');

@@ -5,12 +5,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use llm_bridge_auth::{Authenticator, SecretString, generate_key, parse_access_keys};
+use llm_bridge_auth::{
+    Authenticator, SecretString, generate_key, parse_access_keys, parse_admin_keys,
+};
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{ApiKeys, ChatProvider, ProviderConfig, api_key_env_var};
-use llm_bridge_gateway::Gateway;
+use llm_bridge_gateway::{Gateway, UsageHandles};
 use llm_bridge_http::{ClientOptions, UpstreamClient};
 use llm_bridge_router::{Router, RouterConfig};
+use llm_bridge_usage::{SqliteStore, UsageReader, UsageStore, UsageWriter};
 use tokio::net::TcpListener;
 
 use crate::config::{AppConfig, ConfigError};
@@ -22,6 +25,8 @@ use crate::registry::Registry;
 pub struct Environment {
     /// `ACCESS_API_KEYS`.
     pub access_api_keys: Option<SecretString>,
+    /// `ADMIN_API_KEYS`.
+    pub admin_api_keys: Option<SecretString>,
     /// Every other variable the gateway may read (`<NAME>_API_KEY`, proxy variables), by name.
     pub vars: BTreeMap<String, SecretString>,
 }
@@ -45,6 +50,7 @@ impl Environment {
             access_api_keys: std::env::var("ACCESS_API_KEYS")
                 .ok()
                 .map(SecretString::from),
+            admin_api_keys: std::env::var("ADMIN_API_KEYS").ok().map(SecretString::from),
             vars: BTreeMap::new(),
         };
         for (k, v) in std::env::vars() {
@@ -68,6 +74,7 @@ impl Environment {
 pub struct App {
     gateway: Arc<Gateway>,
     generated_key: Option<SecretString>,
+    usage_writer: Option<UsageWriter>,
 }
 
 impl App {
@@ -106,11 +113,44 @@ impl App {
                 (keys, Some(key))
             }
         };
-        let auth = Arc::new(Authenticator::new(keys));
-        let gateway = Gateway::new(Arc::new(router), auth, config.server.clone());
+        let admin_keys = env
+            .admin_api_keys
+            .as_ref()
+            .map(|k| parse_admin_keys(k.expose_secret()))
+            .transpose()
+            .map_err(|e| ConfigError::new(e.message()))?
+            .unwrap_or_default();
+        let auth = Arc::new(Authenticator::new(keys, admin_keys));
+
+        let (usage, usage_writer) = if config.usage.enabled {
+            let path = config.usage.database.clone();
+            let opener_path = path.clone();
+            let (writer, sink) = UsageWriter::start(
+                Box::new(move || {
+                    SqliteStore::open(&opener_path).map(|s| Box::new(s) as Box<dyn UsageStore>)
+                }),
+                config.usage.queue_capacity,
+            )
+            .map_err(|e| ConfigError::new(format!("usage: cannot start the writer thread: {e}")))?;
+            let handles = UsageHandles {
+                sink,
+                reader: UsageReader::new(path),
+            };
+            (Some(handles), Some(writer))
+        } else {
+            (None, None)
+        };
+        let gateway = Gateway::new(
+            Arc::new(router),
+            auth,
+            config.server.clone(),
+            config.metrics.clone(),
+            usage,
+        );
         Ok(App {
             gateway,
             generated_key,
+            usage_writer,
         })
     }
 
@@ -130,9 +170,30 @@ impl App {
         TcpListener::bind((c.host.as_str(), c.port)).await
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains.
+    /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests and
+    /// writes every usage record.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let gateway = self.gateway.clone();
         llm_bridge_gateway::serve(self.gateway, listener, shutdown).await;
+        // Records of the last requests may still be counting their tokens.
+        for _ in 0..500 {
+            if gateway.records_in_preparation() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if let Some(writer) = self.usage_writer {
+            let flushed = tokio::task::spawn_blocking(move || {
+                writer.shutdown(std::time::Duration::from_secs(15))
+            })
+            .await
+            .unwrap_or(false);
+            if flushed {
+                tracing::info!("usage records written");
+            } else {
+                tracing::error!("usage records could not all be written before exit");
+            }
+        }
     }
 
     /// Binds an ephemeral port on 127.0.0.1 and serves in the background; for tests and

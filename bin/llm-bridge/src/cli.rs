@@ -34,6 +34,8 @@ pub enum Command {
     Check,
     /// List the models clients can use.
     Models,
+    /// Usage totals from the usage database (`--since 7d --by model`).
+    Usage(UsageArgs),
 }
 
 /// Flags of `serve`.
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Serve(args)) => serve(config, &env, &args, &source),
         Some(Command::Check) => check(&mut config, &env, &source),
         Some(Command::Models) => models(&config, &env),
+        Some(Command::Usage(args)) => usage(&config, &args),
     }
 }
 
@@ -96,10 +99,13 @@ fn serve(
     if let Some(port) = args.port {
         config.server.port = port;
     }
-    if let Err(e) = crate::logging::init(&config.logging) {
-        eprintln!("error: logging: {e}");
-        return ExitCode::FAILURE;
-    }
+    let _log_guard = match crate::logging::init(&config.logging) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !source.path.exists() {
         tracing::warn!(path = %source.path.display(), "no config file: serving with defaults and environment overrides only");
     }
@@ -257,6 +263,68 @@ fn models(config: &AppConfig, env: &Environment) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Flags of `usage`.
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// From this time: a duration back from now (`7d`, `12h`), a date (`2026-11-01`), an
+    /// RFC 3339 time or Unix seconds.
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    /// Until this time (same forms; default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Group totals by `key`, `model`, `provider`, `day` or `none`.
+    #[arg(long, default_value = "model")]
+    pub by: String,
+    /// Only this key's usage.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[allow(clippy::print_stdout)]
+fn usage(config: &AppConfig, args: &UsageArgs) -> ExitCode {
+    use llm_bridge_usage::{GroupBy, UsageQuery, UsageReader, time};
+    let now = time::now_ms();
+    let query = (|| -> Result<UsageQuery, String> {
+        Ok(UsageQuery {
+            from_ms: time::parse_instant(&args.since, now).map_err(|e| format!("--since: {e}"))?,
+            to_ms: match &args.until {
+                Some(u) => time::parse_instant(u, now).map_err(|e| format!("--until: {e}"))?,
+                None => now + 1,
+            },
+            group_by: GroupBy::parse(&args.by).map_err(|e| format!("--by: {e}"))?,
+            key: args.key.clone(),
+        })
+    })();
+    let query = match query {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match UsageReader::new(&config.usage.database).query(&query) {
+        Ok(report) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.to_table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.usage.database.display());
             ExitCode::FAILURE
         }
     }

@@ -11,7 +11,8 @@ use figment::error::{Actual, Kind};
 use figment::providers::{Env, Format, Yaml};
 use indexmap::IndexMap;
 use llm_bridge_core::ProviderConfig;
-use llm_bridge_gateway::ServerConfig;
+use llm_bridge_gateway::{MetricsConfig, ServerConfig};
+use llm_bridge_usage::UsageConfig;
 use serde::Deserialize;
 
 /// The whole config file.
@@ -33,6 +34,12 @@ pub struct AppConfig {
     /// Logs.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// Usage records.
+    #[serde(default)]
+    pub usage: UsageConfig,
+    /// `GET /metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// The `proxy` section.

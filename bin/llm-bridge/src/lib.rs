@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod registry;
+pub mod rotate;
 
 pub use app::{App, Environment, RunningApp};
 pub use config::{AppConfig, ConfigError, ConfigSource};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use llm_bridge_core::{ChatProvider, ProviderConfig, Result};
 use llm_bridge_http::UpstreamClient;
+use llm_bridge_provider_gemini::GeminiProvider;
 use llm_bridge_provider_openai::OpenAiProvider;
 
 /// Builds a provider from its name, its config and a client set up for it (proxy, TLS).
@@ -31,6 +32,9 @@ impl Registry {
         let mut r = Registry::empty();
         r.register("openai", |name, config, client| {
             Ok(Arc::new(OpenAiProvider::new(name, config, client)?))
+        });
+        r.register("gemini", |name, config, client| {
+            Ok(Arc::new(GeminiProvider::new(name, config, client)?))
         });
         r
     }

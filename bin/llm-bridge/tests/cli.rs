@@ -188,3 +188,92 @@ async fn dotenv_is_read_and_the_real_environment_wins() {
     );
     assert!(!gw.output().contains("sk-from-dotenv"));
 }
+
+#[tokio::test]
+async fn sigterm_mid_load_loses_no_usage_record_and_the_cli_reads_them() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(testkit::Behavior::Echo(testkit::Echo {
+        chunks: 10,
+        delay: std::time::Duration::from_millis(30),
+        ..testkit::Echo::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "providers:\n  m:\n    adapter: openai\n    base_url: {}\n    api_key: k\n    models:\n      x: {{}}\nserver: {{ drain_timeout: 20 }}\n",
+            mock.url()
+        ),
+    );
+    let gw = Spawned::start(
+        BINARY.as_ref(),
+        dir.path(),
+        &["--port", "0"],
+        &[("ACCESS_API_KEYS", "sk-load")],
+    );
+    let client = Client::new(&gw.url(), Some("sk-load"));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(i * 10)).await;
+            let body = json!({"model": "m/x", "stream": i % 2 == 0, "messages": [{"role": "user", "content": "load"}]});
+            let request = client
+                .request(http::Method::POST, "/v1/chat/completions")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+                .unwrap();
+            // Requests sent after shutdown began are refused: they do not count.
+            let Ok(Ok(response)) = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http()
+                    .request(request),
+            )
+            .await
+            else {
+                return false;
+            };
+            let ok = response.status() == 200;
+            let body = http_body_util::BodyExt::collect(response.into_body()).await;
+            ok && body.is_ok_and(|b| {
+                let b = b.to_bytes();
+                b.ends_with(b"data: [DONE]\n\n") || b.ends_with(b"}")
+            })
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let (status, output) = tokio::task::spawn_blocking(move || gw.terminate())
+        .await
+        .unwrap();
+    let mut completed = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            completed += 1;
+        }
+    }
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(
+        completed > 0,
+        "some requests completed before and during the drain"
+    );
+    let (code, out, err) = run(
+        dir.path(),
+        &["usage", "--since", "1h", "--by", "model", "--json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["total"]["requests"], completed,
+        "every completed request is recorded:\n{output}"
+    );
+    assert_eq!(report["total"]["errors"], 0);
+    assert_eq!(report["data"][0]["group"], "m/x");
+    let (code, table, _) = run(dir.path(), &["usage", "--since", "1h", "--by", "key"], &[]);
+    assert_eq!(code, 0);
+    assert!(table.contains("access-1"), "{table}");
+    assert!(
+        table.lines().next().unwrap().starts_with("usage from "),
+        "{table}"
+    );
+}

@@ -27,16 +27,25 @@ impl fmt::Debug for AccessKey {
 /// each key to its name (or to `true`, as the Python LLM Bridge accepted). Keys without a
 /// name are called `access-1`, `access-2`, … in the order given.
 pub fn parse_access_keys(value: &str) -> Result<Vec<AccessKey>> {
+    parse_keys("ACCESS_API_KEYS", "access", value)
+}
+
+/// Reads `ADMIN_API_KEYS`, in the same forms; unnamed keys are `admin-1`, `admin-2`, …
+pub fn parse_admin_keys(value: &str) -> Result<Vec<AccessKey>> {
+    parse_keys("ADMIN_API_KEYS", "admin", value)
+}
+
+fn parse_keys(var: &str, prefix: &str, value: &str) -> Result<Vec<AccessKey>> {
     let value = value.trim();
     let named = |i: usize, key: &str, name: Option<&str>| AccessKey {
-        name: name.map_or_else(|| format!("access-{}", i + 1), str::to_owned),
+        name: name.map_or_else(|| format!("{prefix}-{}", i + 1), str::to_owned),
         secret: SecretString::from(key.to_owned()),
     };
     let keys: Vec<AccessKey> = if value.starts_with('[') || value.starts_with('{') {
         let parsed: serde_json::Value = serde_json::from_str(value).map_err(|e| {
             // The parser's message would quote the keys: say only where it failed.
             Error::invalid_request(format!(
-                "ACCESS_API_KEYS is not valid JSON (line {}, column {})",
+                "{var} is not valid JSON (line {}, column {})",
                 e.line(),
                 e.column()
             ))
@@ -48,7 +57,7 @@ pub fn parse_access_keys(value: &str) -> Result<Vec<AccessKey>> {
                 .map(|(i, k)| match k.as_str() {
                     Some(k) => Ok(named(i, k.trim(), None)),
                     None => Err(Error::invalid_request(format!(
-                        "ACCESS_API_KEYS[{i}] must be a string"
+                        "{var}[{i}] must be a string"
                     ))),
                 })
                 .collect::<Result<_>>()?,
@@ -105,6 +114,8 @@ fn base64url(bytes: &[u8]) -> String {
 pub struct Principal {
     /// The key's name, for logs and usage records.
     pub name: Arc<str>,
+    /// An `ADMIN_API_KEYS` key: sees everyone's usage and manages keys.
+    pub admin: bool,
 }
 
 struct StaticKey {
@@ -126,19 +137,18 @@ impl fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for these unlimited access keys.
-    pub fn new(keys: Vec<AccessKey>) -> Self {
-        Authenticator {
-            static_keys: keys
-                .into_iter()
-                .map(|k| StaticKey {
-                    digest: digest(k.secret.expose_secret()),
-                    principal: Principal {
-                        name: k.name.into(),
-                    },
-                })
-                .collect(),
-        }
+    /// An authenticator for these unlimited access keys and admin keys.
+    pub fn new(keys: Vec<AccessKey>, admin_keys: Vec<AccessKey>) -> Self {
+        let entry = |k: AccessKey, admin: bool| StaticKey {
+            digest: digest(k.secret.expose_secret()),
+            principal: Principal {
+                name: k.name.into(),
+                admin,
+            },
+        };
+        let mut static_keys: Vec<StaticKey> = keys.into_iter().map(|k| entry(k, false)).collect();
+        static_keys.extend(admin_keys.into_iter().map(|k| entry(k, true)));
+        Authenticator { static_keys }
     }
 
     /// Number of static keys.
@@ -207,8 +217,15 @@ mod tests {
 
     #[test]
     fn authenticates_only_known_keys() {
-        let auth = Authenticator::new(parse_access_keys("sk-a,sk-b").unwrap());
+        let auth = Authenticator::new(
+            parse_access_keys("sk-a,sk-b").unwrap(),
+            parse_admin_keys("sk-root").unwrap(),
+        );
         assert_eq!(&*auth.authenticate(Some("sk-b")).unwrap().name, "access-2");
+        assert!(!auth.authenticate(Some("sk-b")).unwrap().admin);
+        let root = auth.authenticate(Some("sk-root")).unwrap();
+        assert!(root.admin);
+        assert_eq!(&*root.name, "admin-1");
         assert_eq!(auth.authenticate(Some("sk-c")).unwrap_err().status(), 401);
         assert_eq!(auth.authenticate(Some("")).unwrap_err().status(), 401);
         assert_eq!(auth.authenticate(None).unwrap_err().status(), 401);

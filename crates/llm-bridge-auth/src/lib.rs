@@ -5,5 +5,7 @@
 
 mod keys;
 
-pub use keys::{AccessKey, Authenticator, Principal, generate_key, parse_access_keys};
+pub use keys::{
+    AccessKey, Authenticator, Principal, generate_key, parse_access_keys, parse_admin_keys,
+};
 pub use secrecy::SecretString;

@@ -137,6 +137,34 @@ pub struct ModelConfig {
     /// (`o3-mini<high>` is sent as `o3-mini`).
     #[serde(default)]
     pub upstream_model: Option<String>,
+    /// Prices, for the cost in usage records.
+    #[serde(default)]
+    pub price: Option<Price>,
+}
+
+/// Prices of a model in currency units (e.g. USD) per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Per million prompt tokens not served from cache.
+    pub input: f64,
+    /// Per million completion tokens (reasoning included).
+    pub output: f64,
+    /// Per million prompt tokens served from cache; `input` when absent.
+    #[serde(default)]
+    pub cached: Option<f64>,
+}
+
+impl Price {
+    /// The cost of a request with these counts.
+    pub fn cost(&self, usage: &crate::Usage) -> f64 {
+        let cached = usage.cached_tokens.min(usage.prompt_tokens);
+        let fresh = usage.prompt_tokens - cached;
+        (fresh as f64 * self.input
+            + cached as f64 * self.cached.unwrap_or(self.input)
+            + usage.completion_tokens as f64 * self.output)
+            / 1_000_000.0
+    }
 }
 
 /// The default `timeout` when a model names none (the Python LLM Bridge's default).
@@ -414,6 +442,23 @@ mod tests {
         assert_eq!(w.upstream_name(), "anything");
         assert_eq!(cat.names().collect::<Vec<_>>(), ["o3-mini<high>", "gpt-4o"]);
         assert!(ModelCatalog::default().lookup("x").is_none());
+    }
+
+    #[test]
+    fn cost_counts_cached_tokens_at_their_price() {
+        let p = Price {
+            input: 2.5,
+            output: 10.0,
+            cached: Some(1.25),
+        };
+        let u = crate::Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 100_000,
+            total_tokens: 1_100_000,
+            cached_tokens: 400_000,
+            reasoning_tokens: 0,
+        };
+        assert!((p.cost(&u) - (0.6 * 2.5 + 0.4 * 1.25 + 0.1 * 10.0)).abs() < 1e-9);
     }
 
     #[test]

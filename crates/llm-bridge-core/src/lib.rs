@@ -74,8 +74,8 @@ mod request;
 mod response;
 
 pub use config::{
-    ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ParamConfig, ProviderConfig,
-    Seconds, api_key_env_var,
+    ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ParamConfig, Price,
+    ProviderConfig, Seconds, api_key_env_var,
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};

@@ -1,9 +1,16 @@
-//! One access event per request, whatever its transport or outcome.
+//! What the gateway learns about one request while serving it, and what happens when the
+//! request ends: one access event and one usage record, whatever its transport or outcome.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use llm_bridge_core::{Error, Usage};
+use bytes::Bytes;
+use llm_bridge_core::{Error, ErrorKind, Price, Usage, inspect};
+use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
+use llm_bridge_usage::{UsageRecord, UsageSink, UsageSource};
+
+use crate::metrics::{Metrics, Observation};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,14 +34,27 @@ impl Outcome {
     }
 }
 
-/// What the gateway learns about one request while serving it; emitted once, as the
-/// access event, when the request ends.
-#[derive(Debug)]
+/// Where finished requests go: metrics, and the usage store (if enabled). Shared by all
+/// requests.
+#[derive(Default)]
+pub struct Telemetry {
+    /// The usage writer's queue.
+    pub usage: Option<UsageSink>,
+    /// Finished requests whose token estimate is still being computed.
+    pub estimating: std::sync::atomic::AtomicUsize,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+/// One request's facts, emitted once when it ends (explicitly, or by `Drop` when the client
+/// abandoned it).
 pub struct RequestLog {
+    telemetry: Arc<Telemetry>,
     /// The request id (the client's `x-request-id` or a generated one).
     pub request_id: Arc<str>,
     /// When the request arrived.
     pub started: Instant,
+    started_wall: SystemTime,
     /// `http` or `ws`.
     pub transport: &'static str,
     /// The access key's name.
@@ -43,8 +63,12 @@ pub struct RequestLog {
     pub model: Option<String>,
     /// The provider that served it.
     pub provider: Option<Arc<str>>,
+    /// The model within the provider.
+    pub provider_model: Option<String>,
     /// The model name sent upstream.
     pub upstream_model: Option<String>,
+    /// The route alias the client named.
+    pub route: Option<String>,
     /// Whether the answer was streamed.
     pub stream: bool,
     /// The HTTP status of the answer (for streams: of its start).
@@ -53,31 +77,93 @@ pub struct RequestLog {
     pub ttft: Option<Duration>,
     /// Time until the upstream's answer started.
     pub upstream: Option<Duration>,
-    /// Token counts.
+    /// Token counts reported by the upstream.
     pub usage: Option<Usage>,
+    /// The model's prices.
+    pub price: Option<Price>,
     /// What went wrong, if anything.
     pub error: Option<String>,
+    /// The kind of what went wrong.
+    pub error_kind: Option<ErrorKind>,
+    /// Time the gateway itself spent before the answer started.
+    pub overhead: Option<Duration>,
+    /// Attempts beyond the first (retries and fallbacks).
+    pub retries: u32,
+    /// The span every log line of this request is emitted in.
+    pub span: tracing::Span,
+    /// The client's request body, kept (by reference) for a token estimate.
+    pub request_body: Option<Bytes>,
+    /// A complete answer's body, kept for a token estimate when it reports no usage.
+    pub response_body: Option<Bytes>,
+    /// The text a stream delivered, for a token estimate (its first part only).
+    pub delivered_text: String,
+    /// Bytes of delivered text beyond what `delivered_text` keeps.
+    pub delivered_extra: u64,
+    /// Whether any of the answer reached the client (a stream started).
+    pub answered: bool,
     finished: bool,
+}
+
+impl std::fmt::Debug for RequestLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestLog")
+            .field("request_id", &self.request_id)
+            .field("model", &self.model)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestLog {
     /// A log for a request that just arrived.
-    pub fn new(request_id: Arc<str>, transport: &'static str) -> Self {
+    pub fn new(telemetry: Arc<Telemetry>, request_id: Arc<str>, transport: &'static str) -> Self {
+        telemetry.metrics.request_started();
+        let span = tracing::info_span!("request", request_id = %request_id, transport);
         RequestLog {
+            telemetry,
             request_id,
             started: Instant::now(),
+            started_wall: SystemTime::now(),
             transport,
             key: None,
             model: None,
             provider: None,
+            provider_model: None,
             upstream_model: None,
+            route: None,
             stream: false,
             status: 200,
             ttft: None,
             upstream: None,
             usage: None,
+            price: None,
             error: None,
+            error_kind: None,
+            overhead: None,
+            retries: 0,
+            span,
+            request_body: None,
+            response_body: None,
+            delivered_text: String::new(),
+            delivered_extra: 0,
+            answered: false,
             finished: false,
+        }
+    }
+
+    /// The shared telemetry.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Keeps the delivered text bounded: what goes beyond the estimate's sample is only
+    /// counted in bytes.
+    pub fn bound_delivered_text(&mut self) {
+        let keep = llm_bridge_usage::count::SAMPLE_BYTES;
+        if self.delivered_text.len() > keep {
+            let cut = llm_bridge_usage::count::prefix(&self.delivered_text, keep).len();
+            self.delivered_extra += (self.delivered_text.len() - cut) as u64;
+            self.delivered_text.truncate(cut);
         }
     }
 
@@ -85,48 +171,229 @@ impl RequestLog {
     pub fn fail(&mut self, e: &Error) {
         self.status = e.status();
         self.error = Some(e.message().to_owned());
+        self.error_kind = Some(e.kind());
     }
 
-    /// Emits the access event.
+    /// Ends the request: emits the access event and hands the usage record to the writer.
     pub fn finish(mut self, outcome: Outcome) {
-        self.emit(outcome);
+        self.end(outcome);
     }
 
-    fn emit(&mut self, outcome: Outcome) {
+    fn end(&mut self, outcome: Outcome) {
         if self.finished {
             return;
         }
         self.finished = true;
-        let latency = self.started.elapsed();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let usage = self.usage.unwrap_or_default();
-        tracing::info!(
-            target: "llm_bridge::access",
-            request_id = %self.request_id,
-            transport = self.transport,
-            key = self.key.as_deref(),
-            model = self.model.as_deref(),
-            provider = self.provider.as_deref(),
-            upstream_model = self.upstream_model.as_deref(),
-            stream = self.stream,
-            status = self.status,
-            outcome = outcome.as_str(),
-            latency_ms = ms(latency),
-            ttft_ms = self.ttft.map(ms),
-            upstream_ms = self.upstream.map(ms),
-            prompt_tokens = usage.prompt_tokens,
-            completion_tokens = usage.completion_tokens,
-            error = self.error.as_deref(),
-            "request finished"
-        );
+        let ended = Ended {
+            telemetry: self.telemetry.clone(),
+            outcome,
+            latency: self.started.elapsed(),
+            time_ms: self
+                .started_wall
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            request_id: self.request_id.clone(),
+            transport: self.transport,
+            key: self.key.take(),
+            model: self.model.take(),
+            provider: self.provider.take(),
+            provider_model: self.provider_model.take(),
+            upstream_model: self.upstream_model.take(),
+            route: self.route.take(),
+            stream: self.stream,
+            status: self.status,
+            ttft: self.ttft,
+            upstream: self.upstream,
+            usage: self.usage,
+            price: self.price,
+            error: self.error.take(),
+            error_kind: self.error_kind,
+            overhead: self.overhead,
+            retries: self.retries,
+            span: self.span.clone(),
+            request_body: self.request_body.take(),
+            response_body: self.response_body.take(),
+            delivered_text: std::mem::take(&mut self.delivered_text),
+            delivered_extra: self.delivered_extra,
+            answered: self.answered,
+        };
+        if ended.needs_estimate() {
+            // Counting tokens is CPU work (and the first count loads a vocabulary): keep it
+            // off the async threads.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let telemetry = self.telemetry.clone();
+                telemetry.estimating.fetch_add(1, Ordering::SeqCst);
+                handle.spawn_blocking(move || {
+                    ended.emit();
+                    telemetry.estimating.fetch_sub(1, Ordering::SeqCst);
+                });
+                return;
+            }
+        }
+        ended.emit();
     }
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
         // A request dropped before it finished was abandoned by its client.
-        if !self.finished {
-            self.emit(Outcome::Cancelled);
+        self.end(Outcome::Cancelled);
+    }
+}
+
+/// A finished request, ready to be logged and recorded.
+struct Ended {
+    telemetry: Arc<Telemetry>,
+    outcome: Outcome,
+    latency: Duration,
+    time_ms: i64,
+    request_id: Arc<str>,
+    transport: &'static str,
+    key: Option<Arc<str>>,
+    model: Option<String>,
+    provider: Option<Arc<str>>,
+    provider_model: Option<String>,
+    upstream_model: Option<String>,
+    route: Option<String>,
+    stream: bool,
+    status: u16,
+    ttft: Option<Duration>,
+    upstream: Option<Duration>,
+    usage: Option<Usage>,
+    price: Option<Price>,
+    error: Option<String>,
+    error_kind: Option<ErrorKind>,
+    overhead: Option<Duration>,
+    retries: u32,
+    span: tracing::Span,
+    request_body: Option<Bytes>,
+    response_body: Option<Bytes>,
+    delivered_text: String,
+    delivered_extra: u64,
+    answered: bool,
+}
+
+impl Ended {
+    /// Tokens were spent (an answer started) but the upstream did not say how many.
+    fn needs_estimate(&self) -> bool {
+        self.usage.is_none() && self.answered
+    }
+
+    fn usage(&self) -> (Usage, UsageSource) {
+        if let Some(u) = self.usage {
+            return (u, UsageSource::Upstream);
         }
+        if !self.answered {
+            return (Usage::default(), UsageSource::None);
+        }
+        let encoding = Encoding::for_model(self.upstream_model.as_deref().unwrap_or_default());
+        let prompt = self
+            .request_body
+            .as_deref()
+            .map_or(0, |b| prompt_tokens_of_body(encoding, b));
+        let completion = match &self.response_body {
+            Some(body) => {
+                let mut text = String::new();
+                let _ = inspect(body, Some(&mut text));
+                encoding.count(&text)
+            }
+            None => encoding.count_with_extra(&self.delivered_text, self.delivered_extra),
+        };
+        (Usage::new(prompt, completion), UsageSource::Estimated)
+    }
+
+    /// The requested model without its `provider/` prefix, when the provider is known.
+    fn model_within_provider(&self) -> Option<String> {
+        let model = self.model.as_deref()?;
+        Some(
+            self.provider
+                .as_deref()
+                .and_then(|p| model.strip_prefix(p)?.strip_prefix('/'))
+                .unwrap_or(model)
+                .to_owned(),
+        )
+    }
+
+    fn emit(self) {
+        let (usage, source) = self.usage();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let cost = self.price.map(|p| p.cost(&usage));
+        let model = self
+            .provider_model
+            .clone()
+            .or_else(|| self.model_within_provider());
+        let provider = self.provider.as_deref().unwrap_or_default();
+        let model_label = match (&self.provider, &model) {
+            (Some(p), Some(m)) => format!("{p}/{m}"),
+            (_, m) => m.clone().unwrap_or_default(),
+        };
+        self.telemetry.metrics.request_finished(&Observation {
+            provider,
+            model: &model_label,
+            status: self.status,
+            transport: self.transport,
+            latency_s: self.latency.as_secs_f64(),
+            ttft_s: self.ttft.map(|d| d.as_secs_f64()),
+            overhead_s: self.overhead.map(|d| d.as_secs_f64()),
+            usage: &usage,
+            upstream_error: self
+                .error_kind
+                .filter(|k| k.is_upstream())
+                .map(ErrorKind::label),
+        });
+        let _entered = self.span.enter();
+        tracing::info!(
+            target: "llm_bridge::access",
+            request_id = %self.request_id,
+            transport = self.transport,
+            key = self.key.as_deref(),
+            model = self.model.as_deref(),
+            route = self.route.as_deref(),
+            provider = self.provider.as_deref(),
+            upstream_model = self.upstream_model.as_deref(),
+            stream = self.stream,
+            status = self.status,
+            outcome = self.outcome.as_str(),
+            latency_ms = ms(self.latency),
+            ttft_ms = self.ttft.map(ms),
+            upstream_ms = self.upstream.map(ms),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            cached_tokens = usage.cached_tokens,
+            reasoning_tokens = usage.reasoning_tokens,
+            usage_source = source.as_str(),
+            cost = cost,
+            retries = self.retries,
+            error = self.error.as_deref(),
+            "request finished"
+        );
+        let Some(sink) = &self.telemetry.usage else {
+            return;
+        };
+        // Requests nobody authenticated belong to no one: they are logged, not recorded.
+        if self.key.is_none() {
+            return;
+        }
+        sink.record(UsageRecord {
+            time_ms: self.time_ms,
+            request_id: self.request_id.to_string(),
+            key: self.key.as_deref().map(str::to_owned),
+            provider: self.provider.as_deref().map(str::to_owned),
+            model: self
+                .provider_model
+                .clone()
+                .or_else(|| self.model_within_provider()),
+            upstream_model: self.upstream_model.clone(),
+            route: self.route.clone(),
+            transport: self.transport.to_owned(),
+            stream: self.stream,
+            status: self.status,
+            outcome: self.outcome.as_str().to_owned(),
+            usage,
+            usage_source: source,
+            latency_ms: ms(self.latency),
+            ttft_ms: self.ttft.map(ms),
+            cost,
+        });
     }
 }

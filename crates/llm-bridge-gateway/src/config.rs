@@ -1,5 +1,8 @@
+use std::fmt;
+
 use llm_bridge_core::Seconds;
-use serde::Deserialize;
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
 
 /// The `server` section of the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,6 +20,12 @@ pub struct ServerConfig {
     /// On shutdown, how long in-flight requests and streams may take to finish.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: Seconds,
+    /// Chat requests one WebSocket connection may run at once.
+    #[serde(default = "default_ws_max_concurrent")]
+    pub ws_max_concurrent_requests: usize,
+    /// How often an idle WebSocket connection is pinged; one missed pong closes it.
+    #[serde(default = "default_ws_ping_interval")]
+    pub ws_ping_interval: Seconds,
 }
 
 impl Default for ServerConfig {
@@ -26,6 +35,8 @@ impl Default for ServerConfig {
             port: default_port(),
             max_body_bytes: default_max_body_bytes(),
             drain_timeout: default_drain_timeout(),
+            ws_max_concurrent_requests: default_ws_max_concurrent(),
+            ws_ping_interval: default_ws_ping_interval(),
         }
     }
 }
@@ -44,4 +55,51 @@ fn default_max_body_bytes() -> usize {
 
 fn default_drain_timeout() -> Seconds {
     Seconds(30.0)
+}
+
+fn default_ws_max_concurrent() -> usize {
+    16
+}
+
+fn default_ws_ping_interval() -> Seconds {
+    Seconds(30.0)
+}
+
+/// The `metrics` section of the config.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    #[serde(default, deserialize_with = "secret")]
+    pub token: Option<SecretString>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            token: None,
+        }
+    }
+}
+
+impl fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()).map(SecretString::from))
 }

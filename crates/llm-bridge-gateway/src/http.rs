@@ -7,8 +7,10 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use llm_bridge_auth::Principal;
-use llm_bridge_core::{ChatRequest, Error};
+use llm_bridge_core::{ChatRequest, Error, ErrorKind};
+use llm_bridge_usage::{GroupBy, UsageQuery, time};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::Gateway;
 use crate::access::RequestLog;
@@ -41,21 +43,46 @@ pub async fn chat_completions(
     request: Request<Incoming>,
     request_id: Arc<str>,
 ) -> Response<GatewayBody> {
-    let mut log = RequestLog::new(request_id, "http");
+    let log = RequestLog::new(gateway.telemetry.clone(), request_id, "http");
+    let span = log.span.clone();
+    chat_completions_in(gateway, request, log)
+        .instrument(span)
+        .await
+}
+
+async fn chat_completions_in(
+    gateway: &Arc<Gateway>,
+    request: Request<Incoming>,
+    mut log: RequestLog,
+) -> Response<GatewayBody> {
     let (parts, body) = request.into_parts();
     let principal = match gateway.auth.authenticate(presented_key(&parts.headers)) {
         Ok(p) => p,
         Err(e) => return error_response(&exchange::failed(log, e)),
     };
     log.key = Some(principal.name.clone());
-    let chat = match read_request(gateway, body, &parts.headers).await {
+    let chat = match read_limited(body, &parts.headers, gateway.config.max_body_bytes).await {
+        Ok(bytes) => {
+            // Kept by reference, for a token estimate should the upstream report no usage.
+            log.request_body = Some(bytes.clone());
+            ChatRequest::from_slice(&bytes)
+        }
+        Err(e) => Err(e),
+    };
+    let chat = match chat {
         Ok(chat) => chat,
         Err(e) => return error_response(&exchange::failed(log, e)),
     };
+    let started = log.started;
     match exchange::run(gateway, log, chat).await {
-        Ok(Answer::Complete { body, .. }) => json_response(StatusCode::OK, body),
-        Ok(Answer::Stream(stream)) => {
+        Ok(Answer::Complete { body, upstream }) => {
+            let mut response = json_response(StatusCode::OK, body);
+            server_timing(&mut response, started.elapsed(), upstream);
+            response
+        }
+        Ok(Answer::Stream { stream, upstream }) => {
             let mut response = Response::new(GatewayBody::Sse(Box::new(SseBody::new(*stream))));
+            server_timing(&mut response, started.elapsed(), upstream);
             let h = response.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -67,13 +94,22 @@ pub async fn chat_completions(
     }
 }
 
-async fn read_request(
-    gateway: &Gateway,
-    body: Incoming,
-    headers: &HeaderMap,
-) -> Result<ChatRequest, Error> {
-    let bytes = read_limited(body, headers, gateway.config.max_body_bytes).await?;
-    ChatRequest::from_slice(&bytes)
+/// `Server-Timing: gateway;dur=…, upstream;dur=…` (milliseconds): the gateway's own time and
+/// the upstream's, up to the start of the answer.
+fn server_timing(
+    response: &mut Response<GatewayBody>,
+    total: std::time::Duration,
+    upstream: std::time::Duration,
+) {
+    let gateway = total.saturating_sub(upstream);
+    let value = format!(
+        "gateway;dur={:.3}, upstream;dur={:.3}",
+        gateway.as_secs_f64() * 1000.0,
+        upstream.as_secs_f64() * 1000.0
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert("server-timing", v);
+    }
 }
 
 /// `GET /v1/models`.
@@ -121,4 +157,107 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// `GET /v1/usage?from=&to=&group_by=key|model|provider|day&key=`: a key sees its own usage,
+/// an admin key everyone's.
+pub async fn usage(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Response<GatewayBody> {
+    let principal = match gateway.auth.authenticate(presented_key(headers)) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let Some(reader) = gateway.usage_reader.clone() else {
+        return error_response(&Error::new(
+            ErrorKind::InvalidRequest,
+            "usage recording is disabled on this gateway (usage.enabled: false)",
+        ));
+    };
+    let q = match usage_query(query, &principal) {
+        Ok(q) => q,
+        Err(e) => return error_response(&e),
+    };
+    match tokio::task::spawn_blocking(move || reader.query(&q)).await {
+        Ok(Ok(report)) => json_response(
+            StatusCode::OK,
+            Bytes::from(serde_json::to_vec(&report).unwrap_or_default()),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "usage query failed");
+            error_response(&Error::new(
+                ErrorKind::Unavailable,
+                "the usage database cannot be read right now",
+            ))
+        }
+        Err(_) => error_response(&Error::internal("the usage query failed")),
+    }
+}
+
+fn usage_query(query: Option<&str>, principal: &Principal) -> Result<UsageQuery, Error> {
+    let now = time::now_ms();
+    let mut q = UsageQuery {
+        from_ms: now - 30 * 86_400_000,
+        to_ms: now + 1,
+        group_by: GroupBy::None,
+        key: None,
+    };
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        let bad = |m: String| Error::invalid_request(m).with_param(k.to_owned());
+        match k {
+            "from" => q.from_ms = time::parse_instant(&v, now).map_err(bad)?,
+            "to" => q.to_ms = time::parse_instant(&v, now).map_err(bad)?,
+            "group_by" => q.group_by = GroupBy::parse(&v).map_err(bad)?,
+            "key" => q.key = Some(v),
+            _ => return Err(bad(format!("unknown query parameter '{k}'"))),
+        }
+    }
+    if !principal.admin {
+        match &q.key {
+            Some(k) if k.as_str() != &*principal.name => {
+                return Err(Error::new(
+                    ErrorKind::PermissionDenied,
+                    "a key may only read its own usage; use an admin key for others",
+                ));
+            }
+            _ => q.key = Some(principal.name.to_string()),
+        }
+    }
+    Ok(q)
+}
+
+/// Decodes `%XX` escapes and `+` in a query value.
+fn percent_decode(v: &str) -> String {
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -8,13 +8,16 @@
 mod access;
 mod body;
 mod config;
+mod drain;
 mod errors;
 mod exchange;
 mod http;
 mod meter;
+mod metrics;
 mod server;
 mod service;
 mod sse;
+mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,11 +25,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use llm_bridge_auth::Authenticator;
 use llm_bridge_router::Router;
+use llm_bridge_usage::{UsageReader, UsageSink};
+
+use crate::access::Telemetry;
 
 pub use body::GatewayBody;
-pub use config::ServerConfig;
+pub use config::{MetricsConfig, ServerConfig};
 pub use server::serve;
 pub use service::new_request_id;
+
+/// The usage store's two ends, as the gateway uses them.
+pub struct UsageHandles {
+    /// Where finished requests' records go.
+    pub sink: UsageSink,
+    /// Where `/v1/usage` reads from.
+    pub reader: UsageReader,
+}
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
@@ -35,11 +49,25 @@ pub struct Gateway {
     config: ServerConfig,
     ready: AtomicBool,
     started_unix: u64,
+    telemetry: Arc<Telemetry>,
+    usage_reader: Option<UsageReader>,
+    metrics_config: MetricsConfig,
+    ws_connections: drain::Drain,
 }
 
 impl Gateway {
-    /// A gateway over this router and these keys.
-    pub fn new(router: Arc<Router>, auth: Arc<Authenticator>, config: ServerConfig) -> Arc<Self> {
+    /// A gateway over this router and these keys, recording usage if `usage` is given.
+    pub fn new(
+        router: Arc<Router>,
+        auth: Arc<Authenticator>,
+        config: ServerConfig,
+        metrics_config: MetricsConfig,
+        usage: Option<UsageHandles>,
+    ) -> Arc<Self> {
+        let (sink, usage_reader) = match usage {
+            Some(u) => (Some(u.sink), Some(u.reader)),
+            None => (None, None),
+        };
         Arc::new(Gateway {
             router,
             auth,
@@ -48,6 +76,13 @@ impl Gateway {
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            telemetry: Arc::new(Telemetry {
+                usage: sink,
+                ..Telemetry::default()
+            }),
+            usage_reader,
+            metrics_config,
+            ws_connections: drain::Drain::default(),
         })
     }
 
@@ -61,9 +96,24 @@ impl Gateway {
         &self.config
     }
 
-    /// Whether `/readyz` reports ready.
+    /// Whether `/readyz` reports ready: serving, and the usage store (if any) writable.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+            && self.telemetry.usage.as_ref().is_none_or(UsageSink::healthy)
+    }
+
+    /// Finished requests whose usage record is still being prepared (token estimates).
+    pub fn records_in_preparation(&self) -> usize {
+        self.telemetry.estimating.load(Ordering::SeqCst)
+    }
+
+    /// Whether shutdown began (new WebSocket requests are refused, connections close).
+    pub fn is_shutting_down(&self) -> bool {
+        self.ws_connections.started()
+    }
+
+    fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ws_connections.subscribe()
     }
 
     /// Sets what `/readyz` reports.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use llm_bridge_core::{ChunkStream, Error, ErrorKind, Usage, inspect, strip_usage};
 
-use crate::access::{Outcome, RequestLog};
+use crate::access::{Outcome, RequestLog, Telemetry};
 
 /// What a transport sends next.
 pub enum StreamItem {
@@ -22,20 +22,25 @@ pub enum StreamItem {
 /// A metered upstream stream. See the module docs.
 pub struct MeteredStream {
     inner: ChunkStream,
+    telemetry: std::sync::Arc<Telemetry>,
+    span: tracing::Span,
     client_wants_usage: bool,
-    /// Text delivered so far, for estimating tokens when the upstream reports none.
-    text: String,
     usage: Option<Usage>,
+    /// Finished (and taken) when the stream ends; `Drop` finishes it as cancelled.
     log: Option<RequestLog>,
 }
 
 impl MeteredStream {
     /// Meters `inner`; `log` is finished when the stream ends or is dropped.
-    pub fn new(inner: ChunkStream, client_wants_usage: bool, log: RequestLog) -> Self {
+    pub fn new(inner: ChunkStream, client_wants_usage: bool, mut log: RequestLog) -> Self {
+        log.answered = true;
+        let telemetry = log.telemetry().clone();
+        telemetry.metrics.stream(true);
         MeteredStream {
             inner,
+            telemetry,
+            span: log.span.clone(),
             client_wants_usage,
-            text: String::new(),
             usage: None,
             log: Some(log),
         }
@@ -46,13 +51,12 @@ impl MeteredStream {
         self.usage
     }
 
-    /// The request id.
-    pub fn request_id(&self) -> Option<&str> {
-        self.log.as_ref().map(|l| &*l.request_id)
-    }
-
     fn finish(&mut self, outcome: Outcome, error: Option<&Error>) {
         if let Some(mut log) = self.log.take() {
+            self.telemetry.metrics.stream(false);
+            if let Some(e) = error {
+                log.error_kind = Some(e.kind());
+            }
             log.usage = self.usage;
             if let Some(e) = error {
                 log.error = Some(e.message().to_owned());
@@ -67,10 +71,12 @@ impl Stream for MeteredStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
         let this = &mut *self;
+        let span = this.span.clone();
+        let _entered = span.enter();
         loop {
-            if this.log.is_none() {
+            let Some(log) = this.log.as_mut() else {
                 return Poll::Ready(None);
-            }
+            };
             let chunk = match ready!(this.inner.as_mut().poll_next(cx)) {
                 None => {
                     this.finish(Outcome::Ok, None);
@@ -82,7 +88,7 @@ impl Stream for MeteredStream {
                 }
                 Some(Ok(chunk)) => chunk,
             };
-            let seen = match inspect(&chunk.data, Some(&mut this.text)) {
+            let seen = match inspect(&chunk.data, Some(&mut log.delivered_text)) {
                 Ok(seen) => seen,
                 Err(parse) => {
                     let e = Error::new(
@@ -93,10 +99,9 @@ impl Stream for MeteredStream {
                     return Poll::Ready(Some(StreamItem::Failed(e)));
                 }
             };
-            if let Some(log) = &mut this.log {
-                if log.ttft.is_none() {
-                    log.ttft = Some(log.started.elapsed());
-                }
+            log.bound_delivered_text();
+            if log.ttft.is_none() {
+                log.ttft = Some(log.started.elapsed());
             }
             let mut data = chunk.data;
             if let Some(usage) = seen.usage {

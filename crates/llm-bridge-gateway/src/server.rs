@@ -59,12 +59,20 @@ pub async fn serve(
     }
     drop(listener);
     gateway.set_ready(false);
+    // WebSocket connections left hyper's care when they upgraded: tell them too.
+    gateway.ws_connections.start();
     let drain = gateway.config.drain_timeout.duration();
     tracing::info!(
         drain_timeout_s = drain.as_secs_f64(),
         "shutting down: draining in-flight requests"
     );
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
+    let all = async {
+        graceful.shutdown().await;
+        gateway.ws_connections.idle().await;
+    };
+    // A little beyond the drain timeout: WebSocket connections cut their requests at the
+    // timeout and then need a moment to send their close frames.
+    match tokio::time::timeout(drain + Duration::from_secs(1), all).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("drain timeout reached: closing the remaining connections"),
     }

@@ -4,16 +4,34 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use http::header::HeaderValue;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use llm_bridge_core::{Error, ErrorKind};
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::GatewayBody;
 use crate::errors::error_response;
-use crate::http::{chat_completions, health, models};
+use crate::http::{chat_completions, health, models, presented_key, usage};
+
+/// Paths the gateway serves (for 404 versus 405).
+const KNOWN: &[&str] = &[
+    "/v1/chat/completions",
+    "/chat/completions",
+    "/v1/models",
+    "/models",
+    "/v1/usage",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/ws",
+];
 
 /// Handles one request.
 pub async fn handle(
@@ -22,43 +40,35 @@ pub async fn handle(
 ) -> Result<Response<GatewayBody>, Infallible> {
     let request_id = request_id(request.headers().get("x-request-id"));
     let method = request.method().clone();
-    let path = request.uri().path();
-    let mut response = match (&method, path) {
-        (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-            chat_completions(&gateway, request, request_id.clone()).await
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let is_chat = method == Method::POST
+        && matches!(path.as_str(), "/v1/chat/completions" | "/chat/completions");
+    let mut response = if is_chat {
+        // The chat path emits its own, richer access event.
+        chat_completions(&gateway, request, request_id.clone()).await
+    } else {
+        let span = tracing::info_span!("request", request_id = %request_id, transport = "http");
+        let key = presented_key(request.headers()).map(str::to_owned);
+        let response = route(&gateway, request, &method, &path)
+            .instrument(span.clone())
+            .await;
+        let quiet = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics")
+            || method == Method::OPTIONS;
+        let _entered = span.enter();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let status = response.status().as_u16();
+        let key_name = key
+            .and_then(|k| gateway.auth.authenticate(Some(&k)).ok())
+            .map(|p| p.name);
+        if quiet {
+            tracing::debug!(target: "llm_bridge::access", request_id = %request_id, transport = "http",
+                method = %method, path = %path, status, latency_ms, key = key_name.as_deref(), "request finished");
+        } else {
+            tracing::info!(target: "llm_bridge::access", request_id = %request_id, transport = "http",
+                method = %method, path = %path, status, latency_ms, key = key_name.as_deref(), "request finished");
         }
-        (&Method::GET, "/v1/models" | "/models") => models(&gateway, request.headers()),
-        (&Method::GET, "/healthz") => health(true),
-        (&Method::GET, "/readyz") => health(gateway.is_ready()),
-        (&Method::OPTIONS, _) => {
-            let mut r = Response::new(GatewayBody::empty());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            r
-        }
-        (
-            _,
-            "/v1/chat/completions"
-            | "/chat/completions"
-            | "/v1/models"
-            | "/models"
-            | "/healthz"
-            | "/readyz",
-        ) => {
-            let mut r = error_response(&Error::new(
-                ErrorKind::InvalidRequest,
-                format!("method {method} is not allowed on {path}"),
-            ));
-            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            r
-        }
-        _ => {
-            let mut r = error_response(&Error::new(
-                ErrorKind::InvalidRequest,
-                format!("unknown endpoint: {method} {path}"),
-            ));
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            r
-        }
+        response
     };
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -78,6 +88,70 @@ pub async fn handle(
         headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
     }
     Ok(response)
+}
+
+async fn route(
+    gateway: &Arc<Gateway>,
+    request: Request<Incoming>,
+    method: &Method,
+    path: &str,
+) -> Response<GatewayBody> {
+    match (method, path) {
+        (&Method::GET, "/v1/models" | "/models") => models(gateway, request.headers()),
+        (&Method::GET, "/v1/usage") => {
+            usage(gateway, request.headers(), request.uri().query()).await
+        }
+        (&Method::GET, "/v1/ws" | "/ws") => crate::ws::upgrade(gateway, request),
+        (&Method::GET, "/healthz") => health(true),
+        (&Method::GET, "/readyz") => health(gateway.is_ready()),
+        (&Method::GET, "/metrics") if gateway.metrics_config.enabled => {
+            metrics(gateway, request.headers())
+        }
+        (&Method::OPTIONS, _) => {
+            let mut r = Response::new(GatewayBody::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        (_, p) if KNOWN.contains(&p) && (p != "/metrics" || gateway.metrics_config.enabled) => {
+            let mut r = error_response(&Error::new(
+                ErrorKind::InvalidRequest,
+                format!("method {method} is not allowed on {path}"),
+            ));
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r
+        }
+        _ => {
+            let mut r = error_response(&Error::new(
+                ErrorKind::InvalidRequest,
+                format!("unknown endpoint: {method} {path}"),
+            ));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    }
+}
+
+/// `GET /metrics`, behind `metrics.token` when one is configured.
+fn metrics(gateway: &Gateway, headers: &http::HeaderMap) -> Response<GatewayBody> {
+    if let Some(token) = &gateway.metrics_config.token {
+        let presented = presented_key(headers).unwrap_or_default();
+        if !bool::from(presented.as_bytes().ct_eq(token.expose_secret().as_bytes())) {
+            return error_response(&Error::new(
+                ErrorKind::Authentication,
+                "/metrics requires the metrics token: 'Authorization: Bearer <metrics.token>'",
+            ));
+        }
+    }
+    let text = gateway
+        .telemetry
+        .metrics
+        .render(gateway.telemetry.usage.as_ref());
+    let mut r = Response::new(GatewayBody::full(Bytes::from(text)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// The client's `x-request-id` when it is reasonable, else a new one.

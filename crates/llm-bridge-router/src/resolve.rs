@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 use llm_bridge_core::{
-    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelRef, Result,
+    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelRef, Price, Result,
 };
 use serde::Deserialize;
 
@@ -39,6 +39,14 @@ impl Target {
         format!("{}/{}", self.provider.name(), self.model)
     }
 
+    /// The model's prices, if configured.
+    pub fn price(&self) -> Option<Price> {
+        self.provider
+            .catalog()
+            .lookup(&self.model)
+            .and_then(|e| e.config.price)
+    }
+
     /// The model name the upstream receives.
     pub fn upstream_model(&self) -> String {
         self.provider
@@ -59,6 +67,8 @@ pub struct Served<T> {
     pub model: String,
     /// The model name sent upstream.
     pub upstream_model: String,
+    /// The model's prices, if configured.
+    pub price: Option<Price>,
 }
 
 /// One entry of `GET /v1/models`.
@@ -181,6 +191,7 @@ impl Router {
 fn served<T>(target: Target, value: T) -> Served<T> {
     Served {
         upstream_model: target.upstream_model(),
+        price: target.price(),
         provider: target.provider.name().into(),
         model: target.model,
         value,

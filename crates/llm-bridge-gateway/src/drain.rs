@@ -1,0 +1,78 @@
+//! Shutdown coordination for connections hyper no longer tracks (upgraded WebSockets):
+//! a signal they watch, and a count the server waits on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, watch};
+
+/// The shutdown signal and the connections still open.
+pub struct Drain {
+    signal: watch::Sender<bool>,
+    open: Arc<Counter>,
+}
+
+#[derive(Default)]
+struct Counter {
+    n: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by an open connection; dropping it counts the connection closed.
+pub struct Entered(Arc<Counter>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            signal: watch::channel(false).0,
+            open: Arc::new(Counter::default()),
+        }
+    }
+}
+
+impl Drain {
+    /// Counts a connection open until the returned guard is dropped.
+    pub fn enter(&self) -> Entered {
+        self.open.n.fetch_add(1, Ordering::SeqCst);
+        Entered(self.open.clone())
+    }
+
+    /// The signal: `true` once shutdown began.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.signal.subscribe()
+    }
+
+    /// Begins shutdown.
+    pub fn start(&self) {
+        self.signal.send_replace(true);
+    }
+
+    /// Whether shutdown began.
+    pub fn started(&self) -> bool {
+        *self.signal.borrow()
+    }
+
+    /// Connections still open.
+    pub fn open(&self) -> usize {
+        self.open.n.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.open.idle.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! `GET /metrics`: Prometheus text format, one registry per gateway (no global state).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    provider: String,
+    model: String,
+    status: u16,
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    provider: String,
+    model: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    provider: String,
+    kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn seconds_histogram() -> Histogram {
+    // 1 ms … ~4.4 min
+    Histogram::new(exponential_buckets(0.001, 2.0, 19))
+}
+
+fn overhead_histogram() -> Histogram {
+    // 10 µs … ~82 ms
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 14))
+}
+
+/// A finished chat request, as the metrics see it.
+pub struct Observation<'a> {
+    /// The provider ("" when none was resolved).
+    pub provider: &'a str,
+    /// `provider/model` or the requested name.
+    pub model: &'a str,
+    /// The status.
+    pub status: u16,
+    /// `http` or `ws`.
+    pub transport: &'static str,
+    /// Whole request time.
+    pub latency_s: f64,
+    /// Time to the first chunk.
+    pub ttft_s: Option<f64>,
+    /// Time spent by the gateway itself before the answer started.
+    pub overhead_s: Option<f64>,
+    /// Token counts.
+    pub usage: &'a llm_bridge_core::Usage,
+    /// The upstream error kind, if the upstream failed.
+    pub upstream_error: Option<&'static str>,
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    latency: HistogramFamily<ProviderLabels>,
+    ttft: HistogramFamily<ProviderLabels>,
+    overhead: Histogram,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    in_flight_requests: Gauge,
+    in_flight_streams: Gauge,
+    usage_queue_depth: Gauge,
+    usage_records_dropped: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("llm_bridge");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Chat requests finished, by provider, model, status and transport",
+            requests.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens by provider, model and kind (prompt, completion, cached, reasoning)",
+            tokens.clone(),
+        );
+        let latency: HistogramFamily<ProviderLabels> =
+            Family::new_with_constructor(seconds_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from a chat request's arrival to the end of its answer",
+            latency.clone(),
+        );
+        let ttft: HistogramFamily<ProviderLabels> = Family::new_with_constructor(seconds_histogram);
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time from a streamed request's arrival to its first chunk",
+            ttft.clone(),
+        );
+        let overhead = overhead_histogram();
+        registry.register(
+            "gateway_overhead_seconds",
+            "Time the gateway itself spent on a request before its answer started (not waiting for the upstream)",
+            overhead.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by provider and kind",
+            upstream_errors.clone(),
+        );
+        let in_flight_requests = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Chat requests being served",
+            in_flight_requests.clone(),
+        );
+        let in_flight_streams = Gauge::default();
+        registry.register(
+            "in_flight_streams",
+            "Streams being forwarded",
+            in_flight_streams.clone(),
+        );
+        let usage_queue_depth = Gauge::default();
+        registry.register(
+            "usage_queue_depth",
+            "Usage records waiting to be written to the usage store",
+            usage_queue_depth.clone(),
+        );
+        let usage_records_dropped = Gauge::default();
+        registry.register(
+            "usage_records_dropped",
+            "Usage records dropped because the queue was full (since start)",
+            usage_records_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            tokens,
+            latency,
+            ttft,
+            overhead,
+            upstream_errors,
+            in_flight_requests,
+            in_flight_streams,
+            usage_queue_depth,
+            usage_records_dropped,
+        }
+    }
+
+    /// A chat request started.
+    pub fn request_started(&self) {
+        self.in_flight_requests.inc();
+    }
+
+    /// A stream started / ended.
+    pub fn stream(&self, started: bool) {
+        if started {
+            self.in_flight_streams.inc();
+        } else {
+            self.in_flight_streams.dec();
+        }
+    }
+
+    /// A chat request finished.
+    pub fn request_finished(&self, o: &Observation<'_>) {
+        self.in_flight_requests.dec();
+        self.requests
+            .get_or_create(&RequestLabels {
+                provider: o.provider.to_owned(),
+                model: o.model.to_owned(),
+                status: o.status,
+                transport: o.transport,
+            })
+            .inc();
+        for (kind, n) in [
+            ("prompt", o.usage.prompt_tokens),
+            ("completion", o.usage.completion_tokens),
+            ("cached", o.usage.cached_tokens),
+            ("reasoning", o.usage.reasoning_tokens),
+        ] {
+            if n > 0 {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        provider: o.provider.to_owned(),
+                        model: o.model.to_owned(),
+                        kind,
+                    })
+                    .inc_by(n);
+            }
+        }
+        let provider = ProviderLabels {
+            provider: o.provider.to_owned(),
+        };
+        self.latency.get_or_create(&provider).observe(o.latency_s);
+        if let Some(t) = o.ttft_s {
+            self.ttft.get_or_create(&provider).observe(t);
+        }
+        if let Some(t) = o.overhead_s {
+            self.overhead.observe(t.max(0.0));
+        }
+        if let Some(kind) = o.upstream_error {
+            self.upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    provider: o.provider.to_owned(),
+                    kind,
+                })
+                .inc();
+        }
+    }
+
+    /// The text exposition, with the usage queue sampled now.
+    pub fn render(&self, usage: Option<&llm_bridge_usage::UsageSink>) -> String {
+        if let Some(sink) = usage {
+            self.usage_queue_depth
+                .set(i64::try_from(sink.queue_depth()).unwrap_or(i64::MAX));
+            self.usage_records_dropped
+                .set(i64::try_from(sink.dropped()).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

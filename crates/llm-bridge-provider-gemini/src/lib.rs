@@ -1,0 +1,371 @@
+//! `adapter: gemini` — Google's native Gemini API (`models/{model}:generateContent` and
+//! `:streamGenerateContent?alt=sse`, key in `x-goog-api-key`), for clients that keep speaking
+//! OpenAI's chat completions.
+//!
+//! The client's OpenAI request gets the model's settings first (`max_tokens` ceiling,
+//! `param_config`), then is translated ([`request_body`]); Gemini's answers are translated back
+//! ([`completion`], [`ChunkTranslator`]); Gemini's errors become the gateway's ([`error_from_status`]).
+//! The translation functions do no I/O, so they are tested on recorded traffic directly.
+//!
+//! # Request parameters
+//!
+//! | OpenAI | Gemini | |
+//! |---|---|---|
+//! | `system` / `developer` messages | `systemInstruction` | in order; a conversation of only instructions is sent as the user turn |
+//! | `user` messages | `user` turns | text; `image_url` data URL → `inlineData`; Files API URL → `fileData`; other http(s) image URL → **400** (the gateway fetches nothing); `input_audio` → `inlineData` `audio/<format>`; `file.file_data` data URL → `inlineData`, `file_id` → **400** |
+//! | `assistant` messages | `model` turns | text (and `refusal` parts); `tool_calls` → `functionCall` parts, arguments must be a JSON object; `reasoning_content` is not sent back |
+//! | `tool` messages | `functionResponse` parts in a `user` turn | name found from the id of the assistant's call (else the message's `name`, else **400**); a JSON-object result is sent as is, anything else as `{"result": …}` |
+//! | consecutive messages of one role | one turn | Gemini needs alternating turns and all results of parallel calls in one turn; empty text parts are dropped (Gemini rejects them) |
+//! | `tools` (`function`) | `tools[].functionDeclarations` | `parameters` as full JSON Schema in `parametersJsonSchema`; other tool types → **400** |
+//! | `tool_choice` | `toolConfig.functionCallingConfig` | `auto` → `AUTO`, `none` → `NONE`, `required` → `ANY`, a named function → `ANY` + `allowedFunctionNames`, `allowed_tools` → `VALIDATED` (or `ANY` when `required`) |
+//! | `temperature`, `top_p`, `top_k`, `seed` | `temperature`, `topP`, `topK`, `seed` | |
+//! | `max_completion_tokens` (else `max_tokens`) | `maxOutputTokens` | |
+//! | `stop` | `stopSequences` | |
+//! | `n` | `candidateCount` | each candidate is one choice |
+//! | `presence_penalty`, `frequency_penalty` | `presencePenalty`, `frequencyPenalty` | |
+//! | `response_format` | `responseMimeType` (+ `responseJsonSchema`) | `json_object` → `application/json`; `json_schema` → its `schema` as full JSON Schema; `text` → nothing |
+//! | `reasoning_effort` | `thinkingConfig` | Gemini 3+: `thinkingLevel` (none/minimal → `minimal`, low, medium, high, xhigh → `high`); Gemini 2.x: `thinkingBudget` (none 0, minimal 512, low 1024, medium 8192, high 24576, xhigh 32768); `includeThoughts` unless `none`, so thoughts come back as `reasoning_content` |
+//! | `stream`, `stream_options` | the endpoint | usage is always reported at the end of a stream; the gateway drops it for clients that did not ask |
+//! | `logprobs: true` | — | **400**: the answer would lack what was asked for |
+//! | `modalities` other than `["text"]`, `audio` | — | **400** |
+//! | non-empty `logit_bias` | — | **400** |
+//! | `functions`, `function_call` (deprecated) | — | **400**, naming `tools` / `tool_choice` |
+//! | `web_search_options` | — | **400** |
+//! | `parallel_tool_calls`, `top_logprobs` (without `logprobs`), `user`, `metadata`, `store`, `service_tier`, `prediction`, `verbosity`, `prompt_cache_key`, `safety_identifier`, anything else | — | ignored, with a debug log: they steer billing, storage or latency, not the answer (`parallel_tool_calls: false` cannot be enforced; a client gets every call Gemini makes) |
+//!
+//! # Answers
+//!
+//! Text parts → `content`; `thought: true` parts → `reasoning_content`; `functionCall` parts →
+//! `tool_calls` (arguments as a JSON string, `finish_reason: "tool_calls"`), numbered 0, 1, 2…
+//! in stream deltas; ids are Gemini's when it gives one (Gemini 3), else `call_` + a hash of the
+//! completion id and the call's position (stable and unique). Finish reasons: `STOP` → `stop`,
+//! `MAX_TOKENS` → `length`, `SAFETY`/`RECITATION`/`BLOCKLIST`/`PROHIBITED_CONTENT`/`SPII`/
+//! image safety → `content_filter`; every other value (`MALFORMED_FUNCTION_CALL`, `OTHER`,
+//! `UNEXPECTED_TOOL_CALL`, values newer than this code) is passed on in lower case, with
+//! Gemini's `finishMessage` as `finish_message`, never disguised as `stop`. A blocked prompt
+//! (`promptFeedback.blockReason`, no candidates) is a `content_filter` answer whose `refusal`
+//! says why. `usageMetadata` → `usage`: prompt (+ tool-use prompt), completion = candidates +
+//! thoughts, `reasoning_tokens` = thoughts, `cached_tokens` = cached content; in a stream the
+//! last one seen. A stream ends when Gemini's body ends (the finish reason is sent then, since
+//! Gemini may repeat `finishReason` on events that still carry content). A candidate that
+//! ends, cleanly, with content but no `finishReason` at all (older models did) ends as `stop`;
+//! one with neither content nor a reason, an error object in the stream, or a cut connection
+//! is an error.
+//!
+//! # Thought signatures
+//!
+//! Gemini 3 requires the `thoughtSignature` of a function call to come back with it on the
+//! next turn. Like Google's own OpenAI-compatible endpoint, the adapter puts it on the tool
+//! call as `extra_content: {"google": {"thought_signature": "…"}}` (in `message.tool_calls[]`,
+//! and in the stream delta's `tool_calls[]`), and a signature Gemini attached to a text answer
+//! on the message (or delta) itself, same shape. A client that sends the assistant message back
+//! as it received it (the OpenAI SDKs keep unknown fields) returns the signatures; the adapter
+//! puts each back on its `functionCall` part (the message's on its last text part). For Gemini
+//! 3 models, a function-call turn that arrives with no signature at all (history from another
+//! model, or a client that dropped it) gets Google's documented placeholder, instead of the
+//! 400 Gemini would answer.
+
+mod errors;
+mod messages;
+mod request;
+mod response;
+mod stream;
+mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::Full;
+use llm_bridge_core::secrecy::ExposeSecret;
+use llm_bridge_core::{
+    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
+    ModelEntry, ProviderConfig, Result, api_key_env_var,
+};
+use llm_bridge_http::{IdleBody, SseStream, UpstreamClient};
+
+pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
+pub use request::request_body;
+pub use response::{ChunkTranslator, completion, finish_reason};
+
+use crate::stream::GeminiChunks;
+
+/// Largest non-streamed answer accepted from Gemini.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest error body read from Gemini.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// The header Gemini reads the key from (never the `?key=` query: URLs end up in logs).
+const API_KEY_HEADER: &str = "x-goog-api-key";
+
+/// One configured Gemini provider.
+pub struct GeminiProvider {
+    name: Arc<str>,
+    root: String,
+    keys: Vec<HeaderValue>,
+    next_key: AtomicUsize,
+    client: UpstreamClient,
+    catalog: ModelCatalog,
+}
+
+impl GeminiProvider {
+    /// A provider from its config; `client` carries the connection settings (proxy, TLS).
+    pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
+        let root = api_root(&config.base_url)
+            .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
+        let keys = config
+            .api_key
+            .keys()
+            .iter()
+            .map(|k| {
+                let mut v = HeaderValue::try_from(k.expose_secret()).map_err(|_| {
+                    Error::invalid_request(
+                        "api_key: contains characters not allowed in an HTTP header",
+                    )
+                })?;
+                v.set_sensitive(true);
+                Ok(v)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GeminiProvider {
+            name: name.into(),
+            root,
+            keys,
+            next_key: AtomicUsize::new(0),
+            client,
+            catalog: ModelCatalog::new(config.models.clone()),
+        })
+    }
+
+    /// The URL of `generateContent` (or `streamGenerateContent?alt=sse`) for a model.
+    pub fn endpoint(&self, upstream_model: &str, stream: bool) -> Result<Uri> {
+        let model = model_path(upstream_model)?;
+        let url = if stream {
+            format!(
+                "{}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+                self.root
+            )
+        } else {
+            format!("{}/v1beta/models/{model}:generateContent", self.root)
+        };
+        url.parse()
+            .map_err(|e| Error::internal(format!("could not build the Gemini URL: {e}")))
+    }
+
+    fn entry<'a>(&'a self, model: &'a str) -> Result<ModelEntry<'a>> {
+        self.catalog.lookup(model).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ModelNotFound,
+                format!("provider '{}' has no model '{model}'", self.name),
+            )
+            .with_provider(&*self.name)
+        })
+    }
+
+    fn key(&self) -> Result<&HeaderValue> {
+        if self.keys.is_empty() {
+            return Err(Error::new(
+                ErrorKind::UpstreamAuth,
+                format!(
+                    "provider '{}' has no API key configured (set {} or providers.{}.api_key)",
+                    self.name,
+                    api_key_env_var(&self.name),
+                    self.name
+                ),
+            )
+            .with_provider(&*self.name));
+        }
+        let i = self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len();
+        self.keys
+            .get(i)
+            .ok_or_else(|| Error::internal("API key index out of range"))
+    }
+
+    /// Translates and sends a request; a non-2xx answer is returned as its error.
+    async fn send(
+        &self,
+        entry: &ModelEntry<'_>,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+        let upstream = entry.upstream_name();
+        let body = request_body(request, upstream).map_err(|e| e.with_provider(&*self.name))?;
+        let uri = self
+            .endpoint(upstream, stream)
+            .map_err(|e| e.with_provider(&*self.name))?;
+        let accept = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let http_request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, accept)
+            .header(API_KEY_HEADER, self.key()?.clone())
+            .body(Full::new(body))
+            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
+        let timeout = entry.config.timeout();
+        let response = self
+            .client
+            .send(http_request, timeout)
+            .await
+            .map_err(|e| e.with_provider(&*self.name))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let (parts, body) = response.into_parts();
+        let body = IdleBody::new(body, timeout)
+            .collect(MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
+        Err(errors::from_status(
+            &self.name,
+            parts.status,
+            &parts.headers,
+            &body,
+        ))
+    }
+}
+
+/// The API root for a `base_url` given as the root (`https://generativelanguage.googleapis.com`),
+/// with a trailing `/`, or with the `/v1beta` version.
+pub fn api_root(base_url: &str) -> Result<String> {
+    let base = base_url.trim().trim_end_matches('/');
+    let base = base.strip_suffix("/v1beta").unwrap_or(base);
+    let uri: Uri = base
+        .parse()
+        .map_err(|e| Error::invalid_request(format!("'{base_url}' is not a valid URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.host().is_some() && uri.query().is_none() => {
+            Ok(base.to_owned())
+        }
+        _ => Err(Error::invalid_request(format!(
+            "'{base_url}' must be an http:// or https:// URL without a query"
+        ))),
+    }
+}
+
+/// The model's name as a URL path segment: `models/` is optional, and only the characters
+/// Gemini model names use are accepted (a name is client input when the catalog has `"*"`).
+fn model_path(name: &str) -> Result<&str> {
+    let model = name.strip_prefix("models/").unwrap_or(name);
+    let valid = !model.is_empty()
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if valid {
+        Ok(model)
+    } else {
+        Err(Error::invalid_request(format!(
+            "'{name}' is not a Gemini model name (letters, digits, '-', '.', '_')"
+        ))
+        .with_param("model"))
+    }
+}
+
+#[async_trait]
+impl ChatProvider for GeminiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn catalog(&self) -> &ModelCatalog {
+        &self.catalog
+    }
+
+    async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
+        let entry = self.entry(model)?;
+        entry.config.apply(&mut request);
+        let response = self.send(&entry, &request, false).await?;
+        let bytes = IdleBody::new(response.into_body(), entry.config.timeout())
+            .collect(MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| e.with_provider(&*self.name))?;
+        let body = completion(&bytes, model_path(entry.upstream_name())?)
+            .map_err(|e| e.with_provider(&*self.name))?;
+        Ok(ChatResponse { body })
+    }
+
+    async fn chat_stream(&self, model: &str, mut request: ChatRequest) -> Result<ChunkStream> {
+        let entry = self.entry(model)?;
+        entry.config.apply(&mut request);
+        let response = self.send(&entry, &request, true).await?;
+        let timeout = entry.config.timeout();
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            // An error object answered with 200 instead of an event stream.
+            let body: Bytes = IdleBody::new(response.into_body(), timeout)
+                .collect(MAX_ERROR_BYTES)
+                .await
+                .unwrap_or_default();
+            if memchr_error(&body) {
+                return Err(errors::from_stream_event(&self.name, &body));
+            }
+            return Err(Error::new(
+                ErrorKind::UpstreamBadResponse,
+                format!(
+                    "provider '{}' answered a stream request without an event stream",
+                    self.name
+                ),
+            )
+            .with_provider(&*self.name));
+        }
+        let translator = ChunkTranslator::new(model_path(entry.upstream_name())?);
+        let events = SseStream::new(response.into_body(), timeout);
+        let mut chunks = GeminiChunks::new(events, translator, self.name.clone());
+        chunks.first().await?;
+        Ok(Box::pin(chunks))
+    }
+}
+
+fn memchr_error(body: &[u8]) -> bool {
+    body.windows(b"\"error\"".len()).any(|w| w == b"\"error\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_may_be_the_root_or_the_versioned_root() {
+        for base in [
+            "https://generativelanguage.googleapis.com",
+            "https://generativelanguage.googleapis.com/",
+            "https://generativelanguage.googleapis.com/v1beta",
+            " https://generativelanguage.googleapis.com/v1beta/ ",
+        ] {
+            assert_eq!(
+                api_root(base).unwrap(),
+                "https://generativelanguage.googleapis.com"
+            );
+        }
+        assert_eq!(
+            api_root("http://127.0.0.1:8080/proxy/").unwrap(),
+            "http://127.0.0.1:8080/proxy"
+        );
+        assert!(api_root("ftp://x").is_err());
+        assert!(api_root("https://x/?key=abc").is_err());
+        assert!(api_root("not a url").is_err());
+    }
+
+    #[test]
+    fn model_names_cannot_escape_the_path() {
+        assert_eq!(model_path("gemini-2.5-flash").unwrap(), "gemini-2.5-flash");
+        assert_eq!(model_path("models/gemini-3-pro").unwrap(), "gemini-3-pro");
+        for bad in [
+            "", "../files", "a?key=x", "a/b", "gemini 2", "x#y", "models/",
+        ] {
+            let e = model_path(bad).unwrap_err();
+            assert_eq!(e.status(), 400, "{bad}");
+            assert_eq!(e.param(), Some("model"));
+        }
+    }
+}

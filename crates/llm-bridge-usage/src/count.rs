@@ -1,0 +1,206 @@
+//! Token estimates with OpenAI's tokenizers, for when an upstream reports no usage.
+//!
+//! The vocabularies load lazily, once, the first time an estimate is needed; callers must
+//! run estimates off the async threads (the first one takes a few hundred milliseconds).
+
+use llm_bridge_core::Message;
+use tiktoken_rs::CoreBPE;
+
+/// Which vocabulary a model's text is counted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// GPT-4o, GPT-4.1, GPT-5, o-series — and the estimate for every non-OpenAI model.
+    O200k,
+    /// GPT-4, GPT-4 Turbo, GPT-3.5 Turbo.
+    Cl100k,
+}
+
+impl Encoding {
+    /// The vocabulary for an upstream model name.
+    pub fn for_model(model: &str) -> Encoding {
+        let m = model
+            .rsplit('/')
+            .next()
+            .unwrap_or(model)
+            .to_ascii_lowercase();
+        let cl100k = m.starts_with("gpt-3.5")
+            || m.starts_with("gpt-35")
+            || (m.starts_with("gpt-4")
+                && !m.starts_with("gpt-4o")
+                && !m.starts_with("gpt-4.")
+                && !m.starts_with("gpt-4-o"))
+            || m.starts_with("text-embedding-3")
+            || m.starts_with("text-embedding-ada");
+        if cl100k {
+            Encoding::Cl100k
+        } else {
+            Encoding::O200k
+        }
+    }
+
+    fn bpe(self) -> &'static CoreBPE {
+        match self {
+            Encoding::O200k => tiktoken_rs::o200k_base_singleton(),
+            Encoding::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+        }
+    }
+
+    /// Tokens in a text. Texts longer than [`SAMPLE_BYTES`] are estimated from their first
+    /// part: byte-pair encoding is quadratic on long runs without spaces, and an estimate of a
+    /// huge text needs no token-exact count.
+    pub fn count(self, text: &str) -> u64 {
+        self.count_with_extra(text, 0)
+    }
+
+    /// Tokens in `text` followed by `extra_bytes` more bytes of the same kind of text that
+    /// were not kept (see [`SAMPLE_BYTES`]).
+    pub fn count_with_extra(self, text: &str, extra_bytes: u64) -> u64 {
+        if text.is_empty() {
+            return 0;
+        }
+        let sample = prefix(text, SAMPLE_BYTES);
+        let counted = self.bpe().count_ordinary(sample) as u64;
+        let total = text.len() as u64 + extra_bytes;
+        if total == sample.len() as u64 {
+            return counted;
+        }
+        (counted as f64 * total as f64 / sample.len().max(1) as f64).round() as u64
+    }
+}
+
+/// How much text is counted exactly; beyond it, counts are extrapolated.
+pub const SAMPLE_BYTES: usize = 256 * 1024;
+
+/// The longest prefix of `text` of at most `max` bytes, on a character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Framing tokens per message and for priming the reply, as OpenAI's cookbook counts them for
+/// current chat models.
+const PER_MESSAGE: u64 = 3;
+const PER_NAME: u64 = 1;
+const REPLY_PRIMING: u64 = 3;
+const PER_TOOL_CALL: u64 = 1;
+
+/// Prompt tokens of a chat request's messages (plus its tool definitions, counted as their
+/// JSON text).
+pub fn prompt_tokens(
+    encoding: Encoding,
+    messages: &[Message],
+    tools: Option<&serde_json::Value>,
+) -> u64 {
+    let mut total = REPLY_PRIMING;
+    for m in messages {
+        total += PER_MESSAGE + encoding.count(&m.role);
+        let mut text = String::new();
+        match &m.content {
+            Some(llm_bridge_core::Content::Text(t)) => text.push_str(t),
+            Some(llm_bridge_core::Content::Parts(parts)) => {
+                for p in parts {
+                    if let Some(t) = &p.text {
+                        text.push_str(t);
+                    }
+                }
+            }
+            None => {}
+        }
+        total += encoding.count(&text);
+        if let Some(name) = &m.name {
+            total += PER_NAME + encoding.count(name);
+        }
+        for call in m.tool_calls.iter().flatten() {
+            total += PER_TOOL_CALL
+                + encoding.count(&call.function.name)
+                + encoding.count(&call.function.arguments);
+        }
+    }
+    if let Some(tools) = tools.filter(|t| !t.is_null()) {
+        total += encoding.count(&tools.to_string());
+    }
+    total
+}
+
+/// Prompt tokens of a raw request body (`{"messages": […], "tools": […]}`); 0 when it
+/// cannot be read.
+pub fn prompt_tokens_of_body(encoding: Encoding, body: &[u8]) -> u64 {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return 0;
+    };
+    let messages: Vec<Message> = value
+        .get("messages")
+        .and_then(serde_json::Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| Message::deserialize_value(m).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    prompt_tokens(encoding, &messages, value.get("tools"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn vocabulary_by_model() {
+        assert_eq!(Encoding::for_model("gpt-4o-2024-08-06"), Encoding::O200k);
+        assert_eq!(Encoding::for_model("gpt-4.1-mini"), Encoding::O200k);
+        assert_eq!(Encoding::for_model("o3-mini"), Encoding::O200k);
+        assert_eq!(Encoding::for_model("gpt-4"), Encoding::Cl100k);
+        assert_eq!(Encoding::for_model("gpt-4-turbo"), Encoding::Cl100k);
+        assert_eq!(Encoding::for_model("gpt-3.5-turbo"), Encoding::Cl100k);
+        assert_eq!(Encoding::for_model("deepseek-chat"), Encoding::O200k);
+        assert_eq!(Encoding::for_model("gemini-2.5-flash"), Encoding::O200k);
+        assert_eq!(Encoding::for_model("closeai/gpt-4"), Encoding::Cl100k);
+    }
+
+    #[test]
+    fn huge_texts_are_extrapolated_quickly() {
+        let words = "hello world ".repeat(100_000);
+        let exact = 200_000;
+        let estimate = Encoding::O200k.count(&words);
+        assert!(estimate.abs_diff(exact) < exact / 50, "{estimate}");
+        let started = std::time::Instant::now();
+        let run = "x".repeat(8 << 20);
+        assert!(Encoding::O200k.count(&run) > 0);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(Encoding::O200k.count_with_extra("hello world", 11), 4);
+    }
+
+    #[test]
+    fn known_token_counts() {
+        // tiktoken's reference values.
+        assert_eq!(Encoding::Cl100k.count("hello world"), 2);
+        assert_eq!(Encoding::O200k.count("hello world"), 2);
+        assert_eq!(Encoding::Cl100k.count("tiktoken is great!"), 6);
+        assert_eq!(Encoding::Cl100k.count(""), 0);
+        // Special-token text in user content is ordinary text, never a control token.
+        assert!(Encoding::O200k.count("<|endoftext|>") > 1);
+    }
+
+    /// The example of OpenAI's cookbook "How to count tokens with tiktoken": the API reported
+    /// 129 prompt tokens for gpt-3.5-turbo-0613 and gpt-4-0613 (cl100k).
+    #[test]
+    fn cookbook_example_messages() {
+        let messages: Vec<Message> = serde_json::from_value(json!([
+            {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+            {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+            {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+            {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
+            {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
+            {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."}
+        ]))
+        .unwrap();
+        assert_eq!(prompt_tokens(Encoding::Cl100k, &messages, None), 129);
+    }
+}

@@ -1,0 +1,61 @@
+//! Usage: every request leaves one [`UsageRecord`], written off the request path into the
+//! embedded SQLite database, and queried back per key, model, provider or day.
+//!
+//! - [`count`]: token estimates with OpenAI's tokenizers (o200k, cl100k), used only when an
+//!   upstream reports no usage or a stream was interrupted.
+//! - [`UsageWriter`] / [`UsageSink`]: a bounded queue and one writer thread that batches
+//!   records into a [`UsageStore`]; a failing store is retried, never fatal to a request.
+//! - [`SqliteStore`] / [`UsageReader`]: the database (WAL, versioned migrations) and queries.
+
+pub mod count;
+mod query;
+mod record;
+mod store;
+pub mod time;
+mod writer;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use query::{GroupBy, UsageGroup, UsageQuery, UsageReport};
+pub use record::{UsageRecord, UsageSource};
+pub use store::{SqliteStore, StoreError, UsageReader, UsageStore, migrate, open_database};
+pub use writer::{StoreOpener, UsageSink, UsageWriter};
+
+/// The `usage` section of the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Record usage at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The SQLite database (created with its folder on first start).
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+    /// Most records that may wait in memory while the database is unavailable.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            enabled: true,
+            database: default_database(),
+            queue_capacity: default_queue_capacity(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_database() -> PathBuf {
+    PathBuf::from("data/llm-bridge.db")
+}
+
+fn default_queue_capacity() -> usize {
+    100_000
+}

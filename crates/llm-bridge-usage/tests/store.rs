@@ -1,0 +1,203 @@
+//! The SQLite store and the writer, against real database files.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use llm_bridge_core::Usage;
+use llm_bridge_usage::{
+    GroupBy, SqliteStore, StoreError, UsageQuery, UsageReader, UsageRecord, UsageSource,
+    UsageStore, UsageWriter,
+};
+
+fn record(i: u64, key: &str, model: &str, prompt: u64, completion: u64) -> UsageRecord {
+    UsageRecord {
+        time_ms: 1_764_162_300_000 + i as i64,
+        request_id: format!("req-{i}"),
+        key: Some(key.into()),
+        provider: Some("mock".into()),
+        model: Some(model.into()),
+        upstream_model: Some(model.into()),
+        route: None,
+        transport: "http".into(),
+        stream: i % 2 == 0,
+        status: 200,
+        outcome: "ok".into(),
+        usage: Usage {
+            cached_tokens: 1,
+            ..Usage::new(prompt, completion)
+        },
+        usage_source: UsageSource::Upstream,
+        latency_ms: 1.5,
+        ttft_ms: None,
+        cost: Some(0.5),
+    }
+}
+
+fn all(from: i64) -> UsageQuery {
+    UsageQuery {
+        from_ms: from,
+        to_ms: i64::MAX / 2,
+        group_by: GroupBy::Model,
+        key: None,
+    }
+}
+
+#[test]
+fn records_are_grouped_and_totalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/folder/usage.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .insert(&[
+            record(1, "alice", "a", 10, 5),
+            record(2, "alice", "b", 20, 7),
+            record(3, "bob", "a", 1, 1),
+        ])
+        .unwrap();
+    drop(store);
+    // Reopening runs no migration twice.
+    let _ = SqliteStore::open(&path).unwrap();
+    let reader = UsageReader::new(&path);
+    let report = reader.query(&all(0)).unwrap();
+    assert_eq!(report.data.len(), 2);
+    assert_eq!(report.data[0].group, "mock/a");
+    assert_eq!(report.data[0].requests, 2);
+    assert_eq!(report.data[0].prompt_tokens, 11);
+    assert_eq!(report.data[0].total_tokens, 17);
+    assert_eq!(report.data[0].cached_tokens, 2);
+    assert_eq!(report.total.requests, 3);
+    assert_eq!(report.total.cost, Some(1.5));
+
+    let mine = reader
+        .query(&UsageQuery {
+            key: Some("bob".into()),
+            group_by: GroupBy::Key,
+            ..all(0)
+        })
+        .unwrap();
+    assert_eq!(mine.data.len(), 1);
+    assert_eq!(mine.data[0].group, "bob");
+    let days = reader
+        .query(&UsageQuery {
+            group_by: GroupBy::Day,
+            ..all(0)
+        })
+        .unwrap();
+    assert_eq!(days.data[0].group, "2025-11-26");
+    let later = reader.query(&all(1_764_162_300_003)).unwrap();
+    assert_eq!(later.total.requests, 1, "the range start is inclusive");
+    assert!(report.to_table().contains("mock/a"));
+}
+
+#[test]
+fn a_missing_database_reads_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = UsageReader::new(dir.path().join("none.db"))
+        .query(&all(0))
+        .unwrap();
+    assert_eq!(report.total.requests, 0);
+}
+
+/// A store that fails its first `failures` inserts.
+struct Flaky {
+    failures: usize,
+    rows: Arc<Mutex<Vec<String>>>,
+}
+
+impl UsageStore for Flaky {
+    fn insert(&mut self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        if self.failures > 0 {
+            self.failures -= 1;
+            return Err(StoreError("disk on fire".into()));
+        }
+        self.rows
+            .lock()
+            .unwrap()
+            .extend(records.iter().map(|r| r.request_id.clone()));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_store_is_retried_and_loses_nothing() {
+    let rows = Arc::new(Mutex::new(Vec::new()));
+    let r = rows.clone();
+    let mut opened = 0;
+    let (writer, sink) = UsageWriter::start(
+        Box::new(move || {
+            opened += 1;
+            Ok(Box::new(Flaky {
+                failures: if opened == 1 { 3 } else { 0 },
+                rows: r.clone(),
+            }) as Box<dyn UsageStore>)
+        }),
+        1000,
+    )
+    .unwrap();
+    for i in 0..50 {
+        sink.record(record(i, "k", "m", 1, 1));
+    }
+    assert!(writer.shutdown(Duration::from_secs(20)));
+    let rows = rows.lock().unwrap();
+    assert_eq!(rows.len(), 50, "every record written exactly once");
+    let mut unique = rows.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 50);
+    assert_eq!(sink.dropped(), 0);
+    assert!(sink.failures() >= 1);
+    assert_eq!(sink.queue_depth(), 0);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_instead_of_blocking() {
+    let (writer, sink) =
+        UsageWriter::start(Box::new(|| Err(StoreError("unavailable".into()))), 4).unwrap();
+    for i in 0..50 {
+        sink.record(record(i, "k", "m", 1, 1));
+    }
+    assert!(sink.dropped() > 0);
+    assert!(sink.queue_depth() <= 8);
+    drop(writer);
+}
+
+#[test]
+fn a_locked_database_delays_records_but_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    drop(SqliteStore::open(&path).unwrap());
+    // Another process holds the write lock.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let p = path.clone();
+    let (writer, sink) = UsageWriter::start(
+        Box::new(move || SqliteStore::open(&p).map(|s| Box::new(s) as Box<dyn UsageStore>)),
+        1000,
+    )
+    .unwrap();
+    for i in 0..20 {
+        sink.record(record(i, "k", "m", 1, 1));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        sink.written(),
+        0,
+        "nothing can be written while the lock is held"
+    );
+    assert!(sink.failures() >= 1);
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    assert!(writer.shutdown(Duration::from_secs(20)));
+    assert_eq!(sink.written(), 20);
+    assert_eq!(
+        UsageReader::new(&path)
+            .query(&all(0))
+            .unwrap()
+            .total
+            .requests,
+        20
+    );
+}
