@@ -36,6 +36,11 @@ impl TestGateway {
         if !yaml.lines().any(|l| l.starts_with("usage:")) {
             config.usage.database = dir.path().join("usage.db");
         }
+        // One attempt per request unless a test is about retries: a scripted upstream failure
+        // should reach the client as it is.
+        if !yaml.lines().any(|l| l.starts_with("retry:")) {
+            config.retry.attempts = 1;
+        }
         let usage_db = config.usage.database.clone();
         let mut env = Environment {
             access_api_keys: Some(SecretString::from(TEST_KEY.to_owned())),

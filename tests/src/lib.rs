@@ -9,6 +9,8 @@ pub mod gateway;
 pub mod gemini;
 pub mod mock;
 pub mod process;
+pub mod proxy;
+pub mod tls;
 
 pub use client::{Answer, Client, sse_data};
 pub use gateway::{ADMIN_KEY, TEST_KEY, TestGateway, config_with, openai_provider};

@@ -3,7 +3,6 @@
 //! recorded event stream, delay, hang or mid-stream drop a test asks for.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,6 +186,8 @@ struct State {
     cancelled: AtomicUsize,
     finished: AtomicUsize,
     connections: AtomicUsize,
+    /// Killed: every request on a kept-alive connection is cut off.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 /// A running mock upstream. Stops when dropped.
@@ -219,6 +220,18 @@ impl MockUpstream {
         MockUpstream { addr, state, task }
     }
 
+    /// Starts a mock speaking HTTPS on `addr` (HTTP/2 or HTTP/1.1, as ALPN decides), with
+    /// this server config (see [`crate::tls::TestCert`]).
+    pub async fn start_tls(addr: &str, tls: Arc<rustls::ServerConfig>) -> MockUpstream {
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind the mock upstream");
+        let addr = listener.local_addr().expect("local address");
+        let state = Arc::new(State::default());
+        let task = tokio::spawn(serve_tls(listener, state.clone(), tls.into()));
+        MockUpstream { addr, state, task }
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -227,6 +240,12 @@ impl MockUpstream {
     /// The address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Dies: stops accepting connections, and cuts off every request on the ones already open.
+    pub fn kill(&self) {
+        self.state.dead.store(true, Ordering::SeqCst);
+        self.task.abort();
     }
 
     /// Answers the next request (after those already scripted) this way.
@@ -298,10 +317,36 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
     }
 }
 
+async fn serve_tls(listener: TcpListener, state: Arc<State>, tls: tokio_rustls::TlsAcceptor) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        state.connections.fetch_add(1, Ordering::SeqCst);
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            // A client that does not trust the certificate gives up here.
+            let Ok(stream) = tls.accept(stream).await else {
+                return;
+            };
+            let service = service_fn(move |req| answer(state.clone(), req));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 async fn answer(
     state: Arc<State>,
     request: Request<Incoming>,
-) -> Result<Response<MockBody>, Infallible> {
+) -> Result<Response<MockBody>, std::io::Error> {
+    if state.dead.load(Ordering::SeqCst) {
+        // An error from the service makes hyper drop the connection without an answer.
+        return Err(std::io::Error::other("mock upstream is dead"));
+    }
     let (parts, body) = request.into_parts();
     let body = body
         .collect()

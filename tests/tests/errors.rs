@@ -393,3 +393,31 @@ async fn unknown_endpoints_and_methods() {
     assert_error_shape(&answer.json());
     let _ = Client::new(&gw.url(), None);
 }
+
+#[tokio::test]
+async fn upstream_429_is_retried_and_still_429_when_it_persists() {
+    let mock = MockUpstream::start().await;
+    for _ in 0..2 {
+        mock.push(Behavior::json_with_headers(
+            429,
+            json!({"error": {"message": "slow down"}}),
+            &[("retry-after", "0")],
+        ));
+    }
+    let yaml = format!(
+        "retry: {{ attempts: 2, base_delay: 0.01 }}\n{}",
+        config_with(&[openai_provider("mock", &mock.url(), ANY)])
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let answer = gw.client.chat(&chat("mock/m")).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(mock.request_count(), 2, "retried once, then answered 429");
+    // A 429 that clears is invisible to the client.
+    mock.push(Behavior::json_with_headers(
+        429,
+        json!({"error": {"message": "slow down"}}),
+        &[("retry-after", "0")],
+    ));
+    assert_eq!(gw.client.chat(&chat("mock/m")).await.status, 200);
+}

@@ -3,9 +3,11 @@
 //! - `ci`: everything CI runs (`.ci/run`): format, lints, tidy, tests, client tests.
 //! - `tidy`: checks the dependency direction between the workspace crates (DESIGN.md) and
 //!   that libraries never read the environment.
+//! - `bench`: llm-bridge against the direct path and nginx, one table (see docs/benchmarks.md).
 
 #![allow(clippy::print_stdout)]
 
+mod bench;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -19,8 +21,11 @@ fn main() -> ExitCode {
             .arg(root.join(".ci/run"))
             .current_dir(&root)),
         Some("tidy") => tidy::run(&root),
+        Some("bench") => bench::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|tidy>");
+            eprintln!(
+                "usage: cargo xtask <ci|tidy|bench> (bench: [--quick] [--rounds N] [--seconds S] [--json PATH] [--no-build])"
+            );
             return ExitCode::FAILURE;
         }
     };

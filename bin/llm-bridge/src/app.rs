@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use llm_bridge_auth::{
-    Authenticator, SecretString, generate_key, parse_access_keys, parse_admin_keys,
+    Authenticator, ManagedKeys, SecretString, SystemClock, generate_key, parse_access_keys,
+    parse_admin_keys,
 };
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{ApiKeys, ChatProvider, ProviderConfig, api_key_env_var};
 use llm_bridge_gateway::{Gateway, UsageHandles};
-use llm_bridge_http::{ClientOptions, UpstreamClient};
+use llm_bridge_http::{ClientOptions, ProxyEnv, ProxyRules, TlsRoots, UpstreamClient};
 use llm_bridge_router::{Router, RouterConfig};
-use llm_bridge_usage::{SqliteStore, UsageReader, UsageStore, UsageWriter};
+use llm_bridge_usage::{GroupBy, SqliteStore, UsageQuery, UsageReader, UsageStore, UsageWriter};
 use tokio::net::TcpListener;
 
 use crate::config::{AppConfig, ConfigError};
@@ -94,6 +95,14 @@ impl App {
             providers,
             RouterConfig {
                 default_provider: config.default_provider.clone(),
+                routes: config.routes.clone(),
+                retry: config.retry,
+                cooldown: config.cooldown,
+                provider_retry: config
+                    .providers
+                    .iter()
+                    .filter_map(|(name, p)| p.retry.map(|r| (name.clone(), r)))
+                    .collect(),
             },
         )
         .map_err(|e| ConfigError::new(e.message()))?;
@@ -120,7 +129,13 @@ impl App {
             .transpose()
             .map_err(|e| ConfigError::new(e.message()))?
             .unwrap_or_default();
-        let auth = Arc::new(Authenticator::new(keys, admin_keys));
+        let mut authenticator = Authenticator::new(keys, admin_keys);
+        match open_managed_keys(&config.usage.database) {
+            Ok(managed) => authenticator = authenticator.with_managed(managed),
+            // Static keys still work; managed keys come back when the database does.
+            Err(e) => tracing::error!(error = %e, "managed keys unavailable"),
+        }
+        let auth = Arc::new(authenticator);
 
         let (usage, usage_writer) = if config.usage.enabled {
             let path = config.usage.database.clone();
@@ -240,24 +255,67 @@ impl RunningApp {
     }
 }
 
+/// The managed keys of the database, with what each has spent so far (from the usage
+/// records), watched for changes made by other processes.
+fn open_managed_keys(path: &std::path::Path) -> Result<Arc<ManagedKeys>, String> {
+    let managed =
+        ManagedKeys::open(path, Arc::new(SystemClock)).map_err(|e| e.message().to_owned())?;
+    let reader = UsageReader::new(path);
+    let now = llm_bridge_usage::time::now_ms();
+    let spent = |from_ms: i64| -> std::collections::HashMap<String, (u64, f64)> {
+        let q = UsageQuery {
+            from_ms,
+            to_ms: now + 1,
+            group_by: GroupBy::Key,
+            key: None,
+        };
+        reader
+            .query(&q)
+            .map(|r| {
+                r.data
+                    .into_iter()
+                    .map(|g| (g.group, (g.total_tokens, g.cost.unwrap_or(0.0))))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (day, month, total) = (
+        spent(llm_bridge_auth::clock::start_of_day(now)),
+        spent(llm_bridge_auth::clock::start_of_month(now)),
+        spent(0),
+    );
+    for (name, all) in &total {
+        let d = day.get(name).copied().unwrap_or_default();
+        let m = month.get(name).copied().unwrap_or_default();
+        managed.seed_spend(name, d, m, *all);
+    }
+    managed
+        .watch(std::time::Duration::from_millis(250))
+        .map_err(|e| e.message().to_owned())?;
+    Ok(managed)
+}
+
 fn build_providers(
     config: &AppConfig,
     env: &Environment,
     registry: &Registry,
 ) -> Result<Vec<Arc<dyn ChatProvider>>, ConfigError> {
-    let client_options = ClientOptions::default();
+    let proxies = ProxyRules::new(&config.proxy, &proxy_env(env))
+        .map_err(|e| ConfigError::new(e.message()))?;
+    // Loaded once: providers without their own `tls` share it.
+    let default_roots = match &config.tls {
+        Some(tls) => {
+            TlsRoots::load(tls).map_err(|e| ConfigError::new(format!("tls.{}", e.message())))?
+        }
+        None => TlsRoots::webpki(),
+    };
     let mut providers = Vec::new();
     for (name, provider) in &config.providers {
         let mut provider: ProviderConfig = provider.clone();
         if let Some(keys) = env.var(&api_key_env_var(name)) {
             provider.api_key = ApiKeys::from_list(keys);
         }
-        if provider.requires_proxy {
-            tracing::warn!(
-                provider = %name,
-                "requires_proxy is set, but outbound proxies are not supported yet: connecting directly"
-            );
-        }
+        let client_options = client_options(name, &provider, &proxies, &default_roots)?;
         let client = UpstreamClient::new(&client_options)
             .map_err(|e| ConfigError::new(format!("providers.{name}: {}", e.message())))?;
         let built = registry
@@ -266,4 +324,56 @@ fn build_providers(
         providers.push(built);
     }
     Ok(providers)
+}
+
+/// `HTTPS_PROXY` & co., upper case first as curl and hyper-util read them.
+fn proxy_env(env: &Environment) -> ProxyEnv {
+    let first = |names: [&str; 2]| {
+        names
+            .into_iter()
+            .find_map(|n| env.var(n))
+            .map(|v| SecretString::from(v.to_owned()))
+    };
+    ProxyEnv {
+        http: first(["HTTP_PROXY", "http_proxy"]),
+        https: first(["HTTPS_PROXY", "https_proxy"]),
+        all: first(["ALL_PROXY", "all_proxy"]),
+        no: ["NO_PROXY", "no_proxy"]
+            .into_iter()
+            .find_map(|n| env.var(n))
+            .map(str::to_owned),
+    }
+}
+
+/// One provider's proxy (see [`ProxyRules`] for the precedence) and trusted roots.
+fn client_options(
+    name: &str,
+    provider: &ProviderConfig,
+    proxies: &ProxyRules,
+    default_roots: &TlsRoots,
+) -> Result<ClientOptions, ConfigError> {
+    let tls = match &provider.tls {
+        Some(tls) => TlsRoots::load(tls)
+            .map_err(|e| ConfigError::new(format!("providers.{name}.tls.{}", e.message())))?,
+        None => default_roots.clone(),
+    };
+    let choice = proxies
+        .choose(
+            name,
+            &provider.base_url,
+            provider.proxy.as_ref(),
+            provider.requires_proxy,
+        )
+        .map_err(|e| ConfigError::new(e.message()))?;
+    match &choice.proxy {
+        Some(proxy) => {
+            tracing::info!(provider = %name, proxy = %proxy, via = %choice.reason, "outbound proxy")
+        }
+        None => tracing::debug!(provider = %name, via = %choice.reason, "direct connections"),
+    }
+    Ok(ClientOptions {
+        proxy: choice.proxy,
+        tls,
+        ..ClientOptions::default()
+    })
 }

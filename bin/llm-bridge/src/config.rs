@@ -10,8 +10,11 @@ use figment::Figment;
 use figment::error::{Actual, Kind};
 use figment::providers::{Env, Format, Yaml};
 use indexmap::IndexMap;
-use llm_bridge_core::ProviderConfig;
+use llm_bridge_core::RetryConfig;
+use llm_bridge_core::{ProviderConfig, TlsConfig};
 use llm_bridge_gateway::{MetricsConfig, ServerConfig};
+pub use llm_bridge_http::ProxyConfig;
+use llm_bridge_router::{CooldownConfig, RouteConfig};
 use llm_bridge_usage::UsageConfig;
 use serde::Deserialize;
 
@@ -28,9 +31,22 @@ pub struct AppConfig {
     /// The provider for model names without `provider/`.
     #[serde(default)]
     pub default_provider: Option<String>,
-    /// Outbound proxy for providers with `requires_proxy: true`.
+    /// Aliases that spread over several targets.
+    #[serde(default)]
+    pub routes: IndexMap<String, RouteConfig>,
+    /// Retries of every request (providers and routes may override it).
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// When a failing target is skipped for a while.
+    #[serde(default)]
+    pub cooldown: CooldownConfig,
+    /// Outbound proxy for providers with `requires_proxy: true`
+    /// (`proxy: { https: "socks5://127.0.0.1:7890", http: "" }`).
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// Trusted roots for every provider without its own `tls` (`tls: { ca_file: corp-ca.pem }`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Logs.
     #[serde(default)]
     pub logging: LoggingConfig,
@@ -40,18 +56,6 @@ pub struct AppConfig {
     /// `GET /metrics`.
     #[serde(default)]
     pub metrics: MetricsConfig,
-}
-
-/// The `proxy` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyConfig {
-    /// Proxy for `https://` upstreams.
-    #[serde(default)]
-    pub https: Option<String>,
-    /// Proxy for `http://` upstreams.
-    #[serde(default)]
-    pub http: Option<String>,
 }
 
 /// The `logging` section, as the Python LLM Bridge wrote it.
@@ -328,6 +332,8 @@ fn actual_text(actual: &Actual) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llm_bridge_core::secrecy::ExposeSecret;
+    use llm_bridge_http::{ProxyEnv, ProxyRules, ProxyScheme};
 
     /// The Python LLM Bridge's own `configs/config.yaml` (github.com/Rundao/LLM-Bridge).
     const PYTHON_CONFIG: &str = include_str!("../tests/fixtures/python-llm-bridge-config.yaml");
@@ -345,9 +351,55 @@ mod tests {
                 .rename_params["max_tokens"],
             "max_reasoning_token"
         );
-        assert_eq!(c.proxy.https.as_deref(), Some("socks5://127.0.0.1:7890"));
+        assert_eq!(
+            c.proxy.https.as_ref().map(|p| p.expose_secret()),
+            Some("socks5://127.0.0.1:7890")
+        );
         assert_eq!(c.logging.format, LogFormat::Json);
         assert_eq!(c.logging.output.file.as_ref().unwrap().backup_count, 5);
+    }
+
+    #[test]
+    fn the_python_config_resolves_to_its_socks_proxy() {
+        let c = AppConfig::from_yaml(PYTHON_CONFIG).unwrap();
+        let rules = ProxyRules::new(&c.proxy, &ProxyEnv::default()).unwrap();
+        let choose = |name: &str| {
+            let p = &c.providers[name];
+            rules
+                .choose(name, &p.base_url, p.proxy.as_ref(), p.requires_proxy)
+                .unwrap()
+        };
+        let gemini = choose("gemini");
+        let proxy = gemini.proxy.unwrap();
+        assert_eq!(proxy.scheme(), ProxyScheme::Socks5);
+        assert_eq!(proxy.to_string(), "socks5://127.0.0.1:7890");
+        assert_eq!(gemini.reason, "proxy.https");
+        assert!(choose("closeai").proxy.is_none());
+        assert!(choose("deepseek").proxy.is_none());
+    }
+
+    #[test]
+    fn proxy_and_tls_keys_are_checked() {
+        let c = AppConfig::from_yaml(
+            "proxy: { https: \"http://u:s3cret@127.0.0.1:3128\", http: \"\" }\ntls: { ca_file: corp.pem }\n",
+        )
+        .unwrap();
+        assert!(c.proxy.http.is_none());
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(
+            c.tls.unwrap().ca_file.unwrap(),
+            std::path::PathBuf::from("corp.pem")
+        );
+        let e = AppConfig::from_yaml("proxy: { socks: x }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proxy: unknown key 'socks'"), "{e}");
+        let e = AppConfig::from_yaml(
+            "providers:\n  p:\n    adapter: openai\n    base_url: https://x\n    tls: { native: true }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("providers.p.tls: unknown key 'native'"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod keys_cli;
 pub mod logging;
 pub mod registry;
 pub mod rotate;

@@ -277,3 +277,108 @@ async fn sigterm_mid_load_loses_no_usage_record_and_the_cli_reads_them() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn keys_made_by_the_cli_work_on_a_running_server_and_revocation_lands_within_a_second() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "providers:\n  m:\n    adapter: openai\n    base_url: {}\n    api_key: k\n    models:\n      x: {{}}\n      y: {{}}\n",
+            mock.url()
+        ),
+    );
+    let gw = Spawned::start(
+        BINARY.as_ref(),
+        dir.path(),
+        &["--port", "0"],
+        &[("ACCESS_API_KEYS", "sk-static")],
+    );
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci-bot",
+            "--models",
+            "m/x",
+            "--rpm",
+            "100",
+            "--expires",
+            "30d",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let key = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk-llmb-"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        out.contains("rpm=100") && out.contains("models=m/x"),
+        "{out}"
+    );
+
+    // The running server picks the new key up from the database.
+    let client = Client::new(&gw.url(), Some(&key));
+    let body = json!({"model": "m/x", "messages": [{"role": "user", "content": "hi"}]});
+    let mut status = 0;
+    for _ in 0..100 {
+        status = client.chat(&body).await.status.as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+    let other = json!({"model": "m/y", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(client.chat(&other).await.status, 403);
+
+    let (code, list, _) = run(dir.path(), &["keys", "list"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        list.contains("ci-bot") && list.contains("active") && !list.contains(&key),
+        "{list}"
+    );
+    let (code, _, _) = run(
+        dir.path(),
+        &[
+            "keys", "update", "ci-bot", "--rpm", "none", "--tpm", "100000",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let (code, shown, _) = run(dir.path(), &["keys", "show", "ci-bot"], &[]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert!(shown["rpm"].is_null());
+    assert_eq!(shown["tpm"], 100_000);
+
+    let (code, _, _) = run(dir.path(), &["keys", "revoke", "ci-bot"], &[]);
+    assert_eq!(code, 0);
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let a = client.chat(&body).await;
+        if a.status == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(1),
+            "revocation took over a second"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Nowhere in the database is the key itself.
+    for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()));
+    }
+    let (code, _, err) = run(dir.path(), &["keys", "create", "--name", "access-1"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("reserved"), "{err}");
+    drop(gw);
+}

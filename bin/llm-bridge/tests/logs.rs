@@ -29,7 +29,7 @@ async fn json_logs_have_one_access_event_per_request_rotate_and_hold_no_secret()
         format!(
             "providers:\n  up:\n    adapter: openai\n    base_url: {url}\n    models:\n      m: {{}}\n\
              proxy:\n  https: \"http://user:{PROXY_PASSWORD}@127.0.0.1:9\"\n\
-             metrics: {{ token: {METRICS_TOKEN} }}\n\
+             metrics: {{ token: {METRICS_TOKEN} }}\nretry: {{ attempts: 1 }}\n\
              logging:\n  format: json\n  level: debug\n  output:\n    console: true\n    file: {{ path: logs/llm-bridge.log, max_size: 6000, backup_count: 2 }}\n",
             url = mock.url()
         ),

@@ -2,6 +2,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use llm_bridge_core::{Error, ErrorKind, Result};
+
+use crate::clock::{Clock, SystemClock};
+use crate::limits::{Admission, Rejection};
+use crate::managed::{ManagedKey, ManagedKeys};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -116,6 +120,17 @@ pub struct Principal {
     pub name: Arc<str>,
     /// An `ADMIN_API_KEYS` key: sees everyone's usage and manages keys.
     pub admin: bool,
+    /// The managed key's policy and counters (`None` for unlimited static keys).
+    pub managed: Option<Arc<ManagedKey>>,
+}
+
+impl Principal {
+    /// Whether the key may use a model (`provider/model` or an alias).
+    pub fn allows(&self, model: &str) -> bool {
+        self.managed
+            .as_ref()
+            .is_none_or(|k| k.record.policy.allows(model))
+    }
 }
 
 struct StaticKey {
@@ -123,15 +138,18 @@ struct StaticKey {
     principal: Principal,
 }
 
-/// Checks presented keys.
+/// Checks presented keys and admits requests under each key's limits.
 pub struct Authenticator {
     static_keys: Vec<StaticKey>,
+    managed: Option<Arc<ManagedKeys>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
             .field("static_keys", &self.static_keys.len())
+            .field("managed", &self.managed.is_some())
             .finish()
     }
 }
@@ -144,11 +162,28 @@ impl Authenticator {
             principal: Principal {
                 name: k.name.into(),
                 admin,
+                managed: None,
             },
         };
         let mut static_keys: Vec<StaticKey> = keys.into_iter().map(|k| entry(k, false)).collect();
         static_keys.extend(admin_keys.into_iter().map(|k| entry(k, true)));
-        Authenticator { static_keys }
+        Authenticator {
+            static_keys,
+            managed: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Also accepts the managed keys (their clock counts the limits).
+    pub fn with_managed(mut self, managed: Arc<ManagedKeys>) -> Self {
+        self.clock = managed.clock().clone();
+        self.managed = Some(managed);
+        self
+    }
+
+    /// The managed keys, if any.
+    pub fn managed(&self) -> Option<&Arc<ManagedKeys>> {
+        self.managed.as_ref()
     }
 
     /// Number of static keys.
@@ -165,20 +200,77 @@ impl Authenticator {
             ));
         };
         let presented = digest(presented);
-        // Compare with every key, without stopping early, so timing says nothing.
+        // Compare with every static key, without stopping early, so timing says nothing.
         let mut found: Option<&StaticKey> = None;
         for key in &self.static_keys {
             if bool::from(key.digest.ct_eq(&presented)) {
                 found = Some(key);
             }
         }
-        found
-            .map(|k| k.principal.clone())
-            .ok_or_else(|| Error::new(ErrorKind::Authentication, "invalid API key"))
+        if let Some(k) = found {
+            return Ok(k.principal.clone());
+        }
+        // Managed keys are found by their digest: a hash of a 256-bit secret, so the lookup
+        // reveals nothing about the keys.
+        if let Some(key) = self.managed.as_ref().and_then(|m| m.lookup(&presented)) {
+            if key.record.revoked() {
+                return Err(Error::new(ErrorKind::Authentication, "API key revoked"));
+            }
+            if key
+                .record
+                .policy
+                .expires_at
+                .is_some_and(|t| self.clock.now_ms() >= t)
+            {
+                return Err(Error::new(ErrorKind::Authentication, "API key expired"));
+            }
+            if let Some(m) = &self.managed {
+                m.note_use(&key);
+            }
+            return Ok(Principal {
+                name: key.record.name.as_str().into(),
+                admin: false,
+                managed: Some(key),
+            });
+        }
+        Err(Error::new(ErrorKind::Authentication, "invalid API key"))
+    }
+
+    /// Admits a request for `models` (the name the client used and the `provider/model` it
+    /// resolved to: either may be allowed) expecting `estimate` tokens, under the key's
+    /// permissions, rate limits and budgets.
+    pub fn admit(
+        &self,
+        principal: &Principal,
+        models: &[&str],
+        estimate: u64,
+    ) -> std::result::Result<Admission, Rejection> {
+        let Some(key) = &principal.managed else {
+            return Ok(Admission::unlimited());
+        };
+        let policy = &key.record.policy;
+        if !models.iter().any(|m| policy.allows(m)) {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "this key may not use model '{}'",
+                    models.first().copied().unwrap_or_default()
+                ),
+            )
+            .with_param("model")
+            .into());
+        }
+        key.state.admit(policy, &self.clock, estimate)
+    }
+
+    /// Now, by the limits' clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 }
 
-fn digest(key: &str) -> [u8; 32] {
+/// SHA-256 of a key.
+pub(crate) fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 

@@ -1,11 +1,24 @@
-//! Who may use the gateway: access keys and the principal a key stands for.
+//! Who may use the gateway, and how much: access keys and managed keys with their
+//! permissions, rate limits and budgets.
 //!
 //! Keys are [`SecretString`]s from the moment they are read, kept only as SHA-256 digests,
-//! and compared in constant time.
+//! and compared in constant time (static keys) or found by digest (managed keys, 256-bit
+//! random). Managed keys live in the embedded database ([`KeyStore`]) and in memory
+//! ([`ManagedKeys`]), so that a request never waits for the database.
 
+pub mod clock;
 mod keys;
+mod limits;
+mod managed;
+mod policy;
+mod store;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use keys::{
     AccessKey, Authenticator, Principal, generate_key, parse_access_keys, parse_admin_keys,
 };
+pub use limits::{Admission, KeyState, RateInfo, Rejection};
+pub use managed::{ManagedKey, ManagedKeys};
+pub use policy::{Budget, KeyPolicy, glob, parse_duration_ms};
 pub use secrecy::SecretString;
+pub use store::{KeyRecord, KeyStore};

@@ -4,6 +4,7 @@
 //! receive these. Unknown keys are errors, so a typo never silently does nothing.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -25,6 +26,15 @@ pub struct ProviderConfig {
     /// Whether requests go through the configured outbound proxy.
     #[serde(default)]
     pub requires_proxy: bool,
+    /// This provider's own proxy URL (`http://`, `https://`, `socks5://`, `socks5h://`, with
+    /// `user:pass@` if needed); it overrides `proxy.https`/`proxy.http` and the environment.
+    /// `none` connects directly whatever else is configured; `""` is the same as absent.
+    /// A secret: the URL may carry credentials.
+    #[serde(default, deserialize_with = "optional_secret")]
+    pub proxy: Option<SecretString>,
+    /// Trusted roots for this provider's HTTPS connections; replaces the top-level `tls`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Provider API keys (a comma-separated string or a list); `<NAME>_API_KEY` overrides.
     #[serde(default)]
     pub api_key: ApiKeys,
@@ -35,10 +45,34 @@ pub struct ProviderConfig {
     /// (`stream_options.include_usage`); switch off for upstreams that reject the option.
     #[serde(default = "default_true")]
     pub stream_usage: bool,
+    /// Retries of this provider's requests (else the top-level `retry`).
+    #[serde(default)]
+    pub retry: Option<crate::RetryConfig>,
 }
 
 fn default_true() -> bool {
     true
+}
+
+/// A string that may hold credentials; empty means absent (`proxy: ""`).
+fn optional_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    let value = Option::<String>::deserialize(d)?;
+    Ok(value
+        .filter(|v| !v.trim().is_empty())
+        .map(SecretString::from))
+}
+
+/// Which certificates an HTTPS connection trusts (`tls` in the config). The Mozilla (webpki)
+/// roots are always trusted; these add to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of extra root certificates (a corporate CA, a self-signed upstream).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the operating system's certificate store.
+    #[serde(default)]
+    pub native_roots: bool,
 }
 
 /// `<NAME>_API_KEY`: the environment variable that holds a provider's keys
@@ -465,6 +499,29 @@ mod tests {
     fn env_var_names() {
         assert_eq!(api_key_env_var("closeai"), "CLOSEAI_API_KEY");
         assert_eq!(api_key_env_var("my-proxy.2"), "MY_PROXY_2_API_KEY");
+    }
+
+    #[test]
+    fn provider_proxy_is_secret_and_empty_means_absent() {
+        let p: ProviderConfig = serde_json::from_value(json!({
+            "adapter": "openai", "base_url": "https://x",
+            "proxy": "socks5h://alice:s3cret@127.0.0.1:1080",
+            "tls": {"ca_file": "/etc/corp-ca.pem", "native_roots": true}
+        }))
+        .unwrap();
+        assert!(p.proxy.is_some());
+        assert!(!format!("{p:?}").contains("s3cret"));
+        assert_eq!(
+            p.tls.unwrap().ca_file.unwrap(),
+            PathBuf::from("/etc/corp-ca.pem")
+        );
+        let p: ProviderConfig = serde_json::from_value(
+            json!({"adapter": "openai", "base_url": "https://x", "proxy": ""}),
+        )
+        .unwrap();
+        assert!(p.proxy.is_none());
+        let e = serde_json::from_value::<TlsConfig>(json!({"ca": "x"})).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
     #[test]

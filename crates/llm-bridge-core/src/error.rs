@@ -22,6 +22,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// No provider or model of that name (404).
     ModelNotFound,
+    /// Some other thing asked for does not exist (404), e.g. a managed key.
+    NotFound,
     /// The request body is larger than the server accepts (413).
     PayloadTooLarge,
     /// The key's own request or token rate limit was hit (429).
@@ -53,7 +55,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => 400,
             ErrorKind::Authentication => 401,
             ErrorKind::PermissionDenied => 403,
-            ErrorKind::ModelNotFound => 404,
+            ErrorKind::ModelNotFound | ErrorKind::NotFound => 404,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::RateLimited | ErrorKind::QuotaExceeded | ErrorKind::UpstreamRateLimited => {
                 429
@@ -73,6 +75,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest
             | ErrorKind::ModelNotFound
+            | ErrorKind::NotFound
             | ErrorKind::PayloadTooLarge
             | ErrorKind::UpstreamRejected(_) => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
@@ -95,6 +98,7 @@ impl ErrorKind {
             ErrorKind::Authentication => Some("invalid_api_key"),
             ErrorKind::PermissionDenied => Some("model_not_allowed"),
             ErrorKind::ModelNotFound => Some("model_not_found"),
+            ErrorKind::NotFound => Some("not_found"),
             ErrorKind::PayloadTooLarge => Some("request_too_large"),
             ErrorKind::RateLimited | ErrorKind::UpstreamRateLimited => Some("rate_limit_exceeded"),
             ErrorKind::QuotaExceeded => Some("insufficient_quota"),
@@ -139,6 +143,7 @@ impl ErrorKind {
             ErrorKind::Authentication => "authentication",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::NotFound => "not_found",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::QuotaExceeded => "quota_exceeded",

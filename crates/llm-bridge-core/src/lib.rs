@@ -72,10 +72,11 @@ mod model_ref;
 mod provider;
 mod request;
 mod response;
+mod retry;
 
 pub use config::{
     ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ParamConfig, Price,
-    ProviderConfig, Seconds, api_key_env_var,
+    ProviderConfig, Seconds, TlsConfig, api_key_env_var,
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};
@@ -83,6 +84,7 @@ pub use model_ref::ModelRef;
 pub use provider::ChatProvider;
 pub use request::ChatRequest;
 pub use response::{ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, inspect, strip_usage};
+pub use retry::RetryConfig;
 
 /// Re-exported so that implementors of [`ChatProvider`] use the same secret type.
 pub use secrecy;

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use llm_bridge_auth::Admission;
 use llm_bridge_core::{Error, ErrorKind, Price, Usage, inspect};
 use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
 use llm_bridge_usage::{UsageRecord, UsageSink, UsageSource};
@@ -91,6 +92,8 @@ pub struct RequestLog {
     pub retries: u32,
     /// The span every log line of this request is emitted in.
     pub span: tracing::Span,
+    /// The key's admission, settled with the real usage when the request ends.
+    pub admission: Option<Admission>,
     /// The client's request body, kept (by reference) for a token estimate.
     pub request_body: Option<Bytes>,
     /// A complete answer's body, kept for a token estimate when it reports no usage.
@@ -142,6 +145,7 @@ impl RequestLog {
             overhead: None,
             retries: 0,
             span,
+            admission: None,
             request_body: None,
             response_body: None,
             delivered_text: String::new(),
@@ -211,6 +215,7 @@ impl RequestLog {
             overhead: self.overhead,
             retries: self.retries,
             span: self.span.clone(),
+            admission: self.admission.take(),
             request_body: self.request_body.take(),
             response_body: self.response_body.take(),
             delivered_text: std::mem::take(&mut self.delivered_text),
@@ -266,6 +271,7 @@ struct Ended {
     overhead: Option<Duration>,
     retries: u32,
     span: tracing::Span,
+    admission: Option<Admission>,
     request_body: Option<Bytes>,
     response_body: Option<Bytes>,
     delivered_text: String,
@@ -314,10 +320,13 @@ impl Ended {
         )
     }
 
-    fn emit(self) {
+    fn emit(mut self) {
         let (usage, source) = self.usage();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let cost = self.price.map(|p| p.cost(&usage));
+        if let Some(admission) = self.admission.take() {
+            admission.settle(usage.total_tokens, cost.unwrap_or(0.0));
+        }
         let model = self
             .provider_model
             .clone()

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use llm_bridge_auth::{Principal, RateInfo};
 use llm_bridge_core::{ChatRequest, Error, ErrorKind, inspect};
 use llm_bridge_router::Served;
 
@@ -29,19 +30,74 @@ pub enum Answer {
     },
 }
 
+/// The outcome of [`run`]: the answer, and the key's rate figures for the response headers.
+pub struct Exchanged {
+    /// The answer, or the error to render.
+    pub result: Result<Answer, Error>,
+    /// `x-ratelimit-*` figures, when the key has rate limits.
+    pub rate: Option<RateInfo>,
+    /// `provider/model` of the target that served.
+    pub target: Option<String>,
+}
+
 /// Runs one chat request. The log is finished here, or handed to the stream.
 pub async fn run(
     gateway: &Gateway,
-    mut log: RequestLog,
+    log: RequestLog,
+    principal: &Principal,
     request: ChatRequest,
+) -> Exchanged {
+    let mut rate = None;
+    let mut target = None;
+    let result = serve(gateway, log, principal, request, &mut rate, &mut target).await;
+    Exchanged {
+        result,
+        rate,
+        target,
+    }
+}
+
+async fn serve(
+    gateway: &Gateway,
+    mut log: RequestLog,
+    principal: &Principal,
+    request: ChatRequest,
+    rate: &mut Option<RateInfo>,
+    target: &mut Option<String>,
 ) -> Result<Answer, Error> {
     log.model = Some(request.model().to_owned());
     log.stream = request.stream();
+    // The key's permissions, limits and budgets, checked against the name the client used
+    // and the provider/model it resolves to.
+    let plan = match gateway.router.resolve(request.model()) {
+        Ok(p) => p,
+        Err(e) => return Err(failed(log, e)),
+    };
+    log.route = plan.route.clone();
+    let estimate = estimate_tokens(log.request_body.as_ref().map_or(0, |b| b.len()), &request);
+    // A direct model may be allowed by the name used or by provider/model; a route by its
+    // alias, or when the key may use every one of its targets.
+    let ids = plan.ids();
+    let mut names: Vec<&str> = vec![request.model()];
+    if plan.route.is_none() || ids.iter().all(|id| principal.allows(id)) {
+        names.extend(ids.iter().map(String::as_str));
+    }
+    match gateway.auth.admit(principal, &names, estimate) {
+        Ok(admission) => {
+            *rate = Some(admission.rate()).filter(RateInfo::is_limited);
+            log.admission = Some(admission);
+        }
+        Err(rejection) => {
+            *rate = rejection.rate;
+            return Err(failed(log, *rejection.error));
+        }
+    }
     let upstream_started = Instant::now();
     if request.stream() {
         let client_wants_usage = request.include_usage();
-        match gateway.router.chat_stream(request).await {
+        match gateway.router.chat_stream_planned(&plan, request).await {
             Ok(served) => {
+                *target = Some(served.target());
                 let stream = note_served(&mut log, served, upstream_started);
                 let upstream = log.upstream.unwrap_or_default();
                 log.overhead = Some(log.started.elapsed().saturating_sub(upstream));
@@ -53,8 +109,9 @@ pub async fn run(
             Err(e) => Err(failed(log, e)),
         }
     } else {
-        match gateway.router.chat(request).await {
+        match gateway.router.chat_planned(&plan, request).await {
             Ok(served) => {
+                *target = Some(served.target());
                 let body = note_served(&mut log, served, upstream_started).body;
                 match inspect(&body, None) {
                     Ok(seen) => {
@@ -91,11 +148,22 @@ fn note_served<T>(log: &mut RequestLog, served: Served<T>, upstream_started: Ins
         upstream_ms = upstream_started.elapsed().as_secs_f64() * 1000.0,
         "upstream answered"
     );
+    log.retries = served.retries;
     log.provider = Some(served.provider);
     log.provider_model = Some(served.model);
     log.upstream_model = Some(served.upstream_model);
     log.price = served.price;
     served.value
+}
+
+/// What a request may use, reserved against the key's token limits until it settles:
+/// about a token per four bytes of prompt, plus the completion it asks for.
+fn estimate_tokens(body_len: usize, request: &ChatRequest) -> u64 {
+    let completion = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| request.get(k).and_then(serde_json::Value::as_u64))
+        .unwrap_or(0);
+    (body_len as u64).div_ceil(4) + completion
 }
 
 /// Finishes the log of a request that failed before its answer started.

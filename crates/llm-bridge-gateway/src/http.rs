@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use llm_bridge_auth::Principal;
+use llm_bridge_auth::{Principal, RateInfo};
 use llm_bridge_core::{ChatRequest, Error, ErrorKind};
 use llm_bridge_usage::{GroupBy, UsageQuery, time};
 use serde_json::json;
@@ -74,7 +74,8 @@ async fn chat_completions_in(
         Err(e) => return error_response(&exchange::failed(log, e)),
     };
     let started = log.started;
-    match exchange::run(gateway, log, chat).await {
+    let exchanged = exchange::run(gateway, log, &principal, chat).await;
+    let mut response = match exchanged.result {
         Ok(Answer::Complete { body, upstream }) => {
             let mut response = json_response(StatusCode::OK, body);
             server_timing(&mut response, started.elapsed(), upstream);
@@ -91,6 +92,31 @@ async fn chat_completions_in(
             response
         }
         Err(e) => error_response(&e),
+    };
+    if let Some(rate) = exchanged.rate {
+        rate_headers(&mut response, &rate);
+    }
+    if let Some(target) = exchanged
+        .target
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+    {
+        response.headers_mut().insert("x-llm-bridge-target", target);
+    }
+    response
+}
+
+/// The `x-ratelimit-*` headers of a key with rate limits.
+fn rate_headers(response: &mut Response<GatewayBody>, rate: &RateInfo) {
+    let h = response.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", rate.limit_requests),
+        ("x-ratelimit-remaining-requests", rate.remaining_requests),
+        ("x-ratelimit-limit-tokens", rate.limit_tokens),
+        ("x-ratelimit-remaining-tokens", rate.remaining_tokens),
+    ] {
+        if let Some(v) = value {
+            h.insert(name, HeaderValue::from(v));
+        }
     }
 }
 
@@ -114,7 +140,7 @@ fn server_timing(
 
 /// `GET /v1/models`.
 pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
-    let _principal: Principal = match gateway.auth.authenticate(presented_key(headers)) {
+    let principal: Principal = match gateway.auth.authenticate(presented_key(headers)) {
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
@@ -122,6 +148,7 @@ pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
         .router
         .models()
         .into_iter()
+        .filter(|m| principal.allows(&m.id))
         .map(|m| {
             json!({
                 "id": m.id,

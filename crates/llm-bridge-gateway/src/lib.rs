@@ -6,6 +6,7 @@
 //! with the right status, and emits one access event per request.
 
 mod access;
+mod admin;
 mod body;
 mod config;
 mod drain;

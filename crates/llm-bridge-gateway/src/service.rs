@@ -102,6 +102,10 @@ async fn route(
             usage(gateway, request.headers(), request.uri().query()).await
         }
         (&Method::GET, "/v1/ws" | "/ws") => crate::ws::upgrade(gateway, request),
+        (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => {
+            let (parts, body) = request.into_parts();
+            crate::admin::keys(gateway, &parts.method, p, &parts.headers, body).await
+        }
         (&Method::GET, "/healthz") => health(true),
         (&Method::GET, "/readyz") => health(gateway.is_ready()),
         (&Method::GET, "/metrics") if gateway.metrics_config.enabled => {

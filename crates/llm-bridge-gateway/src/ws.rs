@@ -456,7 +456,10 @@ async fn chat(
             Err(e) => return send(&out, error_frame(Some(&id), &exchange::failed(log, e))).await,
         };
         let id_json = serde_json::to_string(&id).unwrap_or_else(|_| "null".into());
-        match exchange::run(&gateway, log, request).await {
+        match exchange::run(&gateway, log, &principal, request)
+            .await
+            .result
+        {
             Ok(Answer::Complete { body, .. }) => {
                 send(&out, wrap("completion", &id_json, &body)).await;
             }

@@ -1,7 +1,6 @@
 //! The pooled upstream client: HTTP/1.1 and HTTP/2 (by ALPN) over rustls with the ring
-//! provider, TCP_NODELAY on every connection.
+//! provider, TCP_NODELAY on every connection, directly or through the provider's proxy.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,15 +14,23 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llm_bridge_core::{Error, ErrorKind};
 
 use crate::body::fmt_secs;
+use crate::connector::{Connector, ProxyError};
 use crate::error::describe;
+use crate::proxy::Proxy;
+use crate::tls::TlsRoots;
 
 /// Settings of an [`UpstreamClient`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Bound on establishing a TCP connection.
+    /// Bound on establishing a TCP connection, and on a whole tunnel through a proxy.
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// The proxy every connection goes through (already chosen for this provider, see
+    /// [`crate::ProxyRules`]); `None` connects directly.
+    pub proxy: Option<Proxy>,
+    /// The roots that upstream certificates (and an `https://` proxy's) are checked against.
+    pub tls: TlsRoots,
 }
 
 impl Default for ClientOptions {
@@ -31,6 +38,8 @@ impl Default for ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(90),
+            proxy: None,
+            tls: TlsRoots::webpki(),
         }
     }
 }
@@ -38,30 +47,42 @@ impl Default for ClientOptions {
 /// A pooled HTTP client for one provider's upstream. Cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Client<HttpsConnector<Connector>, Full<Bytes>>,
+    /// `scheme://host:port` of the proxy, for messages.
+    proxy: Option<String>,
 }
 
 impl UpstreamClient {
-    /// A client trusting the Mozilla (webpki) roots.
+    /// A client that connects as `options` say.
     pub fn new(options: &ClientOptions) -> Result<Self, Error> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(options.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(options.connect_timeout));
+        tcp.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = Connector::new(
+            tcp,
+            options.proxy.as_ref(),
+            &options.tls,
+            options.connect_timeout,
+        )?;
 
-        let tls = tls_config()?;
+        // The builder sets ALPN (h2, http/1.1) on this config.
+        let tls = options.tls.client_config(&[])?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(connector);
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(options.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        Ok(UpstreamClient { inner })
+        Ok(UpstreamClient {
+            inner,
+            proxy: options.proxy.as_ref().map(Proxy::to_string),
+        })
     }
 
     /// Sends a request and waits for the response headers at most `header_timeout`.
@@ -74,19 +95,35 @@ impl UpstreamClient {
             Err(_) => Err(Error::new(
                 ErrorKind::UpstreamTimeout,
                 format!(
-                    "upstream did not answer within {} s",
-                    fmt_secs(header_timeout)
+                    "upstream did not answer within {} s{}",
+                    fmt_secs(header_timeout),
+                    self.proxy
+                        .as_ref()
+                        .map(|p| format!(" (through proxy {p})"))
+                        .unwrap_or_default()
                 ),
             )),
             Ok(Err(e)) => {
+                if let Some(proxy_error) = find_proxy_error(&e) {
+                    return Err(Error::new(
+                        ErrorKind::UpstreamUnavailable,
+                        proxy_error.to_string(),
+                    ));
+                }
                 let what = if e.is_connect() {
                     "could not connect to upstream"
                 } else {
                     "upstream request failed"
                 };
+                // The tunnel was made; say so, since the proxy may be what broke the rest.
+                let via = self
+                    .proxy
+                    .as_ref()
+                    .map(|p| format!(" through proxy {p}"))
+                    .unwrap_or_default();
                 Err(Error::new(
                     ErrorKind::UpstreamUnavailable,
-                    format!("{what}: {}", describe(&e)),
+                    format!("{what}{via}: {}", describe(&e)),
                 ))
             }
             Ok(Ok(response)) => Ok(response),
@@ -94,14 +131,14 @@ impl UpstreamClient {
     }
 }
 
-fn tls_config() -> Result<rustls::ClientConfig, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::internal(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+/// The proxy's own failure, wherever hyper and the TLS layer put it among the causes.
+fn find_proxy_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ProxyError> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<ProxyError>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
 }

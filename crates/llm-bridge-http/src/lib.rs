@@ -1,17 +1,27 @@
 //! Upstream plumbing shared by llm-bridge's adapters: a pooled HTTP/1.1 + HTTP/2 client over
-//! rustls ([`UpstreamClient`]), reading bodies under an idle timeout ([`IdleBody`]),
-//! incremental server-sent-event decoding ([`SseDecoder`], [`SseStream`]) and the helpers
-//! that turn transport failures into [`llm_bridge_core::Error`].
+//! rustls ([`UpstreamClient`]), directly or through an outbound proxy ([`Proxy`], chosen per
+//! provider by [`ProxyRules`]) and trusting extra roots if configured ([`TlsRoots`]), reading
+//! bodies under an idle timeout ([`IdleBody`]), incremental server-sent-event decoding
+//! ([`SseDecoder`], [`SseStream`]) and the helpers that turn transport failures into
+//! [`llm_bridge_core::Error`].
 
 mod body;
 mod client;
+mod connector;
 mod error;
+mod handshake;
+mod proxy;
+mod rules;
 mod sse;
+mod tls;
 
 pub use body::{IdleBody, SseStream};
 pub use client::{ClientOptions, UpstreamClient};
 pub use error::{describe, retry_after};
+pub use proxy::{Proxy, ProxyScheme, ProxyUrlError};
+pub use rules::{ProxyChoice, ProxyConfig, ProxyEnv, ProxyRules};
 pub use sse::{LineTooLong, SseDecoder, SseEvent};
+pub use tls::TlsRoots;
 
 /// Re-exported body type of upstream responses.
 pub use hyper::body::Incoming;

@@ -1,0 +1,346 @@
+//! Rate limits and budgets of one managed key, exact under concurrency: one lock per key,
+//! checked and updated together.
+//!
+//! Requests per minute and tokens per minute are sliding windows of the last 60 seconds.
+//! A request reserves an estimate of its tokens when it is admitted and settles with the
+//! real count when it ends; a request is admitted while the window is below the limit, so
+//! concurrent requests overshoot by at most one request's worth.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use llm_bridge_core::{Error, ErrorKind};
+
+use crate::clock::{Clock, day_of, month_of, ms_to_next_day, ms_to_next_month};
+use crate::policy::KeyPolicy;
+
+const WINDOW_MS: i64 = 60_000;
+
+/// The `x-ratelimit-*` figures after an admission (or a refusal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateInfo {
+    /// Requests per minute allowed.
+    pub limit_requests: Option<u64>,
+    /// Requests left in the current window.
+    pub remaining_requests: Option<u64>,
+    /// Tokens per minute allowed.
+    pub limit_tokens: Option<u64>,
+    /// Tokens left in the current window.
+    pub remaining_tokens: Option<u64>,
+}
+
+impl RateInfo {
+    /// Whether the key has any rate limit.
+    pub fn is_limited(&self) -> bool {
+        self.limit_requests.is_some() || self.limit_tokens.is_some()
+    }
+}
+
+/// A refused request: the error, and the rate figures for the response headers.
+#[derive(Debug)]
+pub struct Rejection {
+    /// 401, 403 or 429.
+    pub error: Box<Error>,
+    /// Rate figures, when the key has rate limits.
+    pub rate: Option<RateInfo>,
+}
+
+impl From<Error> for Rejection {
+    fn from(error: Error) -> Self {
+        Rejection {
+            error: Box::new(error),
+            rate: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TokenEntry {
+    at: i64,
+    tokens: u64,
+    id: u64,
+}
+
+#[derive(Debug, Default)]
+struct Spend {
+    day: i64,
+    month: i64,
+    day_tokens: u64,
+    month_tokens: u64,
+    total_tokens: u64,
+    day_cost: f64,
+    month_cost: f64,
+    total_cost: f64,
+    /// Estimates of requests admitted and not yet settled.
+    reserved: u64,
+}
+
+impl Spend {
+    fn roll(&mut self, now: i64) {
+        let (day, month) = (day_of(now), month_of(now));
+        if day != self.day {
+            self.day = day;
+            self.day_tokens = 0;
+            self.day_cost = 0.0;
+        }
+        if month != self.month {
+            self.month = month;
+            self.month_tokens = 0;
+            self.month_cost = 0.0;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: VecDeque<i64>,
+    tokens: VecDeque<TokenEntry>,
+    tokens_in_window: u64,
+    next_id: u64,
+    spend: Spend,
+}
+
+impl Counters {
+    fn prune(&mut self, now: i64) {
+        while self.requests.front().is_some_and(|t| *t <= now - WINDOW_MS) {
+            self.requests.pop_front();
+        }
+        while let Some(e) = self.tokens.front() {
+            if e.at > now - WINDOW_MS {
+                break;
+            }
+            self.tokens_in_window -= e.tokens;
+            self.tokens.pop_front();
+        }
+    }
+}
+
+/// The live counters of one managed key (kept across reloads of its policy).
+#[derive(Debug, Default)]
+pub struct KeyState {
+    counters: Mutex<Counters>,
+}
+
+impl KeyState {
+    fn lock(&self) -> MutexGuard<'_, Counters> {
+        // A panic while holding the lock leaves counts that are still usable.
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds spending that happened before this process started (from the usage records).
+    pub fn seed(&self, now: i64, day: (u64, f64), month: (u64, f64), total: (u64, f64)) {
+        let mut c = self.lock();
+        c.spend.roll(now);
+        c.spend.day_tokens += day.0;
+        c.spend.day_cost += day.1;
+        c.spend.month_tokens += month.0;
+        c.spend.month_cost += month.1;
+        c.spend.total_tokens += total.0;
+        c.spend.total_cost += total.1;
+    }
+
+    /// Checks the limits and budgets and, if they allow it, admits a request that expects to
+    /// use `estimate` tokens.
+    pub fn admit(
+        self: &Arc<Self>,
+        policy: &KeyPolicy,
+        clock: &Arc<dyn Clock>,
+        estimate: u64,
+    ) -> Result<Admission, Rejection> {
+        let now = clock.now_ms();
+        let mut guard = self.lock();
+        let c = &mut *guard;
+        c.prune(now);
+        c.spend.roll(now);
+        let rate = |c: &Counters| RateInfo {
+            limit_requests: policy.rpm,
+            remaining_requests: policy
+                .rpm
+                .map(|r| r.saturating_sub(c.requests.len() as u64)),
+            limit_tokens: policy.tpm,
+            remaining_tokens: policy.tpm.map(|t| t.saturating_sub(c.tokens_in_window)),
+        };
+        if let Some(e) = budget_error(policy, &c.spend, now) {
+            return Err(Rejection {
+                error: Box::new(e),
+                rate: Some(rate(c)).filter(RateInfo::is_limited),
+            });
+        }
+        if let Some(rpm) = policy.rpm {
+            if c.requests.len() as u64 >= rpm {
+                let wait = c.requests.front().map_or(0, |t| t + WINDOW_MS - now);
+                return Err(Rejection {
+                    error: Box::new(limited(
+                        format!("rate limit reached: {rpm} requests per minute"),
+                        wait,
+                    )),
+                    rate: Some(rate(c)),
+                });
+            }
+        }
+        if let Some(tpm) = policy.tpm {
+            if c.tokens_in_window >= tpm {
+                // Wait until enough of the window has aged out to fall below the limit.
+                let mut left = c.tokens_in_window;
+                let mut wait = WINDOW_MS;
+                for e in &c.tokens {
+                    left -= e.tokens;
+                    if left < tpm {
+                        wait = e.at + WINDOW_MS - now;
+                        break;
+                    }
+                }
+                return Err(Rejection {
+                    error: Box::new(limited(
+                        format!("rate limit reached: {tpm} tokens per minute"),
+                        wait,
+                    )),
+                    rate: Some(rate(c)),
+                });
+            }
+        }
+        c.requests.push_back(now);
+        let id = c.next_id;
+        c.next_id += 1;
+        if policy.tpm.is_some() {
+            c.tokens.push_back(TokenEntry {
+                at: now,
+                tokens: estimate,
+                id,
+            });
+            c.tokens_in_window += estimate;
+        }
+        c.spend.reserved += estimate;
+        let info = rate(c);
+        drop(guard);
+        Ok(Admission {
+            state: Some((self.clone(), clock.clone())),
+            id,
+            estimate,
+            rate: info,
+        })
+    }
+
+    /// What the key has spent so far: `(day, month, total)` tokens.
+    pub fn spent_tokens(&self, now: i64) -> (u64, u64, u64) {
+        let mut c = self.lock();
+        c.spend.roll(now);
+        (
+            c.spend.day_tokens,
+            c.spend.month_tokens,
+            c.spend.total_tokens,
+        )
+    }
+
+    fn settle(&self, id: u64, estimate: u64, tokens: u64, cost: f64, now: i64) {
+        let mut guard = self.lock();
+        let c = &mut *guard;
+        c.spend.reserved = c.spend.reserved.saturating_sub(estimate);
+        if let Some(e) = c.tokens.iter_mut().find(|e| e.id == id) {
+            let old = e.tokens;
+            e.tokens = tokens;
+            c.tokens_in_window = c.tokens_in_window - old + tokens;
+        }
+        c.spend.roll(now);
+        c.spend.day_tokens += tokens;
+        c.spend.month_tokens += tokens;
+        c.spend.total_tokens += tokens;
+        c.spend.day_cost += cost;
+        c.spend.month_cost += cost;
+        c.spend.total_cost += cost;
+    }
+}
+
+fn limited(message: String, wait_ms: i64) -> Error {
+    let ms = u64::try_from(wait_ms.max(1)).unwrap_or(1);
+    Error::new(ErrorKind::RateLimited, message).with_retry_after(Duration::from_millis(ms))
+}
+
+fn budget_error(policy: &KeyPolicy, s: &Spend, now: i64) -> Option<Error> {
+    let used = |spent: u64| spent + s.reserved;
+    let over = |what: &str, period: &str, wait: Option<i64>| {
+        let mut e = Error::new(
+            ErrorKind::QuotaExceeded,
+            format!("the key's {period} {what} budget is spent"),
+        );
+        if let Some(ms) = wait {
+            e = e.with_retry_after(Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1)));
+        }
+        Some(e)
+    };
+    let t = &policy.budget_tokens;
+    let c = &policy.budget_cost;
+    if t.total.is_some_and(|b| used(s.total_tokens) >= b) {
+        return over("token", "total", None);
+    }
+    if c.total.is_some_and(|b| s.total_cost >= b) {
+        return over("cost", "total", None);
+    }
+    if t.month.is_some_and(|b| used(s.month_tokens) >= b) {
+        return over("token", "monthly", Some(ms_to_next_month(now)));
+    }
+    if c.month.is_some_and(|b| s.month_cost >= b) {
+        return over("cost", "monthly", Some(ms_to_next_month(now)));
+    }
+    if t.day.is_some_and(|b| used(s.day_tokens) >= b) {
+        return over("token", "daily", Some(ms_to_next_day(now)));
+    }
+    if c.day.is_some_and(|b| s.day_cost >= b) {
+        return over("cost", "daily", Some(ms_to_next_day(now)));
+    }
+    None
+}
+
+/// An admitted request. Settle it with the real usage when it ends; dropped unsettled, it
+/// releases its reservation and counts nothing.
+#[derive(Default)]
+pub struct Admission {
+    state: Option<(Arc<KeyState>, Arc<dyn Clock>)>,
+    id: u64,
+    estimate: u64,
+    rate: RateInfo,
+}
+
+impl Admission {
+    /// An admission with nothing to count (unlimited keys).
+    pub fn unlimited() -> Self {
+        Admission::default()
+    }
+
+    /// The rate figures at admission.
+    pub fn rate(&self) -> RateInfo {
+        self.rate
+    }
+
+    /// Records what the request really used.
+    pub fn settle(mut self, tokens: u64, cost: f64) {
+        if let Some((state, clock)) = self.state.take() {
+            state.settle(self.id, self.estimate, tokens, cost, clock.now_ms());
+        }
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("id", &self.id)
+            .field("estimate", &self.estimate)
+            .field("rate", &self.rate)
+            .finish()
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some((state, _)) = self.state.take() {
+            let mut guard = state.lock();
+            let c = &mut *guard;
+            c.spend.reserved = c.spend.reserved.saturating_sub(self.estimate);
+            if let Some(e) = c.tokens.iter_mut().find(|e| e.id == self.id) {
+                c.tokens_in_window -= e.tokens;
+                e.tokens = 0;
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Managed keys against a real database file, with an injected clock.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use llm_bridge_auth::{
+    Authenticator, Budget, Clock, KeyPolicy, KeyStore, ManagedKeys, ManualClock, Principal,
+};
+use llm_bridge_core::secrecy::ExposeSecret;
+
+/// 2026-11-26T12:00:00Z
+const NOON: i64 = 1_795_694_400_000;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    clock: ManualClock,
+    auth: Authenticator,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db/keys.db");
+    let clock = ManualClock::at(NOON);
+    let managed = ManagedKeys::open(&path, Arc::new(clock.clone())).unwrap();
+    let auth = Authenticator::new(Vec::new(), Vec::new()).with_managed(managed);
+    Setup {
+        _dir: dir,
+        path,
+        clock,
+        auth,
+    }
+}
+
+fn create(s: &Setup, name: &str, policy: KeyPolicy) -> String {
+    let mut store = KeyStore::open(&s.path).unwrap();
+    let (_, key) = store.create(name, &policy, s.clock.now_ms()).unwrap();
+    s.auth.managed().unwrap().load(&store).unwrap();
+    key.expose_secret().to_owned()
+}
+
+fn principal(s: &Setup, key: &str) -> Principal {
+    s.auth.authenticate(Some(key)).unwrap()
+}
+
+#[test]
+fn exactly_rpm_requests_pass_under_concurrency() {
+    let s = setup();
+    let key = create(
+        &s,
+        "team",
+        KeyPolicy {
+            rpm: Some(10),
+            ..KeyPolicy::default()
+        },
+    );
+    let p = principal(&s, &key);
+    let passed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..50 {
+            scope.spawn(|| {
+                if let Ok(a) = s.auth.admit(&p, &["m/x"], 1) {
+                    passed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    a.settle(1, 0.0);
+                }
+            });
+        }
+    });
+    assert_eq!(passed.into_inner(), 10);
+    let refused = s.auth.admit(&p, &["m/x"], 1).unwrap_err();
+    assert_eq!(refused.error.status(), 429);
+    assert_eq!(refused.error.code(), Some("rate_limit_exceeded"));
+    assert_eq!(refused.error.retry_after(), Some(Duration::from_secs(60)));
+    let rate = refused.rate.unwrap();
+    assert_eq!(
+        (rate.limit_requests, rate.remaining_requests),
+        (Some(10), Some(0))
+    );
+    // The window slides.
+    s.clock.advance_ms(60_001);
+    assert!(s.auth.admit(&p, &["m/x"], 1).is_ok());
+}
+
+#[test]
+fn exactly_tpm_worth_of_requests_pass_under_concurrency_and_settle_with_real_usage() {
+    let s = setup();
+    let key = create(
+        &s,
+        "tok",
+        KeyPolicy {
+            tpm: Some(1000),
+            ..KeyPolicy::default()
+        },
+    );
+    let p = principal(&s, &key);
+    let admitted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..50 {
+            scope.spawn(|| {
+                if let Ok(a) = s.auth.admit(&p, &["m/x"], 100) {
+                    admitted.lock().unwrap().push(a);
+                }
+            });
+        }
+    });
+    let admitted = admitted.into_inner().unwrap();
+    assert_eq!(
+        admitted.len(),
+        10,
+        "1000 tokens per minute hold ten 100-token estimates"
+    );
+    let refused = s.auth.admit(&p, &["m/x"], 100).unwrap_err();
+    assert_eq!(refused.error.status(), 429);
+    assert_eq!(refused.rate.unwrap().remaining_tokens, Some(0));
+    // Nine requests used nothing after all: their room comes back; the tenth used 250.
+    let mut admitted = admitted.into_iter();
+    let tenth = admitted.next_back().unwrap();
+    for a in admitted {
+        a.settle(0, 0.0);
+    }
+    tenth.settle(250, 0.0);
+    let a = s.auth.admit(&p, &["m/x"], 100).unwrap();
+    assert_eq!(a.rate().remaining_tokens, Some(650));
+}
+
+#[test]
+fn budgets_reset_at_the_day_and_month_boundaries() {
+    let s = setup();
+    let key = create(
+        &s,
+        "budget",
+        KeyPolicy {
+            budget_tokens: Budget {
+                day: Some(1000),
+                month: Some(2500),
+                total: None,
+            },
+            ..KeyPolicy::default()
+        },
+    );
+    let p = principal(&s, &key);
+    // 2026-11-30, noon: spend the day's budget.
+    assert_eq!(
+        NOON + 4 * 86_400_000 + 12 * 3_600_000,
+        1_796_083_200_000,
+        "2026-12-01T00:00Z"
+    );
+    s.clock.set_ms(NOON + 4 * 86_400_000);
+    s.auth.admit(&p, &["m/x"], 10).unwrap().settle(1000, 0.0);
+    let refused = s.auth.admit(&p, &["m/x"], 10).unwrap_err();
+    assert_eq!(refused.error.status(), 429);
+    assert_eq!(refused.error.code(), Some("insufficient_quota"));
+    assert_eq!(
+        refused.error.retry_after(),
+        Some(Duration::from_secs(12 * 3600)),
+        "until midnight UTC"
+    );
+    // One millisecond before midnight: still spent. At midnight: a new day.
+    s.clock.set_ms(NOON + 4 * 86_400_000 + 12 * 3_600_000 - 1);
+    assert!(s.auth.admit(&p, &["m/x"], 10).is_err());
+    s.clock.advance_ms(1);
+    // 2026-12-01: also a new month.
+    s.auth.admit(&p, &["m/x"], 10).unwrap().settle(900, 0.0);
+    s.clock.advance_ms(86_400_000);
+    s.auth.admit(&p, &["m/x"], 10).unwrap().settle(900, 0.0);
+    s.clock.advance_ms(86_400_000);
+    s.auth.admit(&p, &["m/x"], 10).unwrap().settle(800, 0.0);
+    s.clock.advance_ms(86_400_000);
+    let monthly = s.auth.admit(&p, &["m/x"], 10).unwrap_err();
+    assert!(
+        monthly.error.message().contains("monthly"),
+        "{}",
+        monthly.error.message()
+    );
+}
+
+#[test]
+fn cost_and_total_budgets() {
+    let s = setup();
+    let key = create(
+        &s,
+        "cost",
+        KeyPolicy {
+            budget_cost: Budget {
+                total: Some(1.0),
+                ..Budget::default()
+            },
+            ..KeyPolicy::default()
+        },
+    );
+    let p = principal(&s, &key);
+    s.auth.admit(&p, &["m/x"], 1).unwrap().settle(10, 0.6);
+    s.auth.admit(&p, &["m/x"], 1).unwrap().settle(10, 0.6);
+    let refused = s.auth.admit(&p, &["m/x"], 1).unwrap_err();
+    assert_eq!(refused.error.code(), Some("insufficient_quota"));
+    assert_eq!(
+        refused.error.retry_after(),
+        None,
+        "a total budget never comes back"
+    );
+}
+
+#[test]
+fn models_expiry_and_revocation() {
+    let s = setup();
+    let key = create(
+        &s,
+        "narrow",
+        KeyPolicy {
+            models: vec!["deepseek/*".into()],
+            expires_at: Some(NOON + 1000),
+            ..KeyPolicy::default()
+        },
+    );
+    let p = principal(&s, &key);
+    assert!(s.auth.admit(&p, &["deepseek/deepseek-chat"], 1).is_ok());
+    let denied = s
+        .auth
+        .admit(&p, &["gpt-4o", "openai/gpt-4o"], 1)
+        .unwrap_err();
+    assert_eq!(denied.error.status(), 403);
+    assert!(
+        s.auth
+            .admit(&p, &["smart", "deepseek/deepseek-chat"], 1)
+            .is_ok(),
+        "either name may match"
+    );
+    s.clock.advance_ms(1000);
+    let expired = s.auth.authenticate(Some(&key)).unwrap_err();
+    assert_eq!(
+        (expired.status(), expired.message()),
+        (401, "API key expired")
+    );
+
+    let other = create(&s, "other", KeyPolicy::default());
+    assert!(s.auth.authenticate(Some(&other)).is_ok());
+    let mut store = KeyStore::open(&s.path).unwrap();
+    store.revoke("other", s.clock.now_ms()).unwrap();
+    s.auth.managed().unwrap().load(&store).unwrap();
+    assert_eq!(
+        s.auth.authenticate(Some(&other)).unwrap_err().message(),
+        "API key revoked"
+    );
+    assert_eq!(
+        s.auth
+            .authenticate(Some("sk-llmb-nope"))
+            .unwrap_err()
+            .status(),
+        401
+    );
+}
+
+#[test]
+fn the_database_holds_no_key_only_its_hash() {
+    let s = setup();
+    let key = create(&s, "secret", KeyPolicy::default());
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(s.path.parent().unwrap()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let needle = key.as_bytes();
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the plaintext key is not stored"
+    );
+    let listed = KeyStore::open(&s.path).unwrap().list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key_prefix, &key[..12]);
+    assert!(!serde_json::to_string(&listed[0]).unwrap().contains(&key));
+}
+
+#[test]
+fn a_change_by_another_process_is_picked_up_by_the_watcher() {
+    let s = setup();
+    let key = create(&s, "watched", KeyPolicy::default());
+    s.auth
+        .managed()
+        .unwrap()
+        .watch(Duration::from_millis(50))
+        .unwrap();
+    assert!(s.auth.authenticate(Some(&key)).is_ok());
+    // Another connection (as `llm-bridge keys revoke` would be) revokes it.
+    KeyStore::open(&s.path)
+        .unwrap()
+        .revoke("watched", s.clock.now_ms())
+        .unwrap();
+    let started = std::time::Instant::now();
+    while s.auth.authenticate(Some(&key)).is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "revocation takes effect within a second"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

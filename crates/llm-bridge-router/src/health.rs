@@ -1,0 +1,128 @@
+//! What the router remembers about each target: a circuit breaker (closed → open after
+//! repeated failures → half-open after the cooldown, one probe decides) and a decaying
+//! average of its latency.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::CooldownConfig;
+
+/// Weight of the newest latency sample in the average.
+const ALPHA: f64 = 0.3;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Circuit {
+    Closed,
+    Open {
+        until: Instant,
+    },
+    /// A probe is in flight; other requests skip the target.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct TargetHealth {
+    circuit: Circuit,
+    failures: u32,
+    latency: Option<f64>,
+}
+
+impl Default for TargetHealth {
+    fn default() -> Self {
+        TargetHealth {
+            circuit: Circuit::Closed,
+            failures: 0,
+            latency: None,
+        }
+    }
+}
+
+/// Whether a target may be tried now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Healthy, or its cooldown is over and this request is its probe.
+    Ready,
+    /// Resting until then.
+    Resting(Instant),
+}
+
+/// Health of every target, by `provider/model`.
+#[derive(Debug)]
+pub struct Health {
+    cooldown: CooldownConfig,
+    targets: Mutex<HashMap<String, TargetHealth>>,
+}
+
+impl Health {
+    /// Empty health records.
+    pub fn new(cooldown: CooldownConfig) -> Self {
+        Health {
+            cooldown,
+            targets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with<R>(&self, id: &str, f: impl FnOnce(&mut TargetHealth) -> R) -> R {
+        let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(id.to_owned()).or_default())
+    }
+
+    /// Whether `id` may be tried; claims the probe when its cooldown is over.
+    pub fn acquire(&self, id: &str) -> Availability {
+        let now = Instant::now();
+        self.with(id, |h| match h.circuit {
+            Circuit::Closed => Availability::Ready,
+            Circuit::Open { until } if now >= until => {
+                h.circuit = Circuit::HalfOpen;
+                Availability::Ready
+            }
+            Circuit::Open { until } => Availability::Resting(until),
+            // Another request is probing: wait for its verdict.
+            Circuit::HalfOpen => Availability::Resting(now + Duration::from_millis(100)),
+        })
+    }
+
+    /// A successful attempt: closes the circuit, feeds the latency average.
+    pub fn success(&self, id: &str, latency: Duration) {
+        self.with(id, |h| {
+            h.circuit = Circuit::Closed;
+            h.failures = 0;
+            let sample = latency.as_secs_f64();
+            h.latency = Some(
+                h.latency
+                    .map_or(sample, |avg| ALPHA * sample + (1.0 - ALPHA) * avg),
+            );
+        });
+    }
+
+    /// A failed attempt: a failed probe, or too many failures in a row, open the circuit.
+    pub fn failure(&self, id: &str) {
+        let cooldown = self.cooldown;
+        self.with(id, |h| {
+            h.failures += 1;
+            let probe_failed = h.circuit == Circuit::HalfOpen;
+            if probe_failed || h.failures >= cooldown.failures.max(1) {
+                h.circuit = Circuit::Open {
+                    until: Instant::now() + cooldown.duration.duration(),
+                };
+                tracing::warn!(target = id, failures = h.failures, "target put in cooldown");
+            }
+        });
+    }
+
+    /// The target answered, though not with success (it refused the request): it is up.
+    pub fn reachable(&self, id: &str) {
+        self.with(id, |h| {
+            h.circuit = Circuit::Closed;
+            h.failures = 0;
+        });
+    }
+
+    /// The latency average of a target, in seconds.
+    pub fn latency(&self, id: &str) -> Option<f64> {
+        self.with(id, |h| h.latency)
+    }
+}

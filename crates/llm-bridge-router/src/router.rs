@@ -1,0 +1,484 @@
+//! The router: names to plans, plans to attempts.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use futures_util::StreamExt;
+use indexmap::IndexMap;
+use llm_bridge_core::{
+    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelRef, Price,
+    Result, RetryConfig,
+};
+use tokio::time::Instant;
+
+use crate::config::{RouterConfig, Strategy};
+use crate::health::{Availability, Health};
+use crate::strategy::{Random, XorShift, order};
+
+/// A provider and a model name within it.
+#[derive(Clone)]
+pub struct Target {
+    /// The provider.
+    pub provider: Arc<dyn ChatProvider>,
+    /// The model's name within the provider (as configured, `<…>` tag included).
+    pub model: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("provider", &self.provider.name())
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl Target {
+    /// `provider/model`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.provider.name(), self.model)
+    }
+
+    /// The model's prices, if configured.
+    pub fn price(&self) -> Option<Price> {
+        self.provider
+            .catalog()
+            .lookup(&self.model)
+            .and_then(|e| e.config.price)
+    }
+
+    /// The model name the upstream receives.
+    pub fn upstream_model(&self) -> String {
+        self.provider
+            .catalog()
+            .lookup(&self.model)
+            .map(|e| e.upstream_name().to_owned())
+            .unwrap_or_else(|| self.model.clone())
+    }
+}
+
+/// A route alias, validated.
+struct Route {
+    strategy: Strategy,
+    targets: Vec<Target>,
+    ids: Vec<String>,
+    weights: Vec<u32>,
+    retry: Option<RetryConfig>,
+    next: AtomicUsize,
+}
+
+/// What a model name resolves to: one target, or a route over several.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The route alias, when the name was one.
+    pub route: Option<String>,
+    /// The targets, unordered (a route orders them per request).
+    pub targets: Vec<Target>,
+}
+
+impl Plan {
+    /// `provider/model` of every target.
+    pub fn ids(&self) -> Vec<String> {
+        self.targets.iter().map(Target::id).collect()
+    }
+}
+
+/// An answer and the target that produced it.
+pub struct Served<T> {
+    /// The answer.
+    pub value: T,
+    /// The provider that answered.
+    pub provider: Arc<str>,
+    /// The model within that provider.
+    pub model: String,
+    /// The model name sent upstream.
+    pub upstream_model: String,
+    /// The model's prices, if configured.
+    pub price: Option<Price>,
+    /// The route alias the client named, if any.
+    pub route: Option<String>,
+    /// Attempts beyond the first (retries and fallbacks).
+    pub retries: u32,
+}
+
+impl<T> Served<T> {
+    /// `provider/model` of the target that served.
+    pub fn target(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelListing {
+    /// `provider/model`, or a route alias.
+    pub id: String,
+    /// The provider, or `llm-bridge` for a route.
+    pub owned_by: String,
+}
+
+/// Resolves model names and sends requests, retrying and falling back as configured.
+pub struct Router {
+    providers: IndexMap<String, Arc<dyn ChatProvider>>,
+    routes: IndexMap<String, Arc<Route>>,
+    config: RouterConfig,
+    health: Health,
+    random: Arc<dyn Random>,
+}
+
+impl Router {
+    /// A router over these providers.
+    pub fn new(providers: Vec<Arc<dyn ChatProvider>>, config: RouterConfig) -> Result<Self> {
+        Self::with_random(providers, config, Arc::new(XorShift::from_entropy()))
+    }
+
+    /// A router with a given source of randomness (tests).
+    pub fn with_random(
+        providers: Vec<Arc<dyn ChatProvider>>,
+        config: RouterConfig,
+        random: Arc<dyn Random>,
+    ) -> Result<Self> {
+        let mut map = IndexMap::new();
+        for p in providers {
+            let name = p.name().to_owned();
+            if map.insert(name.clone(), p).is_some() {
+                return Err(Error::invalid_request(format!(
+                    "provider '{name}' is defined twice"
+                )));
+            }
+        }
+        if let Some(default) = &config.default_provider {
+            if !map.contains_key(default) {
+                return Err(Error::invalid_request(format!(
+                    "default_provider: no provider named '{default}'"
+                )));
+            }
+        }
+        let mut router = Router {
+            providers: map,
+            routes: IndexMap::new(),
+            health: Health::new(config.cooldown),
+            config,
+            random,
+        };
+        let mut routes = IndexMap::new();
+        for (alias, route) in &router.config.routes {
+            let at = |m: String| Error::invalid_request(format!("routes.{alias}: {m}"));
+            if alias.is_empty() || alias.contains('/') {
+                return Err(at(
+                    "a route alias must be non-empty and contain no '/'".into()
+                ));
+            }
+            if route.targets.is_empty() {
+                return Err(at("needs at least one target".into()));
+            }
+            let mut targets = Vec::new();
+            for spec in &route.targets {
+                let target = router
+                    .resolve_target(spec.model())
+                    .map_err(|e| at(format!("target '{}': {}", spec.model(), e.message())))?;
+                targets.push(target);
+            }
+            let weights: Vec<u32> = route.targets.iter().map(|t| t.weight()).collect();
+            if route.strategy == Strategy::Weighted && weights.iter().all(|w| *w == 0) {
+                return Err(at(
+                    "a weighted route needs a target with a weight above 0".into()
+                ));
+            }
+            routes.insert(
+                alias.clone(),
+                Arc::new(Route {
+                    strategy: route.strategy,
+                    ids: targets.iter().map(Target::id).collect(),
+                    targets,
+                    weights,
+                    retry: route.retry,
+                    next: AtomicUsize::new(0),
+                }),
+            );
+        }
+        router.routes = routes;
+        Ok(router)
+    }
+
+    /// The providers, in config order.
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn ChatProvider>> {
+        self.providers.values()
+    }
+
+    /// What a model name resolves to.
+    pub fn resolve(&self, name: &str) -> Result<Plan> {
+        let name = name.trim();
+        if let Some(route) = self.routes.get(name) {
+            return Ok(Plan {
+                route: Some(name.to_owned()),
+                targets: route.targets.clone(),
+            });
+        }
+        Ok(Plan {
+            route: None,
+            targets: vec![self.resolve_target(name)?],
+        })
+    }
+
+    /// The one target of a `provider/model` or bare model name.
+    pub fn resolve_target(&self, name: &str) -> Result<Target> {
+        let name = name.trim();
+        if let Some(r) = ModelRef::parse(name) {
+            if let Some(provider) = self.providers.get(r.provider) {
+                if provider.catalog().lookup(r.model).is_some() {
+                    return Ok(Target {
+                        provider: provider.clone(),
+                        model: r.model.to_owned(),
+                    });
+                }
+                return Err(not_found(format!(
+                    "model '{}' is not served by provider '{}'",
+                    r.model, r.provider
+                )));
+            }
+        }
+        if let Some(target) = self.resolve_bare(name) {
+            return Ok(target);
+        }
+        Err(not_found(match ModelRef::parse(name) {
+            Some(r) => format!("unknown provider '{}' in model '{name}'", r.provider),
+            None => {
+                format!("unknown model '{name}': name it as provider/model (see GET /v1/models)")
+            }
+        }))
+    }
+
+    fn resolve_bare(&self, name: &str) -> Option<Target> {
+        let target = |p: &Arc<dyn ChatProvider>| Target {
+            provider: p.clone(),
+            model: name.to_owned(),
+        };
+        if let Some(default) = &self.config.default_provider {
+            let p = self.providers.get(default.as_str())?;
+            return p.catalog().lookup(name).is_some().then(|| target(p));
+        }
+        let mut listing = self.providers.values().filter(|p| p.catalog().lists(name));
+        match (listing.next(), listing.next()) {
+            (Some(p), None) => Some(target(p)),
+            _ => None,
+        }
+    }
+
+    /// A complete answer.
+    pub async fn chat(&self, request: ChatRequest) -> Result<Served<ChatResponse>> {
+        let plan = self.resolve(request.model())?;
+        self.chat_planned(&plan, request).await
+    }
+
+    /// A complete answer for an already resolved plan.
+    pub async fn chat_planned(
+        &self,
+        plan: &Plan,
+        request: ChatRequest,
+    ) -> Result<Served<ChatResponse>> {
+        self.attempts(plan, request, |target, request| async move {
+            target.provider.chat(&target.model, request).await
+        })
+        .await
+    }
+
+    /// A stream of chunks.
+    pub async fn chat_stream(&self, request: ChatRequest) -> Result<Served<ChunkStream>> {
+        let plan = self.resolve(request.model())?;
+        self.chat_stream_planned(&plan, request).await
+    }
+
+    /// A stream for an already resolved plan. The first chunk is awaited before the stream
+    /// is handed out: a failure before it is still retried, nothing after it ever is.
+    pub async fn chat_stream_planned(
+        &self,
+        plan: &Plan,
+        request: ChatRequest,
+    ) -> Result<Served<ChunkStream>> {
+        self.attempts(plan, request, |target, request| async move {
+            let mut stream = target.provider.chat_stream(&target.model, request).await?;
+            match stream.next().await {
+                Some(Err(e)) => Err(e),
+                Some(Ok(first)) => {
+                    let rest: ChunkStream =
+                        Box::pin(futures_util::stream::once(async { Ok(first) }).chain(stream));
+                    Ok(rest)
+                }
+                None => Ok(stream),
+            }
+        })
+        .await
+    }
+
+    /// Every model a client can name: route aliases, then `provider/model`.
+    pub fn models(&self) -> Vec<ModelListing> {
+        let routes = self.routes.keys().map(|alias| ModelListing {
+            id: alias.clone(),
+            owned_by: "llm-bridge".into(),
+        });
+        let models = self.providers.values().flat_map(|p| {
+            p.catalog().names().map(move |m| ModelListing {
+                id: format!("{}/{m}", p.name()),
+                owned_by: p.name().to_owned(),
+            })
+        });
+        routes.chain(models).collect()
+    }
+
+    fn retry_for(&self, route: Option<&Route>, target: &Target) -> RetryConfig {
+        route
+            .and_then(|r| r.retry)
+            .or_else(|| {
+                self.config
+                    .provider_retry
+                    .get(target.provider.name())
+                    .copied()
+            })
+            .unwrap_or(self.config.retry)
+    }
+
+    /// Tries the plan's targets in the strategy's order, each up to its retry attempts.
+    async fn attempts<T, F, Fut>(
+        &self,
+        plan: &Plan,
+        request: ChatRequest,
+        mut op: F,
+    ) -> Result<Served<T>>
+    where
+        F: FnMut(Target, ChatRequest) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let started = Instant::now();
+        let route = plan
+            .route
+            .as_ref()
+            .and_then(|r| self.routes.get(r))
+            .cloned();
+        let ids: Vec<String> = match &route {
+            Some(r) => r.ids.clone(),
+            None => plan.ids(),
+        };
+        let order = match &route {
+            Some(r) => order(
+                r.strategy,
+                &r.ids,
+                &r.weights,
+                &r.next,
+                &self.health,
+                self.random.as_ref(),
+            ),
+            None => (0..plan.targets.len()).collect(),
+        };
+        // Resting targets go last; if every target rests, they are tried anyway.
+        let (ready, resting): (Vec<usize>, Vec<usize>) = order
+            .into_iter()
+            .partition(|i| matches!(self.health.acquire(&ids[*i]), Availability::Ready));
+        let sequence: Vec<usize> = if ready.is_empty() { resting } else { ready };
+        let total_attempts: u32 = sequence
+            .iter()
+            .map(|i| {
+                self.retry_for(route.as_deref(), &plan.targets[*i])
+                    .attempts
+                    .max(1)
+            })
+            .sum();
+        let mut made = 0u32;
+        let mut last_error: Option<Error> = None;
+        let mut request = Some(request);
+        for i in &sequence {
+            let target = &plan.targets[*i];
+            let id = &ids[*i];
+            let retry = self.retry_for(route.as_deref(), target);
+            let deadline = started + retry.deadline.duration();
+            for attempt in 0..retry.attempts.max(1) {
+                if made > 0 && Instant::now() >= deadline {
+                    break;
+                }
+                made += 1;
+                let last = made == total_attempts;
+                let this = if last {
+                    request.take()
+                } else {
+                    request.clone()
+                };
+                let Some(this) = this else { break };
+                let began = Instant::now();
+                let outcome = op(target.clone(), this).await;
+                let e = match outcome {
+                    Ok(value) => {
+                        self.health.success(id, began.elapsed());
+                        return Ok(served(target, value, plan.route.clone(), made - 1));
+                    }
+                    Err(e) => e,
+                };
+                let kind = e.kind();
+                if !kind.is_retryable() && !falls_back(kind) {
+                    // The request itself is at fault: no other target will do better.
+                    self.health.reachable(id);
+                    return Err(e);
+                }
+                self.health.failure(id);
+                tracing::info!(
+                    target_model = %id,
+                    attempt = attempt + 1,
+                    error = %e,
+                    "upstream attempt failed"
+                );
+                let more_here = kind.is_retryable() && attempt + 1 < retry.attempts.max(1);
+                if more_here {
+                    let wait = match e.retry_after() {
+                        Some(asked) if asked > retry.max_retry_after.duration() => None,
+                        Some(asked) => Some(asked),
+                        None => Some(
+                            retry
+                                .backoff_ceiling(attempt)
+                                .mul_f64(self.random.next_f64()),
+                        ),
+                    };
+                    match wait {
+                        Some(wait) if Instant::now() + wait < deadline => {
+                            last_error = Some(e);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        // Waiting would pass the deadline or the Retry-After cap: next target.
+                        _ => {
+                            last_error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                last_error = Some(e);
+                break;
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no target could be tried")))
+    }
+}
+
+/// Failures that are the target's, not the request's: another target may serve it.
+fn falls_back(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::UpstreamAuth | ErrorKind::UpstreamRejected(404) | ErrorKind::ModelNotFound
+    )
+}
+
+fn served<T>(target: &Target, value: T, route: Option<String>, retries: u32) -> Served<T> {
+    Served {
+        upstream_model: target.upstream_model(),
+        price: target.price(),
+        provider: target.provider.name().into(),
+        model: target.model.clone(),
+        value,
+        route,
+        retries,
+    }
+}
+
+fn not_found(message: String) -> Error {
+    Error::new(ErrorKind::ModelNotFound, message).with_param("model")
+}

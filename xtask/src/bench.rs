@@ -1,0 +1,692 @@
+//! `cargo xtask bench`: llm-bridge against the direct path and nginx, measured in one run.
+//!
+//! Builds release binaries, starts two mock upstreams (`mock-upstream`: one answering at once,
+//! one streaming 20 chunks 5 ms apart), the gateway with a managed key, the usage store and
+//! JSON file logging on, and — when `nginx` is installed — nginx in front of the same mocks.
+//! The load generator (`loadgen`) drives each path in turn; every figure is the median of
+//! several rounds. CPU time and memory come from `/proc`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{run, workspace_root};
+
+struct Options {
+    rounds: usize,
+    seconds: f64,
+    json: Option<PathBuf>,
+    build: bool,
+    streams_held: usize,
+}
+
+fn options(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        rounds: 3,
+        seconds: 5.0,
+        json: None,
+        build: true,
+        streams_held: 5000,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--rounds" => o.rounds = value()?.parse().map_err(|_| "--rounds N")?,
+            "--seconds" => o.seconds = value()?.parse().map_err(|_| "--seconds S")?,
+            "--json" => o.json = Some(PathBuf::from(value()?)),
+            "--no-build" => o.build = false,
+            "--streams" => o.streams_held = value()?.parse().map_err(|_| "--streams N")?,
+            "--quick" => {
+                o.rounds = 1;
+                o.seconds = 2.0;
+                o.streams_held = 500;
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(o)
+}
+
+/// A process started for the benchmark; killed when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("bench: {} did not stop on SIGTERM", self.name);
+    }
+}
+
+/// Starts a command with a high file-descriptor limit.
+fn spawn(
+    name: &'static str,
+    dir: &Path,
+    command: &str,
+    env: &[(&str, &str)],
+) -> Result<Proc, String> {
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg(format!("ulimit -n $(ulimit -Hn); exec {command}"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().map_err(|e| format!("start {name}: {e}"))?;
+    Ok(Proc { child, name })
+}
+
+fn wait_for_file(path: &Path) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.trim().is_empty() {
+                return Ok(s.trim().to_owned());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{} never appeared", path.display()))
+}
+
+fn wait_for_port(port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("nothing listens on port {port}"))
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// CPU time (user + system) of processes, in seconds.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which may contain spaces) are space separated.
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .sum()
+}
+
+/// Resident memory of processes, in MB.
+fn rss_mb(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .sum::<f64>()
+        / 1024.0
+}
+
+/// The pids of a process and its children (nginx: master and worker).
+fn family(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(out) = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+    {
+        pids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok()),
+        );
+    }
+    pids
+}
+
+struct Path_ {
+    name: &'static str,
+    fast_url: String,
+    stream_url: String,
+    key: Option<String>,
+    pids: Vec<u32>,
+}
+
+fn loadgen(bin: &Path, args: &[String]) -> Result<Value, String> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n $(ulimit -Hn); exec {} {}",
+            bin.display(),
+            args.join(" ")
+        ))
+        .output()
+        .map_err(|e| format!("loadgen: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).map_err(|e| format!("loadgen output ({e}): {text}"))
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+pub fn main(args: &[String]) -> Result<(), String> {
+    let o = options(args)?;
+    let root = workspace_root();
+    if o.build {
+        run(Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "llm-bridge",
+                "--bin",
+                "llm-bridge",
+                "-p",
+                "llm-bridge-tests",
+                "--bin",
+                "mock-upstream",
+                "--bin",
+                "loadgen",
+            ])
+            .current_dir(&root))?;
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let release = target.join("release");
+    let (gateway_bin, mock_bin, loadgen_bin) = (
+        release.join("llm-bridge"),
+        release.join("mock-upstream"),
+        release.join("loadgen"),
+    );
+    let dir = std::env::temp_dir().join(format!("llm-bridge-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("configs")).map_err(|e| e.to_string())?;
+
+    // Upstreams: one that answers at once, one that streams 20 chunks 5 ms apart, one that
+    // holds streams open (for memory with thousands of streams).
+    let _fast = spawn(
+        "mock (fast)",
+        &dir,
+        &format!("{} --port-file fast.port --chunks 20", mock_bin.display()),
+        &[],
+    )?;
+    let _slow = spawn(
+        "mock (streams)",
+        &dir,
+        &format!(
+            "{} --port-file stream.port --chunks 20 --chunk-delay-ms 5",
+            mock_bin.display()
+        ),
+        &[],
+    )?;
+    let _hold = spawn(
+        "mock (held streams)",
+        &dir,
+        &format!(
+            "{} --port-file hold.port --chunks 120 --chunk-delay-ms 500",
+            mock_bin.display()
+        ),
+        &[],
+    )?;
+    let fast_port = wait_for_file(&dir.join("fast.port"))?;
+    let stream_port = wait_for_file(&dir.join("stream.port"))?;
+    let hold_port = wait_for_file(&dir.join("hold.port"))?;
+    let mock_pids: Vec<u32> = vec![_fast.child.id(), _slow.child.id()];
+
+    // The gateway, with every feature a deployment runs with.
+    let gw_port = free_port()?;
+    let config = format!(
+        "server: {{ port: {gw_port}, drain_timeout: 5 }}\n\
+         providers:\n  fast:\n    adapter: openai\n    base_url: http://127.0.0.1:{fast_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{ price: {{ input: 1, output: 2 }} }} }}\n\
+         \x20 stream:\n    adapter: openai\n    base_url: http://127.0.0.1:{stream_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{}} }}\n\
+         \x20 hold:\n    adapter: openai\n    base_url: http://127.0.0.1:{hold_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{ timeout: 600 }} }}\n\
+         logging:\n  format: json\n  level: info\n  output:\n    console: false\n    file: {{ path: logs/llm-bridge.log, max_size: 104857600, backup_count: 3 }}\n\
+         usage: {{ database: data/llm-bridge.db }}\n"
+    );
+    std::fs::write(dir.join("configs/config.yaml"), config).map_err(|e| e.to_string())?;
+    let out = Command::new(&gateway_bin)
+        .args(["keys", "create", "--name", "bench"])
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let created = String::from_utf8_lossy(&out.stdout);
+    let key = created
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk-llmb-"))
+        .ok_or_else(|| format!("keys create failed: {created}"))?
+        .to_owned();
+    let gw = spawn(
+        "llm-bridge",
+        &dir,
+        &gateway_bin.display().to_string(),
+        &[("ACCESS_API_KEYS", "sk-bench-static")],
+    )?;
+    wait_for_port(gw_port)?;
+
+    // nginx, the floor for one proxy hop.
+    let nginx = match which("nginx") {
+        Some(bin) => {
+            let port = free_port()?;
+            let conf = format!(
+                "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log error;\n\
+                 events {{ worker_connections 20000; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
+                 \x20 upstream fast {{ server 127.0.0.1:{fast_port}; keepalive 512; }}\n\
+                 \x20 upstream stream {{ server 127.0.0.1:{stream_port}; keepalive 512; }}\n\
+                 \x20 server {{\n    listen 127.0.0.1:{port};\n    proxy_http_version 1.1;\n    proxy_set_header Connection \"\";\n    proxy_buffering off;\n\
+                 \x20   location /fast/ {{ proxy_pass http://fast/; }}\n    location /stream/ {{ proxy_pass http://stream/; }}\n  }}\n}}\n",
+                dir = dir.display()
+            );
+            std::fs::write(dir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
+            let p = spawn(
+                "nginx",
+                &dir,
+                &format!(
+                    "{} -c {}/nginx.conf -g 'daemon off;'",
+                    bin.display(),
+                    dir.display()
+                ),
+                &[],
+            )?;
+            wait_for_port(port)?;
+            Some((p, port))
+        }
+        None => {
+            eprintln!(
+                "bench: nginx is not installed: the nginx column is left out (apt-get install nginx)"
+            );
+            None
+        }
+    };
+
+    let mut paths = vec![Path_ {
+        name: "direct",
+        fast_url: format!("http://127.0.0.1:{fast_port}/v1/chat/completions"),
+        stream_url: format!("http://127.0.0.1:{stream_port}/v1/chat/completions"),
+        key: None,
+        pids: mock_pids.clone(),
+    }];
+    if let Some((p, port)) = &nginx {
+        paths.push(Path_ {
+            name: "nginx",
+            fast_url: format!("http://127.0.0.1:{port}/fast/v1/chat/completions"),
+            stream_url: format!("http://127.0.0.1:{port}/stream/v1/chat/completions"),
+            key: None,
+            pids: family(p.child.id()),
+        });
+    }
+    paths.push(Path_ {
+        name: "llm-bridge",
+        fast_url: format!("http://127.0.0.1:{gw_port}/v1/chat/completions"),
+        stream_url: format!("http://127.0.0.1:{gw_port}/v1/chat/completions"),
+        key: Some(key.clone()),
+        pids: vec![gw.child.id()],
+    });
+    let gw_pid = gw.child.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_idle = rss_mb(&[gw_pid]);
+
+    let secs = format!("{}", o.seconds);
+    let mut figures: BTreeMap<&str, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
+    let mut rss_after_rounds = Vec::new();
+    let mut rss_load = Vec::new();
+    let mut intact = (0u64, 0u64);
+    for round in 0..o.rounds {
+        eprintln!("bench: round {}/{}", round + 1, o.rounds);
+        for p in &paths {
+            let base = |url: &str, model: &str| {
+                let mut a = vec![
+                    "--url".to_owned(),
+                    url.to_owned(),
+                    "--model".to_owned(),
+                    model.to_owned(),
+                ];
+                if let Some(k) = &p.key {
+                    a.extend(["--key".to_owned(), k.clone()]);
+                }
+                a
+            };
+            let f = figures.entry(p.name).or_default();
+            // Throughput at 64 connections, with CPU per request.
+            let mut a = vec!["closed".to_owned()];
+            a.extend(base(&p.fast_url, "fast/m"));
+            a.extend([
+                "--connections".into(),
+                "64".into(),
+                "--seconds".into(),
+                secs.clone(),
+            ]);
+            let cpu0 = cpu_seconds(&p.pids);
+            let sampler = (p.name == "llm-bridge").then(|| {
+                let s = o.seconds;
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs_f64(s / 2.0));
+                    rss_mb(&[gw_pid])
+                })
+            });
+            let r = loadgen(&loadgen_bin, &a)?;
+            let cpu = cpu_seconds(&p.pids) - cpu0;
+            if let Some(s) = sampler {
+                rss_load.push(s.join().unwrap_or(0.0));
+            }
+            let n = r["requests"].as_f64().unwrap_or(0.0);
+            f.entry("rps_64")
+                .or_default()
+                .push(r["rps"].as_f64().unwrap_or(0.0));
+            f.entry("cpu_us_per_request")
+                .or_default()
+                .push(cpu * 1e6 / n.max(1.0));
+            f.entry("errors")
+                .or_default()
+                .push(r["errors"].as_f64().unwrap_or(0.0));
+            // Latency at concurrency 1.
+            let mut a = vec!["closed".to_owned()];
+            a.extend(base(&p.fast_url, "fast/m"));
+            a.extend([
+                "--connections".into(),
+                "1".into(),
+                "--seconds".into(),
+                secs.clone(),
+            ]);
+            let r = loadgen(&loadgen_bin, &a)?;
+            f.entry("c1_p50_ms")
+                .or_default()
+                .push(r["p50_ms"].as_f64().unwrap_or(f64::NAN));
+            f.entry("c1_p99_ms")
+                .or_default()
+                .push(r["p99_ms"].as_f64().unwrap_or(f64::NAN));
+            // Latency at a fixed 1,000 requests per second.
+            let mut a = vec!["open".to_owned()];
+            a.extend(base(&p.fast_url, "fast/m"));
+            a.extend([
+                "--rate".into(),
+                "1000".into(),
+                "--connections".into(),
+                "64".into(),
+                "--seconds".into(),
+                secs.clone(),
+            ]);
+            let r = loadgen(&loadgen_bin, &a)?;
+            f.entry("r1000_p50_ms")
+                .or_default()
+                .push(r["p50_ms"].as_f64().unwrap_or(f64::NAN));
+            f.entry("r1000_p99_ms")
+                .or_default()
+                .push(r["p99_ms"].as_f64().unwrap_or(f64::NAN));
+            // Streams: time to first token at concurrency 1, chunks intact.
+            let mut a = vec!["closed".to_owned()];
+            a.extend(base(&p.stream_url, "stream/m"));
+            a.extend([
+                "--stream".into(),
+                "--connections".into(),
+                "1".into(),
+                "--seconds".into(),
+                secs.clone(),
+            ]);
+            let r = loadgen(&loadgen_bin, &a)?;
+            f.entry("ttft_p50_ms")
+                .or_default()
+                .push(r["ttft_p50_ms"].as_f64().unwrap_or(f64::NAN));
+            if p.name == "llm-bridge" {
+                intact.0 += r["streams_intact"].as_u64().unwrap_or(0);
+                intact.1 += r["streams_broken"].as_u64().unwrap_or(0);
+            }
+            // Streams per second at 256 concurrent streams, with CPU per stream.
+            let mut a = vec!["closed".to_owned()];
+            a.extend(base(&p.stream_url, "stream/m"));
+            a.extend([
+                "--stream".into(),
+                "--connections".into(),
+                "256".into(),
+                "--seconds".into(),
+                secs.clone(),
+            ]);
+            let cpu0 = cpu_seconds(&p.pids);
+            let r = loadgen(&loadgen_bin, &a)?;
+            let cpu = cpu_seconds(&p.pids) - cpu0;
+            let n = r["requests"].as_f64().unwrap_or(0.0);
+            f.entry("streams_per_s_256")
+                .or_default()
+                .push(r["rps"].as_f64().unwrap_or(0.0));
+            f.entry("cpu_us_per_stream")
+                .or_default()
+                .push(cpu * 1e6 / n.max(1.0));
+            if p.name == "llm-bridge" {
+                intact.0 += r["streams_intact"].as_u64().unwrap_or(0);
+                intact.1 += r["streams_broken"].as_u64().unwrap_or(0);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        rss_after_rounds.push(rss_mb(&[gw_pid]));
+    }
+
+    // Memory with thousands of open streams.
+    let held = hold_streams(&loadgen_bin, gw_port, &key, o.streams_held, gw_pid)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = rss_mb(&[gw_pid]);
+
+    let m = |path: &str, k: &str| {
+        figures
+            .get(path)
+            .and_then(|f| f.get(k))
+            .and_then(|v| median(v.clone()))
+    };
+    let report = json!({
+        "machine": machine(),
+        "rounds": o.rounds,
+        "seconds_per_run": o.seconds,
+        "paths": figures.keys().map(|p| (p.to_string(), json!({
+            "rps_64": m(p, "rps_64"),
+            "cpu_us_per_request": m(p, "cpu_us_per_request"),
+            "c1_p50_ms": m(p, "c1_p50_ms"), "c1_p99_ms": m(p, "c1_p99_ms"),
+            "r1000_p50_ms": m(p, "r1000_p50_ms"), "r1000_p99_ms": m(p, "r1000_p99_ms"),
+            "ttft_p50_ms": m(p, "ttft_p50_ms"),
+            "streams_per_s_256": m(p, "streams_per_s_256"),
+            "cpu_us_per_stream": m(p, "cpu_us_per_stream"),
+            "errors": m(p, "errors"),
+        }))).collect::<serde_json::Map<_, _>>(),
+        "llm_bridge": {
+            "streams_intact": intact.0, "streams_broken": intact.1,
+            "rss_idle_mb": rss_idle,
+            "rss_under_load_mb": median(rss_load.clone()),
+            "rss_after_each_round_mb": rss_after_rounds,
+            "rss_after_load_mb": rss_after,
+            "held_streams": held,
+        },
+    });
+    print_table(&report);
+    if let Some(path) = &o.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Opens `n` streams through the gateway to the holding mock and reads the gateway's memory
+/// once they are all open.
+fn hold_streams(
+    loadgen: &Path,
+    port: u16,
+    key: &str,
+    n: usize,
+    gw_pid: u32,
+) -> Result<Value, String> {
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n $(ulimit -Hn); exec {} hold --url http://127.0.0.1:{port}/v1/chat/completions --model hold/m --key {key} --streams {n} --seconds 30",
+            loadgen.display()
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut rss_open = None;
+    let mut summary = Value::Null;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["event"] == "all_open" {
+            std::thread::sleep(Duration::from_millis(500));
+            rss_open = Some(rss_mb(&[gw_pid]));
+        } else {
+            summary = v;
+        }
+    }
+    let _ = child.wait();
+    summary["rss_mb_with_all_open"] = json!(rss_open);
+    Ok(summary)
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(bin))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain(
+            ["/usr/sbin", "/usr/local/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(bin)),
+        )
+        .find(|p| p.is_file())
+}
+
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    });
+    json!({"cpus": cpus, "cpu": model})
+}
+
+fn print_table(r: &Value) {
+    let paths: Vec<&str> = ["direct", "nginx", "llm-bridge"]
+        .into_iter()
+        .filter(|p| r["paths"].get(*p).is_some())
+        .collect();
+    let f = |p: &str, k: &str| r["paths"][p][k].as_f64();
+    let fmt = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    println!(
+        "\nllm-bridge benchmark — {} round(s), median of rounds; machine: {}",
+        r["rounds"], r["machine"]
+    );
+    print!("{:<38}", "figure");
+    for p in &paths {
+        print!("{p:>14}");
+    }
+    println!();
+    let rows: [(&str, &str, usize); 9] = [
+        ("req/s, 64 connections", "rps_64", 0),
+        ("CPU µs per request (process)", "cpu_us_per_request", 1),
+        ("p50 ms, concurrency 1", "c1_p50_ms", 3),
+        ("p99 ms, concurrency 1", "c1_p99_ms", 3),
+        ("p50 ms at 1,000 req/s", "r1000_p50_ms", 3),
+        ("p99 ms at 1,000 req/s", "r1000_p99_ms", 3),
+        ("stream TTFT p50 ms, 1 stream", "ttft_p50_ms", 3),
+        ("streams/s, 256 concurrent", "streams_per_s_256", 0),
+        ("CPU µs per stream (process)", "cpu_us_per_stream", 1),
+    ];
+    for (label, key, digits) in rows {
+        print!("{label:<38}");
+        for p in &paths {
+            print!("{:>14}", fmt(f(p, key), digits));
+        }
+        println!();
+    }
+    let lb = "llm-bridge";
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+    println!(
+        "\nllm-bridge / direct throughput: {}",
+        fmt(ratio(f(lb, "rps_64"), f("direct", "rps_64")), 2)
+    );
+    println!(
+        "llm-bridge / nginx throughput:  {}",
+        fmt(ratio(f(lb, "rps_64"), f("nginx", "rps_64")), 2)
+    );
+    println!(
+        "CPU per request vs nginx:       {}×",
+        fmt(
+            ratio(
+                f(lb, "cpu_us_per_request"),
+                f("nginx", "cpu_us_per_request")
+            ),
+            2
+        )
+    );
+    println!(
+        "added latency, concurrency 1:   p50 {} ms, p99 {} ms",
+        fmt(diff(f(lb, "c1_p50_ms"), f("direct", "c1_p50_ms")), 3),
+        fmt(diff(f(lb, "c1_p99_ms"), f("direct", "c1_p99_ms")), 3)
+    );
+    println!(
+        "added latency at 1,000 req/s:   p50 {} ms, p99 {} ms",
+        fmt(diff(f(lb, "r1000_p50_ms"), f("direct", "r1000_p50_ms")), 3),
+        fmt(diff(f(lb, "r1000_p99_ms"), f("direct", "r1000_p99_ms")), 3)
+    );
+    println!(
+        "added TTFT p50:                 {} ms",
+        fmt(diff(f(lb, "ttft_p50_ms"), f("direct", "ttft_p50_ms")), 3)
+    );
+    let m = &r["llm_bridge"];
+    println!(
+        "streams intact / broken:        {} / {}",
+        m["streams_intact"], m["streams_broken"]
+    );
+    println!(
+        "RSS MB: idle {}, under load {}, after load {}, with {} streams open {}",
+        fmt(m["rss_idle_mb"].as_f64(), 1),
+        fmt(m["rss_under_load_mb"].as_f64(), 1),
+        fmt(m["rss_after_load_mb"].as_f64(), 1),
+        m["held_streams"]["open"],
+        fmt(m["held_streams"]["rss_mb_with_all_open"].as_f64(), 1)
+    );
+    println!("RSS MB after each round: {}", m["rss_after_each_round_mb"]);
+}
