@@ -147,3 +147,51 @@ async fn a_failure_before_the_first_chunk_is_retried_and_aliases_are_listed() {
         .collect();
     assert_eq!(ids, ["smart", "p0/m", "p1/m"]);
 }
+
+#[tokio::test]
+async fn a_provider_with_several_keys_rests_the_one_that_got_429() {
+    let mock = MockUpstream::start().await;
+    mock.push(Behavior::json_with_headers(
+        429,
+        json!({"error": {"message": "quota for this key", "code": "rate_limit_exceeded"}}),
+        &[("retry-after", "1")],
+    ));
+    let yaml = format!(
+        "retry: {{ attempts: 2, base_delay: 0.01 }}\nproviders:\n  p:\n    adapter: openai\n    base_url: \"{}/v1\"\n    api_key: \"sk-key-a, sk-key-b\"\n    models:\n      m: {{}}\n",
+        mock.url()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for _ in 0..5 {
+        let answer = gw
+            .client
+            .chat(&json!({"model": "p/m", "messages": [{"role": "user", "content": "x"}]}))
+            .await;
+        assert_eq!(answer.status, 200);
+    }
+    let keys: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_owned())
+        .collect();
+    assert_eq!(keys[0], "Bearer sk-key-a");
+    assert!(
+        keys[1..].iter().all(|k| k == "Bearer sk-key-b"),
+        "key a rests after its 429: {keys:?}"
+    );
+    // Rested only as long as asked: then both keys take turns again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..4 {
+        gw.client
+            .chat(&json!({"model": "p/m", "messages": [{"role": "user", "content": "x"}]}))
+            .await;
+    }
+    let later: Vec<String> = mock.requests()[6..]
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_owned())
+        .collect();
+    assert!(
+        later.iter().any(|k| k == "Bearer sk-key-a")
+            && later.iter().any(|k| k == "Bearer sk-key-b"),
+        "{later:?}"
+    );
+}

@@ -34,6 +34,7 @@ async fn a_mix_of_requests_is_recorded_exactly() {
         usage: None,
         ..Echo::default()
     }));
+    let gemini = MockUpstream::start().await;
     let yaml = config_with(&[
         openai_provider(
             "up",
@@ -41,6 +42,7 @@ async fn a_mix_of_requests_is_recorded_exactly() {
             "      m:\n        price: { input: 1000000, output: 2000000 }\n",
         ),
         openai_provider("quiet", &silent.url(), "      m: {}\n"),
+        testkit::gemini::gemini_provider("gem", &gemini.url(), "      flash: {}\n"),
     ]);
     let gw = TestGateway::start(&yaml).await;
     let c = &gw.client;
@@ -95,6 +97,62 @@ async fn a_mix_of_requests_is_recorded_exactly() {
             .status,
         200
     );
+    // Gemini reports usage in usageMetadata (prompt 5, candidates 3, thoughts 2), streamed or not.
+    gemini.push(Behavior::json(
+        200,
+        testkit::gemini::answer(
+            json!([{"text": "hi"}]),
+            "STOP",
+            testkit::gemini::usage(5, 3, 2),
+        ),
+    ));
+    gemini.push(testkit::gemini::sse(&[
+        testkit::gemini::event(
+            json!([{"text": "h"}]),
+            None,
+            Some(testkit::gemini::usage(5, 1, 0)),
+        ),
+        testkit::gemini::event(
+            json!([{"text": "i"}]),
+            Some("STOP"),
+            Some(testkit::gemini::usage(5, 3, 2)),
+        ),
+    ]));
+    assert_eq!(
+        c.chat(&json!({"model": "gem/flash", "messages": user("g")}))
+            .await
+            .status,
+        200
+    );
+    let g = c
+        .chat(&json!({"model": "gem/flash", "stream": true, "messages": user("g")}))
+        .await;
+    assert_eq!(g.events().last().unwrap(), "[DONE]");
+    // Over a WebSocket: a stream and a complete answer.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/v1/ws", gw.url().replace("http://", "ws://")))
+            .await
+            .unwrap();
+    for (id, stream) in [("w1", true), ("w2", false)] {
+        let frame = json!({"type": "chat", "id": id, "api_key": testkit::TEST_KEY,
+            "payload": {"model": "up/m", "stream": stream, "messages": user("w")}});
+        futures_util::SinkExt::send(
+            &mut ws,
+            tokio_tungstenite::tungstenite::Message::text(frame.to_string()),
+        )
+        .await
+        .unwrap();
+        loop {
+            let m = ws.next().await.unwrap().unwrap();
+            let Ok(text) = m.to_text() else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            if v["type"] == "done" || v["type"] == "completion" {
+                break;
+            }
+        }
+    }
     // Unauthenticated: logged, not recorded.
     assert_eq!(
         c.with_key(Some("sk-nobody"))
@@ -107,19 +165,40 @@ async fn a_mix_of_requests_is_recorded_exactly() {
     let db = gw.shutdown().await;
     let by_model = report(&db, GroupBy::Model);
     let up = by_model.data.iter().find(|g| g.group == "up/m").unwrap();
-    assert_eq!(up.requests, 4);
+    assert_eq!(
+        up.requests, 6,
+        "four over HTTP (one failed), two over the WebSocket"
+    );
     assert_eq!(up.errors, 1);
     assert_eq!(
-        up.prompt_tokens, 33,
-        "three answers of 11 prompt tokens; the failure adds none"
+        up.prompt_tokens, 55,
+        "five answers of 11 prompt tokens; the failure adds none"
     );
-    assert_eq!(up.completion_tokens, 21);
+    assert_eq!(up.completion_tokens, 35);
     assert_eq!(up.estimated_requests, 0);
-    // 33 prompt tokens at 1 per token + 21 completion tokens at 2 per token.
+    // 55 prompt tokens at 1 per token + 35 completion tokens at 2 per token.
     assert!(
-        (up.cost.unwrap() - (33.0 + 42.0)).abs() < 1e-6,
+        (up.cost.unwrap() - (55.0 + 70.0)).abs() < 1e-6,
         "{:?}",
         up.cost
+    );
+    let gem = by_model
+        .data
+        .iter()
+        .find(|g| g.group == "gem/flash")
+        .unwrap();
+    assert_eq!(
+        (
+            gem.requests,
+            gem.prompt_tokens,
+            gem.completion_tokens,
+            gem.reasoning_tokens
+        ),
+        (2, 10, 10, 4)
+    );
+    assert_eq!(
+        gem.estimated_requests, 0,
+        "Gemini's usageMetadata is the upstream's count"
     );
 
     let quiet = by_model.data.iter().find(|g| g.group == "quiet/m").unwrap();
@@ -132,7 +211,7 @@ async fn a_mix_of_requests_is_recorded_exactly() {
     let nope = by_model.data.iter().find(|g| g.group == "up/nope").unwrap();
     assert_eq!((nope.requests, nope.errors, nope.total_tokens), (1, 1, 0));
     assert_eq!(
-        by_model.total.requests, 7,
+        by_model.total.requests, 11,
         "one record per authenticated request"
     );
     let by_key = report(&db, GroupBy::Key);

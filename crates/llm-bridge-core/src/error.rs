@@ -218,6 +218,12 @@ impl Error {
         self
     }
 
+    /// Forgets the `Retry-After` (e.g. when another of the provider's keys can serve at once).
+    pub fn without_retry_after(mut self) -> Self {
+        self.retry_after = None;
+        self
+    }
+
     /// The request parameter at fault (OpenAI's `error.param`).
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());

@@ -73,7 +73,6 @@ mod stream;
 mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -85,7 +84,7 @@ use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
     ModelEntry, ProviderConfig, Result, api_key_env_var,
 };
-use llm_bridge_http::{IdleBody, SseStream, UpstreamClient};
+use llm_bridge_http::{DEFAULT_REST, IdleBody, KeyRing, SseStream, UpstreamClient};
 
 pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
 pub use request::request_body;
@@ -104,8 +103,7 @@ const API_KEY_HEADER: &str = "x-goog-api-key";
 pub struct GeminiProvider {
     name: Arc<str>,
     root: String,
-    keys: Vec<HeaderValue>,
-    next_key: AtomicUsize,
+    keys: KeyRing,
     client: UpstreamClient,
     catalog: ModelCatalog,
 }
@@ -132,8 +130,7 @@ impl GeminiProvider {
         Ok(GeminiProvider {
             name: name.into(),
             root,
-            keys,
-            next_key: AtomicUsize::new(0),
+            keys: KeyRing::new(keys),
             client,
             catalog: ModelCatalog::new(config.models.clone()),
         })
@@ -164,7 +161,7 @@ impl GeminiProvider {
         })
     }
 
-    fn key(&self) -> Result<&HeaderValue> {
+    fn key(&self) -> Result<(usize, &HeaderValue)> {
         if self.keys.is_empty() {
             return Err(Error::new(
                 ErrorKind::UpstreamAuth,
@@ -177,10 +174,9 @@ impl GeminiProvider {
             )
             .with_provider(&*self.name));
         }
-        let i = self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len();
         self.keys
-            .get(i)
-            .ok_or_else(|| Error::internal("API key index out of range"))
+            .pick()
+            .ok_or_else(|| Error::internal("no API key to pick"))
     }
 
     /// Translates and sends a request; a non-2xx answer is returned as its error.
@@ -195,6 +191,7 @@ impl GeminiProvider {
         let uri = self
             .endpoint(upstream, stream)
             .map_err(|e| e.with_provider(&*self.name))?;
+        let (key_index, key) = self.key()?;
         let accept = if stream {
             "text/event-stream"
         } else {
@@ -205,7 +202,7 @@ impl GeminiProvider {
             .uri(uri)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, accept)
-            .header(API_KEY_HEADER, self.key()?.clone())
+            .header(API_KEY_HEADER, key.clone())
             .body(Full::new(body))
             .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
         let timeout = entry.config.timeout();
@@ -222,12 +219,17 @@ impl GeminiProvider {
             .collect(MAX_ERROR_BYTES)
             .await
             .unwrap_or_default();
-        Err(errors::from_status(
-            &self.name,
-            parts.status,
-            &parts.headers,
-            &body,
-        ))
+        let mut error = errors::from_status(&self.name, parts.status, &parts.headers, &body);
+        if error.kind() == ErrorKind::UpstreamRateLimited {
+            // Let this key rest. While another key is ready, the wait applies to this key
+            // only: a retry may go out at once, with another key.
+            self.keys
+                .rest(key_index, error.retry_after().unwrap_or(DEFAULT_REST));
+            if self.keys.any_ready() {
+                error = error.without_retry_after();
+            }
+        }
+        Err(error)
     }
 }
 

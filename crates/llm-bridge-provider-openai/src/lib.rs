@@ -9,7 +9,6 @@ mod errors;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use async_trait::async_trait;
@@ -23,7 +22,7 @@ use llm_bridge_core::{
     ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind,
     ModelCatalog, ModelEntry, ProviderConfig, Result, api_key_env_var,
 };
-use llm_bridge_http::{IdleBody, SseStream, UpstreamClient};
+use llm_bridge_http::{DEFAULT_REST, IdleBody, KeyRing, SseStream, UpstreamClient};
 
 pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
 
@@ -36,8 +35,7 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 pub struct OpenAiProvider {
     name: Arc<str>,
     endpoint: Uri,
-    keys: Vec<HeaderValue>,
-    next_key: AtomicUsize,
+    keys: KeyRing,
     client: UpstreamClient,
     catalog: ModelCatalog,
     stream_usage: bool,
@@ -66,8 +64,7 @@ impl OpenAiProvider {
         Ok(OpenAiProvider {
             name: name.into(),
             endpoint,
-            keys,
-            next_key: AtomicUsize::new(0),
+            keys: KeyRing::new(keys),
             client,
             catalog: ModelCatalog::new(config.models.clone()),
             stream_usage: config.stream_usage,
@@ -89,7 +86,7 @@ impl OpenAiProvider {
         })
     }
 
-    fn key(&self) -> Result<&HeaderValue> {
+    fn key(&self) -> Result<(usize, &HeaderValue)> {
         if self.keys.is_empty() {
             return Err(Error::new(
                 ErrorKind::UpstreamAuth,
@@ -102,11 +99,12 @@ impl OpenAiProvider {
             )
             .with_provider(&*self.name));
         }
-        let i = self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len();
-        Ok(&self.keys[i])
+        self.keys
+            .pick()
+            .ok_or_else(|| Error::internal("no API key to pick"))
     }
 
-    fn build(&self, body: Bytes, stream: bool) -> Result<Request<Full<Bytes>>> {
+    fn build(&self, body: Bytes, stream: bool, key: &HeaderValue) -> Result<Request<Full<Bytes>>> {
         Request::builder()
             .method(Method::POST)
             .uri(self.endpoint.clone())
@@ -119,7 +117,7 @@ impl OpenAiProvider {
                     "application/json"
                 },
             )
-            .header(AUTHORIZATION, self.key()?.clone())
+            .header(AUTHORIZATION, key.clone())
             .body(Full::new(body))
             .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))
     }
@@ -131,7 +129,8 @@ impl OpenAiProvider {
         stream: bool,
     ) -> Result<http::Response<llm_bridge_http::Incoming>> {
         let timeout = entry.config.timeout();
-        let request = self.build(body, stream)?;
+        let (key_index, key) = self.key()?;
+        let request = self.build(body, stream, key)?;
         let response = self
             .client
             .send(request, timeout)
@@ -145,12 +144,17 @@ impl OpenAiProvider {
             .collect(MAX_ERROR_BYTES)
             .await
             .unwrap_or_default();
-        Err(errors::from_status(
-            &self.name,
-            parts.status,
-            &parts.headers,
-            &body,
-        ))
+        let mut error = errors::from_status(&self.name, parts.status, &parts.headers, &body);
+        if error.kind() == ErrorKind::UpstreamRateLimited {
+            // Let this key rest. While another key is ready, the wait applies to this key
+            // only: a retry may go out at once, with another key.
+            self.keys
+                .rest(key_index, error.retry_after().unwrap_or(DEFAULT_REST));
+            if self.keys.any_ready() {
+                error = error.without_retry_after();
+            }
+        }
+        Err(error)
     }
 }
 
