@@ -145,6 +145,7 @@ impl App {
                     SqliteStore::open(&opener_path).map(|s| Box::new(s) as Box<dyn UsageStore>)
                 }),
                 config.usage.queue_capacity,
+                config.usage.flush_interval.duration(),
             )
             .map_err(|e| ConfigError::new(format!("usage: cannot start the writer thread: {e}")))?;
             let handles = UsageHandles {

@@ -6,7 +6,9 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod jsonlog;
 pub mod keys_cli;
+pub mod logfile;
 pub mod logging;
 pub mod registry;
 pub mod rotate;

@@ -1,21 +1,22 @@
 //! tracing set up from the `logging` section. Only the binary does this.
 //!
-//! Console lines go to standard error; file lines go through a background thread
-//! (tracing-appender's non-blocking writer) into a size-rotated file, so that the request path
-//! never waits for the disk.
+//! Console lines go to standard error; file lines go through a buffer that a background
+//! thread writes to a size-rotated file (see `logfile`), so that the request path never waits
+//! for the disk.
 
 use std::io::IsTerminal;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt;
 use tracing_subscriber::prelude::*;
 
 use crate::config::{LogFormat, LoggingConfig, level_directive};
+use crate::jsonlog::{JsonFields, JsonLines};
+use crate::logfile::{LogFile, LogFileGuard};
 use crate::rotate::RotatingFile;
 
-/// Keeps the file writer alive; dropping it flushes the last lines.
-pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
+/// Keeps the file writer alive; dropping it writes the last lines.
+pub struct LogGuard(#[allow(dead_code)] Option<LogFileGuard>);
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `logging.level`.
 pub fn init(config: &LoggingConfig) -> Result<LogGuard, String> {
@@ -32,12 +33,7 @@ pub fn init(config: &LoggingConfig) -> Result<LogGuard, String> {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal());
         if json {
-            layer
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .boxed()
+            layer.event_format(JsonLines).fmt_fields(JsonFields).boxed()
         } else {
             layer.boxed()
         }
@@ -47,21 +43,12 @@ pub fn init(config: &LoggingConfig) -> Result<LogGuard, String> {
         Some(f) => {
             let writer = RotatingFile::open(&f.path, f.max_size, f.backup_count)
                 .map_err(|e| format!("logging.output.file: {}: {e}", f.path.display()))?;
-            // Not lossy: under extreme load the request path waits rather than losing
-            // access events (the queue holds 128k lines first).
-            let (writer, g) = NonBlockingBuilder::default()
-                .lossy(false)
-                .thread_name("log-writer")
-                .finish(writer);
+            let (writer, g) = LogFile::start(writer, json)
+                .map_err(|e| format!("logging.output.file: cannot start the log writer: {e}"))?;
             guard = Some(g);
             let layer = fmt::layer().with_writer(writer).with_ansi(false);
             Some(if json {
-                layer
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .boxed()
+                layer.event_format(JsonLines).fmt_fields(JsonFields).boxed()
             } else {
                 layer.boxed()
             })

@@ -4,6 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: cheaper small allocations than glibc's, and memory returned after load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // `.env` first, before any thread starts; real environment variables win over it.
     if let Err(e) = dotenvy::dotenv() {

@@ -3,7 +3,7 @@
 //! oldest beyond `backup_count` is deleted. Lines are never split across files.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// See the module docs.
@@ -11,7 +11,9 @@ pub struct RotatingFile {
     path: PathBuf,
     max_size: u64,
     backup_count: usize,
-    file: File,
+    /// Buffered: the background writer flushes whenever its queue is empty, so a busy
+    /// gateway writes many lines per system call.
+    file: BufWriter<File>,
     size: u64,
 }
 
@@ -23,6 +25,7 @@ impl RotatingFile {
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
+        let file = BufWriter::with_capacity(64 * 1024, file);
         Ok(RotatingFile {
             path: path.to_path_buf(),
             max_size: max_size.max(1),
@@ -52,10 +55,13 @@ impl RotatingFile {
             }
             std::fs::rename(&self.path, self.backup(1))?;
         }
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = BufWriter::with_capacity(
+            64 * 1024,
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?,
+        );
         self.size = 0;
         Ok(())
     }

@@ -83,7 +83,9 @@ pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCal
 pub use model_ref::ModelRef;
 pub use provider::ChatProvider;
 pub use request::ChatRequest;
-pub use response::{ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, inspect, strip_usage};
+pub use response::{
+    ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, completion_usage, inspect, strip_usage,
+};
 pub use retry::RetryConfig;
 
 /// Re-exported so that implementors of [`ChatProvider`] use the same secret type.

@@ -204,6 +204,37 @@ pub fn inspect(json: &[u8], text: Option<&mut String>) -> Result<Inspection, ser
     })
 }
 
+/// The usage of a complete `chat.completion`, read without parsing the rest of it: the last
+/// `"usage"` key of the object (an unescaped `"usage"` can only be a key; the top-level one
+/// comes last in every upstream's answers) is parsed alone. `Err` when the body is not a
+/// JSON object at all (empty, truncated, an HTML error page).
+pub fn completion_usage(json: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    let body = json.trim_ascii();
+    if !(body.starts_with(b"{") && body.ends_with(b"}")) {
+        // Let the parser say what is wrong.
+        serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
+        return Err(<serde_json::Error as serde::de::Error>::custom(
+            "not a JSON object",
+        ));
+    }
+    let Some(at) = memchr::memmem::rfind(body, b"\"usage\"") else {
+        return Ok(None);
+    };
+    let rest = body[at + 7..].trim_ascii_start();
+    let Some(value) = rest.strip_prefix(b":") else {
+        return Ok(None);
+    };
+    let mut values = serde_json::Deserializer::from_slice(value).into_iter::<Option<WireUsage>>();
+    match values.next() {
+        Some(Ok(Some(u))) if u.prompt_tokens.is_some() || u.completion_tokens.is_some() => {
+            Ok(Some(u.into()))
+        }
+        Some(Ok(_)) => Ok(None),
+        // `usage` with something odd in it: fall back to reading the whole answer.
+        Some(Err(_)) | None => inspect(body, None).map(|i| i.usage),
+    }
+}
+
 /// Removes the `usage` field from a chunk that also carries choices (some providers put
 /// usage on the last content chunk), for a client that did not ask for usage.
 pub fn strip_usage(json: &[u8]) -> Result<Bytes, serde_json::Error> {
@@ -250,6 +281,25 @@ mod tests {
         let i = inspect(chunk, Some(&mut text)).unwrap();
         assert_eq!(i.usage, None);
         assert_eq!(text, "a\"bthink f{\"x\":1}");
+    }
+
+    #[test]
+    fn completion_usage_reads_the_top_level_usage_only() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"the word \"usage\": 3"}}],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#;
+        assert_eq!(completion_usage(body).unwrap(), Some(Usage::new(7, 2)));
+        assert_eq!(
+            completion_usage(br#"{"id":"x","choices":[]}"#).unwrap(),
+            None
+        );
+        assert_eq!(completion_usage(br#"{"usage":null}"#).unwrap(), None);
+        assert!(completion_usage(br#"{"id": "broken"#).is_err());
+        assert!(completion_usage(b"<html>bad gateway</html>").is_err());
+        assert!(completion_usage(b"").is_err());
+        let full = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":1}}}"#;
+        assert_eq!(
+            completion_usage(full).unwrap().map(|u| u.cached_tokens),
+            Some(1)
+        );
     }
 
     #[test]

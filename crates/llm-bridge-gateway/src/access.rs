@@ -2,14 +2,13 @@
 //! request ends: one access event and one usage record, whatever its transport or outcome.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use llm_bridge_auth::Admission;
 use llm_bridge_core::{Error, ErrorKind, Price, Usage, inspect};
 use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
-use llm_bridge_usage::{UsageRecord, UsageSink, UsageSource};
+use llm_bridge_usage::{Estimator, UsageRecord, UsageSink, UsageSource};
 
 use crate::metrics::{Metrics, Observation};
 
@@ -41,8 +40,8 @@ impl Outcome {
 pub struct Telemetry {
     /// The usage writer's queue.
     pub usage: Option<UsageSink>,
-    /// Finished requests whose token estimate is still being computed.
-    pub estimating: std::sync::atomic::AtomicUsize,
+    /// Where token estimates are computed, one at a time, off the async threads.
+    pub estimator: Option<Estimator>,
     /// Prometheus metrics.
     pub metrics: Metrics,
 }
@@ -225,13 +224,8 @@ impl RequestLog {
         if ended.needs_estimate() {
             // Counting tokens is CPU work (and the first count loads a vocabulary): keep it
             // off the async threads.
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let telemetry = self.telemetry.clone();
-                telemetry.estimating.fetch_add(1, Ordering::SeqCst);
-                handle.spawn_blocking(move || {
-                    ended.emit();
-                    telemetry.estimating.fetch_sub(1, Ordering::SeqCst);
-                });
+            if let Some(estimator) = self.telemetry.estimator.clone() {
+                estimator.submit(move || ended.emit());
                 return;
             }
         }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use llm_bridge_auth::{Principal, RateInfo};
-use llm_bridge_core::{ChatRequest, Error, ErrorKind, inspect};
+use llm_bridge_core::{ChatRequest, Error, ErrorKind, completion_usage};
 use llm_bridge_router::Served;
 
 use crate::Gateway;
@@ -113,11 +113,11 @@ async fn serve(
             Ok(served) => {
                 *target = Some(served.target());
                 let body = note_served(&mut log, served, upstream_started).body;
-                match inspect(&body, None) {
-                    Ok(seen) => {
+                match completion_usage(&body) {
+                    Ok(usage) => {
                         log.answered = true;
-                        log.usage = seen.usage;
-                        if seen.usage.is_none() {
+                        log.usage = usage;
+                        if usage.is_none() {
                             log.response_body = Some(body.clone());
                         }
                         let upstream = log.upstream.unwrap_or_default();

@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use llm_bridge_auth::Authenticator;
 use llm_bridge_router::Router;
-use llm_bridge_usage::{UsageReader, UsageSink};
+use llm_bridge_usage::{Estimator, UsageReader, UsageSink};
 
 use crate::access::Telemetry;
 
@@ -79,6 +79,11 @@ impl Gateway {
                 .map_or(0, |d| d.as_secs()),
             telemetry: Arc::new(Telemetry {
                 usage: sink,
+                estimator: Estimator::start()
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "no estimator thread: estimates run inline"),
+                    )
+                    .ok(),
                 ..Telemetry::default()
             }),
             usage_reader,
@@ -105,7 +110,10 @@ impl Gateway {
 
     /// Finished requests whose usage record is still being prepared (token estimates).
     pub fn records_in_preparation(&self) -> usize {
-        self.telemetry.estimating.load(Ordering::SeqCst)
+        self.telemetry
+            .estimator
+            .as_ref()
+            .map_or(0, Estimator::pending)
     }
 
     /// Whether shutdown began (new WebSocket requests are refused, connections close).

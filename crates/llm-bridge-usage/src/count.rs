@@ -1,10 +1,40 @@
 //! Token estimates with OpenAI's tokenizers, for when an upstream reports no usage.
 //!
-//! The vocabularies load lazily, once, the first time an estimate is needed; callers must
-//! run estimates off the async threads (the first one takes a few hundred milliseconds).
+//! The vocabularies load lazily, the first time an estimate needs them, and are released
+//! again after a while without estimates ([`release_idle`]): most deployments never need them,
+//! and they hold tens of megabytes. Run estimates off the async threads (loading takes a few
+//! hundred milliseconds).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use llm_bridge_core::Message;
 use tiktoken_rs::CoreBPE;
+
+/// Builds a vocabulary.
+type Loader = fn() -> Result<CoreBPE, String>;
+
+struct Vocabularies {
+    o200k: Option<Arc<CoreBPE>>,
+    cl100k: Option<Arc<CoreBPE>>,
+    last_used: Option<Instant>,
+}
+
+static VOCABULARIES: Mutex<Vocabularies> = Mutex::new(Vocabularies {
+    o200k: None,
+    cl100k: None,
+    last_used: None,
+});
+
+/// Drops the loaded vocabularies when no estimate used them for `idle`.
+pub fn release_idle(idle: Duration) {
+    let mut v = VOCABULARIES.lock().unwrap_or_else(|e| e.into_inner());
+    if v.last_used.is_some_and(|t| t.elapsed() >= idle) {
+        v.o200k = None;
+        v.cl100k = None;
+        v.last_used = None;
+    }
+}
 
 /// Which vocabulary a model's text is counted with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +68,24 @@ impl Encoding {
         }
     }
 
-    fn bpe(self) -> &'static CoreBPE {
-        match self {
-            Encoding::O200k => tiktoken_rs::o200k_base_singleton(),
-            Encoding::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+    fn bpe(self) -> Option<Arc<CoreBPE>> {
+        let mut v = VOCABULARIES.lock().unwrap_or_else(|e| e.into_inner());
+        v.last_used = Some(Instant::now());
+        let v = &mut *v;
+        let (slot, load): (&mut Option<Arc<CoreBPE>>, Loader) = match self {
+            Encoding::O200k => (&mut v.o200k, anyhow_free::o200k),
+            Encoding::Cl100k => (&mut v.cl100k, anyhow_free::cl100k),
+        };
+        if slot.is_none() {
+            match load() {
+                Ok(bpe) => *slot = Some(Arc::new(bpe)),
+                Err(e) => {
+                    tracing::error!(error = %e, "token vocabulary could not be loaded: estimates are 0");
+                    return None;
+                }
+            }
         }
+        slot.clone()
     }
 
     /// Tokens in a text. Texts longer than [`SAMPLE_BYTES`] are estimated from their first
@@ -58,13 +101,31 @@ impl Encoding {
         if text.is_empty() {
             return 0;
         }
+        let Some(bpe) = self.bpe() else {
+            return 0;
+        };
         let sample = prefix(text, SAMPLE_BYTES);
-        let counted = self.bpe().count_ordinary(sample) as u64;
+        let counted = bpe.count_ordinary(sample) as u64;
         let total = text.len() as u64 + extra_bytes;
         if total == sample.len() as u64 {
             return counted;
         }
         (counted as f64 * total as f64 / sample.len().max(1) as f64).round() as u64
+    }
+}
+
+/// The vocabularies' constructors, with their errors as text.
+mod anyhow_free {
+    use tiktoken_rs::CoreBPE;
+
+    pub type Result<T> = std::result::Result<T, String>;
+
+    pub fn o200k() -> Result<CoreBPE> {
+        tiktoken_rs::o200k_base().map_err(|e| e.to_string())
+    }
+
+    pub fn cl100k() -> Result<CoreBPE> {
+        tiktoken_rs::cl100k_base().map_err(|e| e.to_string())
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`SqliteStore`] / [`UsageReader`]: the database (WAL, versioned migrations) and queries.
 
 pub mod count;
+mod estimator;
 mod query;
 mod record;
 mod store;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use estimator::Estimator;
 pub use query::{GroupBy, UsageGroup, UsageQuery, UsageReport};
 pub use record::{UsageRecord, UsageSource};
 pub use store::{SqliteStore, StoreError, UsageReader, UsageStore, migrate, open_database};
@@ -36,6 +38,10 @@ pub struct UsageConfig {
     /// Most records that may wait in memory while the database is unavailable.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// How long records gather before they are written in one transaction; a crash loses at
+    /// most this much.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: llm_bridge_core::Seconds,
 }
 
 impl Default for UsageConfig {
@@ -44,6 +50,7 @@ impl Default for UsageConfig {
             enabled: true,
             database: default_database(),
             queue_capacity: default_queue_capacity(),
+            flush_interval: default_flush_interval(),
         }
     }
 }
@@ -58,4 +65,8 @@ fn default_database() -> PathBuf {
 
 fn default_queue_capacity() -> usize {
     100_000
+}
+
+fn default_flush_interval() -> llm_bridge_core::Seconds {
+    llm_bridge_core::Seconds(0.2)
 }

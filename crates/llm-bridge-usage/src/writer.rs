@@ -1,5 +1,6 @@
 //! Records leave the request path through a bounded queue; one writer thread batches them
-//! into the store. A failing or locked store is logged and retried: records wait in memory
+//! into the store, one transaction per flush interval (or per 1,000 records). A crash of the
+//! process loses at most the records of the last flush interval. A failing or locked store is logged and retried: records wait in memory
 //! (up to the queue's capacity) and are written when it recovers. Shutdown writes everything.
 
 use std::sync::Arc;
@@ -105,6 +106,7 @@ impl UsageWriter {
     pub fn start(
         mut open: StoreOpener,
         capacity: usize,
+        flush_interval: Duration,
     ) -> std::io::Result<(UsageWriter, UsageSink)> {
         let capacity = capacity.max(1);
         let (tx, rx) = sync_channel(capacity);
@@ -124,7 +126,7 @@ impl UsageWriter {
         let join = std::thread::Builder::new()
             .name("usage-writer".into())
             .spawn(move || {
-                run(store, open, rx, &c, capacity);
+                run(store, open, rx, &c, capacity, flush_interval);
                 let _ = done_tx.send(());
             })?;
         Ok((
@@ -159,6 +161,7 @@ fn run(
     rx: Receiver<Message>,
     counters: &Counters,
     capacity: usize,
+    flush_interval: Duration,
 ) {
     let mut pending: Vec<UsageRecord> = Vec::new();
     let mut backoff = Duration::from_millis(100);
@@ -166,15 +169,32 @@ fn run(
     let mut shutting_down = false;
     let mut give_up_at: Option<Instant> = None;
     let mut last_error_log: Option<Instant> = None;
+    // When the oldest waiting record must be written: records are batched for up to one
+    // flush interval, so that a busy gateway commits a few times a second, not per request.
+    let mut flush_at: Option<Instant> = None;
     loop {
-        // Take what is queued (without waiting while a retry is due).
-        let wait = match retry_at {
+        // Take what is queued, waiting no longer than the next write or retry is due.
+        let next = match (retry_at, flush_at) {
+            (Some(r), Some(f)) => Some(r.max(f)),
+            (r, f) => r.or(f),
+        };
+        let wait = match next {
             _ if shutting_down => Duration::from_millis(20),
             Some(at) => at.saturating_duration_since(Instant::now()),
-            None if pending.is_empty() => Duration::from_secs(3600),
-            None => Duration::ZERO,
+            None => Duration::from_secs(3600),
         };
-        if pending.len() < capacity {
+        if !pending.is_empty() && !shutting_down && retry_at.is_none() {
+            // A batch is gathering: sleep until it is due instead of waking per record, then
+            // take everything that arrived meanwhile.
+            std::thread::sleep(wait);
+            while pending.len() < capacity {
+                match rx.try_recv() {
+                    Ok(Message::Record(r)) => pending.push(*r),
+                    Ok(Message::Shutdown) => shutting_down = true,
+                    Err(_) => break,
+                }
+            }
+        } else if pending.len() < capacity {
             match rx.recv_timeout(wait) {
                 Ok(Message::Record(r)) => pending.push(*r),
                 Ok(Message::Shutdown) => shutting_down = true,
@@ -191,10 +211,16 @@ fn run(
         } else if let Some(at) = retry_at {
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
         }
+        if !pending.is_empty() && flush_at.is_none() {
+            flush_at = Some(Instant::now() + flush_interval);
+        }
         if shutting_down && give_up_at.is_none() {
             give_up_at = Some(Instant::now() + Duration::from_secs(10));
         }
-        let due = retry_at.is_none_or(|at| Instant::now() >= at);
+        let batch_ready = shutting_down
+            || pending.len() >= BATCH
+            || flush_at.is_some_and(|at| Instant::now() >= at);
+        let due = batch_ready && retry_at.is_none_or(|at| Instant::now() >= at);
         if !pending.is_empty() && due {
             let before = pending.len();
             let result = write(&mut store, &mut open, &mut pending);
@@ -204,6 +230,9 @@ fn run(
                 .fetch_add(written as u64, Ordering::Relaxed);
             counters.waiting.fetch_sub(written, Ordering::Relaxed);
             counters.healthy.store(result.is_ok(), Ordering::Relaxed);
+            if pending.is_empty() {
+                flush_at = None;
+            }
             match result {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);

@@ -134,6 +134,7 @@ fn a_failing_store_is_retried_and_loses_nothing() {
             }) as Box<dyn UsageStore>)
         }),
         1000,
+        Duration::from_millis(20),
     )
     .unwrap();
     for i in 0..50 {
@@ -153,8 +154,12 @@ fn a_failing_store_is_retried_and_loses_nothing() {
 
 #[test]
 fn a_full_queue_drops_and_counts_instead_of_blocking() {
-    let (writer, sink) =
-        UsageWriter::start(Box::new(|| Err(StoreError("unavailable".into()))), 4).unwrap();
+    let (writer, sink) = UsageWriter::start(
+        Box::new(|| Err(StoreError("unavailable".into()))),
+        4,
+        Duration::from_millis(20),
+    )
+    .unwrap();
     for i in 0..50 {
         sink.record(record(i, "k", "m", 1, 1));
     }
@@ -176,6 +181,7 @@ fn a_locked_database_delays_records_but_loses_none() {
     let (writer, sink) = UsageWriter::start(
         Box::new(move || SqliteStore::open(&p).map(|s| Box::new(s) as Box<dyn UsageStore>)),
         1000,
+        Duration::from_millis(20),
     )
     .unwrap();
     for i in 0..20 {
