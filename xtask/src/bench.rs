@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::{run, workspace_root};
 
 struct Options {
+    micro: bool,
     rounds: usize,
     seconds: f64,
     json: Option<PathBuf>,
@@ -26,6 +27,7 @@ struct Options {
 
 fn options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
+        micro: false,
         rounds: 3,
         seconds: 5.0,
         json: None,
@@ -40,6 +42,7 @@ fn options(args: &[String]) -> Result<Options, String> {
             "--seconds" => o.seconds = value()?.parse().map_err(|_| "--seconds S")?,
             "--json" => o.json = Some(PathBuf::from(value()?)),
             "--no-build" => o.build = false,
+            "--micro" => o.micro = true,
             "--streams" => o.streams_held = value()?.parse().map_err(|_| "--streams N")?,
             "--quick" => {
                 o.rounds = 1;
@@ -204,6 +207,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 pub fn main(args: &[String]) -> Result<(), String> {
     let o = options(args)?;
     let root = workspace_root();
+    if o.micro {
+        return run(Command::new(env!("CARGO"))
+            .args(["bench", "-p", "llm-bridge-tests", "--bench", "hot_paths"])
+            .current_dir(&root));
+    }
     if o.build {
         run(Command::new(env!("CARGO"))
             .args([
@@ -296,6 +304,25 @@ pub fn main(args: &[String]) -> Result<(), String> {
         &[("ACCESS_API_KEYS", "sk-bench-static")],
     )?;
     wait_for_port(gw_port)?;
+    // The same gateway without usage records, to price them.
+    let bare_dir = dir.join("no-usage");
+    std::fs::create_dir_all(bare_dir.join("configs")).map_err(|e| e.to_string())?;
+    let bare_port = free_port()?;
+    let bare_config = std::fs::read_to_string(dir.join("configs/config.yaml"))
+        .map_err(|e| e.to_string())?
+        .replace(&format!("port: {gw_port},"), &format!("port: {bare_port},"))
+        .replace(
+            "usage: { database: data/llm-bridge.db }",
+            "usage: { enabled: false }",
+        );
+    std::fs::write(bare_dir.join("configs/config.yaml"), bare_config).map_err(|e| e.to_string())?;
+    let bare = spawn(
+        "llm-bridge (no usage)",
+        &bare_dir,
+        &gateway_bin.display().to_string(),
+        &[("ACCESS_API_KEYS", "sk-bench-static")],
+    )?;
+    wait_for_port(bare_port)?;
 
     // nginx, the floor for one proxy hop.
     let nginx = match which("nginx") {
@@ -357,6 +384,16 @@ pub fn main(args: &[String]) -> Result<(), String> {
         pids: vec![gw.child.id()],
     });
     let gw_pid = gw.child.id();
+    // Variants measured for CPU per request only.
+    let variants = [
+        ("llm-bridge, static key", gw_port, "sk-bench-static", gw_pid),
+        (
+            "llm-bridge, static key, no usage",
+            bare_port,
+            "sk-bench-static",
+            bare.child.id(),
+        ),
+    ];
     std::thread::sleep(Duration::from_millis(500));
     let rss_idle = rss_mb(&[gw_pid]);
 
@@ -490,13 +527,45 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 intact.1 += r["streams_broken"].as_u64().unwrap_or(0);
             }
         }
+        for (name, port, key, pid) in &variants {
+            let a: Vec<String> = [
+                "closed",
+                "--url",
+                &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                "--model",
+                "fast/m",
+                "--key",
+                key,
+                "--connections",
+                "64",
+                "--seconds",
+                &secs,
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            let cpu0 = cpu_seconds(&[*pid]);
+            let r = loadgen(&loadgen_bin, &a)?;
+            let cpu = cpu_seconds(&[*pid]) - cpu0;
+            let n = r["requests"].as_f64().unwrap_or(0.0);
+            let f = figures.entry(name).or_default();
+            f.entry("rps_64")
+                .or_default()
+                .push(r["rps"].as_f64().unwrap_or(0.0));
+            f.entry("cpu_us_per_request")
+                .or_default()
+                .push(cpu * 1e6 / n.max(1.0));
+        }
         std::thread::sleep(Duration::from_millis(500));
         rss_after_rounds.push(rss_mb(&[gw_pid]));
     }
 
-    // Memory with thousands of open streams.
+    let rss_after_requests = rss_mb(&[gw_pid]);
+    // Memory with thousands of open streams. Cancelling them all makes the gateway estimate
+    // their tokens, which loads a vocabulary (~45 MB) that is released after 10 s idle:
+    // "after load" is read once that has happened.
     let held = hold_streams(&loadgen_bin, gw_port, &key, o.streams_held, gw_pid)?;
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(20));
     let rss_after = rss_mb(&[gw_pid]);
 
     let m = |path: &str, k: &str| {
@@ -524,6 +593,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
             "rss_idle_mb": rss_idle,
             "rss_under_load_mb": median(rss_load.clone()),
             "rss_after_each_round_mb": rss_after_rounds,
+            "rss_after_request_rounds_mb": rss_after_requests,
             "rss_after_load_mb": rss_after,
             "held_streams": held,
         },
@@ -538,6 +608,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         eprintln!("bench: wrote {}", path.display());
     }
     drop(gw);
+    drop(bare);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -675,18 +746,41 @@ fn print_table(r: &Value) {
         "added TTFT p50:                 {} ms",
         fmt(diff(f(lb, "ttft_p50_ms"), f("direct", "ttft_p50_ms")), 3)
     );
+    let v = |name: &str| r["paths"][name]["cpu_us_per_request"].as_f64();
+    println!(
+        "CPU per request, managed key vs static key: {} vs {} µs ({}×)",
+        fmt(f(lb, "cpu_us_per_request"), 1),
+        fmt(v("llm-bridge, static key"), 1),
+        fmt(
+            ratio(f(lb, "cpu_us_per_request"), v("llm-bridge, static key")),
+            3
+        )
+    );
+    println!(
+        "CPU per request, usage records on vs off (static key): {} vs {} µs ({}×)",
+        fmt(v("llm-bridge, static key"), 1),
+        fmt(v("llm-bridge, static key, no usage"), 1),
+        fmt(
+            ratio(
+                v("llm-bridge, static key"),
+                v("llm-bridge, static key, no usage")
+            ),
+            3
+        )
+    );
     let m = &r["llm_bridge"];
     println!(
         "streams intact / broken:        {} / {}",
         m["streams_intact"], m["streams_broken"]
     );
     println!(
-        "RSS MB: idle {}, under load {}, after load {}, with {} streams open {}",
+        "RSS MB: idle {}, under load {}, after the request rounds {}, with {} streams open {}, after it all {}",
         fmt(m["rss_idle_mb"].as_f64(), 1),
         fmt(m["rss_under_load_mb"].as_f64(), 1),
-        fmt(m["rss_after_load_mb"].as_f64(), 1),
+        fmt(m["rss_after_request_rounds_mb"].as_f64(), 1),
         m["held_streams"]["open"],
-        fmt(m["held_streams"]["rss_mb_with_all_open"].as_f64(), 1)
+        fmt(m["held_streams"]["rss_mb_with_all_open"].as_f64(), 1),
+        fmt(m["rss_after_load_mb"].as_f64(), 1)
     );
     println!("RSS MB after each round: {}", m["rss_after_each_round_mb"]);
 }

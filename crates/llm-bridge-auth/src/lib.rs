@@ -6,6 +6,8 @@
 //! random). Managed keys live in the embedded database ([`KeyStore`]) and in memory
 //! ([`ManagedKeys`]), so that a request never waits for the database.
 
+#![warn(missing_docs)]
+
 pub mod clock;
 mod keys;
 mod limits;

@@ -313,6 +313,13 @@ impl<'de> Deserialize<'de> for Seconds {
                 }
                 Ok(Seconds(v))
             }
+            /// `"30"` (a number written as text, as environment variables are).
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
+                match v.trim().parse::<f64>() {
+                    Ok(n) => self.visit_f64(n),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
         }
         d.deserialize_any(V)
     }

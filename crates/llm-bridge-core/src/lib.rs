@@ -65,6 +65,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod error;
 mod message;

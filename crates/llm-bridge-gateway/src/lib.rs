@@ -5,6 +5,8 @@
 //! callers, sends requests through the [`Router`], renders every failure as an OpenAI error
 //! with the right status, and emits one access event per request.
 
+#![warn(missing_docs)]
+
 mod access;
 mod admin;
 mod body;

@@ -5,6 +5,8 @@
 //! ([`SseDecoder`], [`SseStream`]) and the helpers that turn transport failures into
 //! [`llm_bridge_core::Error`].
 
+#![warn(missing_docs)]
+
 mod body;
 mod client;
 mod connector;

@@ -65,6 +65,8 @@
 //! model, or a client that dropped it) gets Google's documented placeholder, instead of the
 //! 400 Gemini would answer.
 
+#![warn(missing_docs)]
+
 mod errors;
 mod messages;
 mod request;

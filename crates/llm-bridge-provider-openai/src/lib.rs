@@ -5,6 +5,8 @@
 //! applied (upstream model name, `max_tokens` ceiling, `param_config`, and for streams
 //! `stream_options.include_usage`); the upstream's bytes come back untouched.
 
+#![warn(missing_docs)]
+
 mod errors;
 
 use std::pin::Pin;

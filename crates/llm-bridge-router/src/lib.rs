@@ -10,6 +10,8 @@
 //! half-open probe). The router sees providers only as `Arc<dyn ChatProvider>`, so it works
 //! the same embedded in another program (see `examples/embed.rs`).
 
+#![warn(missing_docs)]
+
 mod config;
 mod health;
 mod router;

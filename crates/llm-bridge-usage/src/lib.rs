@@ -7,6 +7,8 @@
 //!   records into a [`UsageStore`]; a failing store is retried, never fatal to a request.
 //! - [`SqliteStore`] / [`UsageReader`]: the database (WAL, versioned migrations) and queries.
 
+#![warn(missing_docs)]
+
 pub mod count;
 mod estimator;
 mod query;
