@@ -1,7 +1,7 @@
 //! Starting the real gateway in-process on an ephemeral port.
 
 use llm_bridge::app::Environment;
-use llm_bridge::{App, AppConfig, RunningApp};
+use llm_bridge::{App, AppConfig, Registry, RunningApp};
 use llm_bridge_core::secrecy::SecretString;
 
 use crate::client::Client;
@@ -31,6 +31,15 @@ impl TestGateway {
 
     /// Starts a gateway from YAML with extra environment variables (`NAME_API_KEY`, …).
     pub async fn start_with(yaml: &str, vars: &[(&str, &str)]) -> TestGateway {
+        Self::start_with_registry(yaml, vars, &Registry::builtin()).await
+    }
+
+    /// Like [`TestGateway::start_with`], with the adapters of `registry` (third-party providers).
+    pub async fn start_with_registry(
+        yaml: &str,
+        vars: &[(&str, &str)],
+        registry: &Registry,
+    ) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = AppConfig::from_yaml(yaml).unwrap_or_else(|e| panic!("test config: {e}"));
         if !yaml.lines().any(|l| l.starts_with("usage:")) {
@@ -51,7 +60,7 @@ impl TestGateway {
             env.vars
                 .insert((*k).to_owned(), SecretString::from((*v).to_owned()));
         }
-        let app = App::build(&config, &env)
+        let app = App::build_with(&config, &env, registry)
             .unwrap_or_else(|e| panic!("gateway build: {e}"))
             .spawn_local()
             .await

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: llm-bridge against the direct path and nginx, measured in one run.
 //!
-//! Builds release binaries, starts two mock upstreams (`mock-upstream`: one answering at once,
+//! Builds the binaries as shipped (`--profile dist`), starts two mock upstreams (`mock-upstream`: one answering at once,
 //! one streaming 20 chunks 5 ms apart), the gateway with a managed key, the usage store and
 //! JSON file logging on, and — when `nginx` is installed — nginx in front of the same mocks.
 //! The load generator (`loadgen`) drives each path in turn; every figure is the median of
@@ -216,7 +216,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         run(Command::new(env!("CARGO"))
             .args([
                 "build",
-                "--release",
+                // What ships (`cargo xtask dist`), and one build for both tasks.
+                "--profile",
+                "dist",
                 "--quiet",
                 "-p",
                 "llm-bridge",
@@ -233,7 +235,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     }
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let release = target.join("release");
+    let release = target.join("dist");
     let (gateway_bin, mock_bin, loadgen_bin) = (
         release.join("llm-bridge"),
         release.join("mock-upstream"),

@@ -4,10 +4,12 @@
 //! - `tidy`: checks the dependency direction between the workspace crates (DESIGN.md) and
 //!   that libraries never read the environment.
 //! - `bench`: llm-bridge against the direct path and nginx, one table (see docs/benchmarks.md).
+//! - `dist [--check]`: the release archive, and a check that it works once unpacked.
 
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod dist;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -22,9 +24,10 @@ fn main() -> ExitCode {
             .current_dir(&root)),
         Some("tidy") => tidy::run(&root),
         Some("bench") => bench::main(&args[1..]),
+        Some("dist") => dist::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|tidy|bench> (bench: [--quick] [--rounds N] [--seconds S] [--json PATH] [--no-build])"
+                "usage: cargo xtask <ci|tidy|bench|dist> (bench: [--quick] [--rounds N] [--seconds S] [--json PATH] [--no-build] [--micro]; dist: [--check])"
             );
             return ExitCode::FAILURE;
         }

@@ -81,7 +81,17 @@ impl KeyStore {
             .map_err(db_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_error)?;
-        migrate(&mut conn).map_err(db_error)?;
+        let known = MIGRATIONS.len() as i64;
+        let current = migrate(&mut conn).map_err(db_error)?;
+        if current > known {
+            // A newer llm-bridge wrote this database; reading it could misread its keys.
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "key database: the keys schema is version {current}, newer than this llm-bridge knows ({known}): upgrade llm-bridge"
+                ),
+            ));
+        }
         Ok(KeyStore { conn })
     }
 
@@ -262,8 +272,8 @@ fn record(row: &Row<'_>) -> rusqlite::Result<Result<KeyRecord>> {
 }
 
 /// The `keys` component's migrations, tracked in the same `schema_migrations` table as the
-/// other components of the database.
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+/// other components of the database. Returns the version found before migrating.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, version INTEGER NOT NULL)",
     )?;
@@ -289,5 +299,31 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         )?;
         tx.commit()?;
     }
-    Ok(())
+    Ok(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_from_a_newer_llm_bridge_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        drop(KeyStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE schema_migrations SET version = version + 1 WHERE component = 'keys'",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let Err(e) = KeyStore::open(&path) else {
+            panic!("a newer schema was accepted")
+        };
+        assert!(
+            e.message().contains("newer than this llm-bridge knows"),
+            "{e}"
+        );
+    }
 }
