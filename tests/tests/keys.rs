@@ -130,6 +130,32 @@ async fn models_outside_the_allow_list_are_403_and_not_listed() {
 }
 
 #[tokio::test]
+async fn a_route_whose_every_target_is_allowed_is_usable_and_listed() {
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "routes:\n  only-m: {{ targets: [up/m] }}\n  mixed: {{ targets: [up/m, up/other] }}\n{}",
+        config_with(&[openai_provider(
+            "up",
+            &mock.url(),
+            "      m: {}\n      other: {}\n",
+        )])
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let key = create(&gw, json!({"name": "narrow", "models": ["up/m"]})).await;
+    let c = gw.client.with_key(Some(&key));
+    assert_eq!(c.chat(&chat_body("only-m")).await.status, 200);
+    assert_eq!(c.chat(&chat_body("mixed")).await.status, 403);
+    let mut ids: Vec<String> = c.get("/v1/models").await.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["only-m", "up/m"], "what it may use, and nothing else");
+}
+
+#[tokio::test]
 async fn exactly_rpm_requests_pass_when_fifty_arrive_at_once() {
     let mock = MockUpstream::start().await;
     let gw = gateway(&mock).await;

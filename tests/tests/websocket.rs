@@ -350,6 +350,35 @@ async fn a_client_that_stops_reading_slows_the_upstream_down() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_again_is_closed_and_its_upstream_dropped() {
+    let mock = MockUpstream::start().await;
+    let piece = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": "x".repeat(16 * 1024)}}]})
+    );
+    mock.push(Behavior::Stream {
+        status: 200,
+        pieces: vec![Bytes::from(piece); 2000],
+        delay: Duration::ZERO,
+        end: StreamEnd::Close,
+    });
+    let yaml = format!(
+        "server: {{ ws_ping_interval: 0.2 }}\n{}",
+        config_with(&[openai_provider("up", &mock.url(), "      m: {}\n")])
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let mut ws = connect(&gw, None).await;
+    send(&mut ws, chat(Some("big"), "x")).await;
+    assert_eq!(next(&mut ws).await["type"], "chunk");
+    // The client keeps its socket open and never reads again (so it answers no ping): the
+    // gateway gives up on it within a few ping intervals and drops the upstream request,
+    // though the outbox to the client is full.
+    mock.wait_cancelled(1).await;
+    assert_eq!(mock.finished(), 0);
+    drop(ws);
+}
+
+#[tokio::test]
 async fn idle_connections_are_pinged_and_dead_ones_closed() {
     let mock = MockUpstream::start().await;
     let yaml = format!(

@@ -150,7 +150,14 @@ pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
         .router
         .models()
         .into_iter()
-        .filter(|m| principal.allows(&m.id))
+        // As for a chat request: a route is listed when the key may use its alias or every
+        // one of its targets.
+        .filter(|m| {
+            principal.allows(&m.id)
+                || gateway.router.resolve(&m.id).is_ok_and(|plan| {
+                    plan.route.is_some() && plan.ids().iter().all(|id| principal.allows(id))
+                })
+        })
         .map(|m| {
             json!({
                 "id": m.id,

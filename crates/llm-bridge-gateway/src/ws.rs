@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +45,9 @@ use crate::service::new_request_id;
 
 /// Frames waiting for the writer, per connection: the bound that makes a slow client push back.
 const OUTBOX: usize = 64;
+
+/// How long a closing connection's queued frames may take to reach the client.
+const WRITER_GRACE: Duration = Duration::from_secs(5);
 
 /// Answers the upgrade request and serves the connection in the background.
 pub fn upgrade(gateway: &Arc<Gateway>, mut request: Request<Incoming>) -> Response<GatewayBody> {
@@ -157,12 +161,20 @@ async fn serve_connection(gateway: Arc<Gateway>, ws: Conn, principal: Option<Pri
         tracing::debug!("WebSocket connection opened");
         let (mut sink, mut stream) = ws.split();
         let (out, mut outbox) = mpsc::channel::<Message>(OUTBOX);
+        // Text frames the socket took: proof that the client reads (pings do not count, or a
+        // dead peer would look alive until the socket buffer fills).
+        let delivered = Arc::new(AtomicU64::new(0));
+        let delivered_by_writer = Arc::clone(&delivered);
         // The writer: the only owner of the sink.
-        let writer = tokio::spawn(async move {
+        let mut writer = tokio::spawn(async move {
             while let Some(frame) = outbox.recv().await {
                 let closing = matches!(frame, Message::Close(_));
+                let text = matches!(frame, Message::Text(_));
                 if sink.send(frame).await.is_err() || closing {
                     break;
+                }
+                if text {
+                    delivered_by_writer.fetch_add(1, Ordering::Relaxed);
                 }
             }
             let _ = sink.close().await;
@@ -174,17 +186,17 @@ async fn serve_connection(gateway: Arc<Gateway>, ws: Conn, principal: Option<Pri
         let ping_every = gateway.config.ws_ping_interval.duration().max(Duration::from_millis(100));
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_seen = Instant::now();
+        let mut delivered_seen = 0u64;
         let mut awaiting_pong = false;
         let mut next_id = 0u64;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
             if shutting_down && active.is_empty() {
-                let _ = out
-                    .send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::Away,
-                        reason: "server shutting down".into(),
-                    })))
-                    .await;
+                let close = out.send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "server shutting down".into(),
+                })));
+                let _ = tokio::time::timeout(WRITER_GRACE, close).await;
                 break;
             }
             let deadline = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
@@ -210,17 +222,30 @@ async fn serve_connection(gateway: Arc<Gateway>, ws: Conn, principal: Option<Pri
                     active.remove(&id);
                 }
                 _ = ping.tick() => {
+                    // A client that reads what we send is alive, even if it sends nothing.
+                    let now_delivered = delivered.load(Ordering::Relaxed);
+                    if now_delivered != delivered_seen {
+                        delivered_seen = now_delivered;
+                        last_seen = Instant::now();
+                        awaiting_pong = false;
+                    }
                     if last_seen.elapsed() >= ping_every {
                         if awaiting_pong {
-                            tracing::debug!("WebSocket peer did not answer a ping: closing");
-                            let _ = out.send(Message::Close(Some(CloseFrame {
+                            // Neither a pong nor any reading for two intervals: the peer is
+                            // gone or stalled. Never wait on a full outbox to say so.
+                            tracing::debug!("WebSocket peer answers no ping and reads nothing: closing");
+                            let _ = out.try_send(Message::Close(Some(CloseFrame {
                                 code: CloseCode::Policy,
                                 reason: "no pong".into(),
-                            }))).await;
+                            })));
                             break;
                         }
                         awaiting_pong = true;
-                        if out.send(Message::Ping(Bytes::from_static(b"llm-bridge"))).await.is_err() {
+                        // A full outbox means the client is not reading: no ping fits, and the
+                        // next tick decides.
+                        if let Err(mpsc::error::TrySendError::Closed(_)) =
+                            out.try_send(Message::Ping(Bytes::from_static(b"llm-bridge")))
+                        {
                             break;
                         }
                     }
@@ -244,7 +269,11 @@ async fn serve_connection(gateway: Arc<Gateway>, ws: Conn, principal: Option<Pri
             task.abort();
         }
         drop(out);
-        let _ = writer.await;
+        // The writer flushes what is queued; a client that reads nothing cannot hold the
+        // connection (and its socket) open beyond this.
+        if tokio::time::timeout(WRITER_GRACE, &mut writer).await.is_err() {
+            writer.abort();
+        }
         tracing::debug!("WebSocket connection closed");
     }
     .instrument(span)

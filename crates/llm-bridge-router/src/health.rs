@@ -19,8 +19,11 @@ enum Circuit {
     Open {
         until: Instant,
     },
-    /// A probe is in flight; other requests skip the target.
-    HalfOpen,
+    /// A probe was claimed; other requests skip the target until the probe reports or its
+    /// lease ends (a probe whose request was abandoned must not keep the target out for good).
+    HalfOpen {
+        until: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -70,18 +73,31 @@ impl Health {
         f(map.entry(id.to_owned()).or_default())
     }
 
-    /// Whether `id` may be tried; claims the probe when its cooldown is over.
-    pub fn acquire(&self, id: &str) -> Availability {
+    /// Whether `id` may be tried now, without claiming anything.
+    pub fn peek(&self, id: &str) -> Availability {
         let now = Instant::now();
         self.with(id, |h| match h.circuit {
             Circuit::Closed => Availability::Ready,
-            Circuit::Open { until } if now >= until => {
-                h.circuit = Circuit::HalfOpen;
+            Circuit::Open { until } | Circuit::HalfOpen { until } if now >= until => {
                 Availability::Ready
             }
-            Circuit::Open { until } => Availability::Resting(until),
-            // Another request is probing: wait for its verdict.
-            Circuit::HalfOpen => Availability::Resting(now + Duration::from_millis(100)),
+            Circuit::Open { until } | Circuit::HalfOpen { until } => Availability::Resting(until),
+        })
+    }
+
+    /// Whether `id` may be tried; claims the probe when its cooldown is over. Call it just
+    /// before the attempt, so that a probe is only claimed by a request that makes it.
+    pub fn acquire(&self, id: &str) -> Availability {
+        let now = Instant::now();
+        let lease = self.cooldown.duration.duration();
+        self.with(id, |h| match h.circuit {
+            Circuit::Closed => Availability::Ready,
+            Circuit::Open { until } | Circuit::HalfOpen { until } if now >= until => {
+                h.circuit = Circuit::HalfOpen { until: now + lease };
+                Availability::Ready
+            }
+            // Resting, or another request is probing: wait for its verdict.
+            Circuit::Open { until } | Circuit::HalfOpen { until } => Availability::Resting(until),
         })
     }
 
@@ -103,7 +119,7 @@ impl Health {
         let cooldown = self.cooldown;
         self.with(id, |h| {
             h.failures += 1;
-            let probe_failed = h.circuit == Circuit::HalfOpen;
+            let probe_failed = matches!(h.circuit, Circuit::HalfOpen { .. });
             if probe_failed || h.failures >= cooldown.failures.max(1) {
                 h.circuit = Circuit::Open {
                     until: Instant::now() + cooldown.duration.duration(),

@@ -371,11 +371,12 @@ impl Router {
             ),
             None => (0..plan.targets.len()).collect(),
         };
-        // Resting targets go last; if every target rests, they are tried anyway.
+        // Resting targets are left out; if every target rests, they are tried anyway.
         let (ready, resting): (Vec<usize>, Vec<usize>) = order
             .into_iter()
-            .partition(|i| matches!(self.health.acquire(&ids[*i]), Availability::Ready));
-        let sequence: Vec<usize> = if ready.is_empty() { resting } else { ready };
+            .partition(|i| matches!(self.health.peek(&ids[*i]), Availability::Ready));
+        let all_resting = ready.is_empty();
+        let sequence: Vec<usize> = if all_resting { resting } else { ready };
         let total_attempts: u32 = sequence
             .iter()
             .map(|i| {
@@ -392,6 +393,11 @@ impl Router {
             let id = &ids[*i];
             let retry = self.retry_for(route.as_deref(), target);
             let deadline = started + retry.deadline.duration();
+            // Claim the target (its half-open probe, if its cooldown just ended) only now that
+            // this request is about to try it; another request may have claimed it meanwhile.
+            if !all_resting && matches!(self.health.acquire(id), Availability::Resting(_)) {
+                continue;
+            }
             for attempt in 0..retry.attempts.max(1) {
                 if made > 0 && Instant::now() >= deadline {
                     break;

@@ -406,6 +406,40 @@ async fn a_failing_target_cools_down_and_a_half_open_probe_brings_it_back() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_cooled_down_fallback_is_not_lost_when_the_first_target_serves() {
+    let cooldown = CooldownConfig {
+        failures: 1,
+        duration: Seconds(10.0),
+    };
+    let w = world(
+        &["a", "b"],
+        Strategy::Fallback,
+        retry(1, 0.1, 1.0),
+        cooldown,
+    );
+    // b fails once (as the fallback) and rests.
+    w.script(0, &[Step::Fail(ErrorKind::UpstreamUnavailable, None)]);
+    w.script(1, &[Step::Fail(ErrorKind::UpstreamUnavailable, None)]);
+    assert!(w.router.chat(request("smart", false)).await.is_err());
+    // a rests too now; both are tried anyway, a serves and closes again.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    w.router.chat(request("smart", false)).await.unwrap();
+    // b's cooldown is over, but a serves every request: b is never probed. Then a fails:
+    // b must still be there to fall back to.
+    for _ in 0..3 {
+        w.router.chat(request("smart", false)).await.unwrap();
+    }
+    w.clear();
+    w.script(0, &[Step::Fail(ErrorKind::UpstreamUnavailable, None)]);
+    let served = w.router.chat(request("smart", false)).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&served.value.body).unwrap(),
+        "{\"served_by\":\"b\"}"
+    );
+    assert_eq!(w.calls(), ["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn when_every_target_rests_they_are_tried_anyway() {
     let cooldown = CooldownConfig {
         failures: 1,
