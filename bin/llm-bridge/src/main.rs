@@ -16,5 +16,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    return_memory_after_load();
     llm_bridge::cli::run(llm_bridge::cli::Cli::parse())
+}
+
+/// mimalloc returns freed memory to the system only when the thread that freed it allocates
+/// again; after a burst, idle worker threads never do, and RSS stays at its peak. A thread
+/// that wakes every few seconds to collect does it for them (cheap: nothing to do when idle).
+#[allow(unsafe_code)]
+fn return_memory_after_load() {
+    let _ = std::thread::Builder::new()
+        .name("memory-collect".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                // SAFETY: mi_collect takes no pointers; it may be called from any thread.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            }
+        });
 }
