@@ -37,7 +37,7 @@ impl Estimator {
     }
 
     /// Runs `job` on the estimator thread; here, when that thread is gone or already has
-    /// [`QUEUE`] jobs waiting — under that load the request that ends pays for its own count,
+    /// 4,096 jobs waiting — under that load the request that ends pays for its own count,
     /// which slows the load down instead of growing memory without bound.
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
         self.pending.fetch_add(1, Ordering::SeqCst);
