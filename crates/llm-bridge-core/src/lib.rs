@@ -67,6 +67,7 @@
 
 #![warn(missing_docs)]
 
+pub mod calendar;
 mod config;
 mod error;
 mod message;

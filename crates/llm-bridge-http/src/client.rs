@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -13,9 +13,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llm_bridge_core::{Error, ErrorKind};
 
-use crate::body::fmt_secs;
+use crate::body::{IdleBody, fmt_secs};
 use crate::connector::{Connector, ProxyError};
 use crate::error::describe;
+use crate::keyring::{DEFAULT_REST, KeyRing};
 use crate::proxy::Proxy;
 use crate::tls::TlsRoots;
 
@@ -128,6 +129,46 @@ impl UpstreamClient {
             }
             Ok(Ok(response)) => Ok(response),
         }
+    }
+}
+
+/// The most of an upstream's error body that is read: enough for any real error object.
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+impl UpstreamClient {
+    /// Sends a request made with key `key_index` of `keys`, as provider `provider`. A non-2xx
+    /// answer becomes the error `to_error` makes of its status, headers and body (at most
+    /// [`MAX_ERROR_BYTES`]). A 429 rests that key; while another key is ready, the error drops
+    /// its `Retry-After`, so that a retry goes out at once, with the other key.
+    pub async fn send_keyed(
+        &self,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+        provider: &str,
+        keys: &KeyRing,
+        key_index: usize,
+        to_error: impl FnOnce(StatusCode, &HeaderMap, &[u8]) -> Error,
+    ) -> Result<Response<Incoming>, Error> {
+        let response = self
+            .send(request, timeout)
+            .await
+            .map_err(|e| e.with_provider(provider))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let (parts, body) = response.into_parts();
+        let body = IdleBody::new(body, timeout)
+            .collect(MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
+        let mut error = to_error(parts.status, &parts.headers, &body);
+        if error.kind() == ErrorKind::UpstreamRateLimited {
+            keys.rest(key_index, error.retry_after().unwrap_or(DEFAULT_REST));
+            if keys.any_ready() {
+                error = error.without_retry_after();
+            }
+        }
+        Err(error)
     }
 }
 

@@ -19,7 +19,7 @@ mod sse;
 mod tls;
 
 pub use body::{IdleBody, SseStream};
-pub use client::{ClientOptions, UpstreamClient};
+pub use client::{ClientOptions, MAX_ERROR_BYTES, UpstreamClient};
 pub use error::{describe, retry_after};
 pub use keyring::{DEFAULT_REST, KeyRing};
 pub use proxy::{Proxy, ProxyScheme, ProxyUrlError};

@@ -24,14 +24,12 @@ use llm_bridge_core::{
     ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind,
     ModelCatalog, ModelEntry, ProviderConfig, Result, api_key_env_var,
 };
-use llm_bridge_http::{DEFAULT_REST, IdleBody, KeyRing, SseStream, UpstreamClient};
+use llm_bridge_http::{IdleBody, KeyRing, MAX_ERROR_BYTES, SseStream, UpstreamClient};
 
 pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
 
 /// Largest non-streamed answer accepted from an upstream.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Largest error body read from an upstream.
-const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// One configured OpenAI-compatible provider.
 pub struct OpenAiProvider {
@@ -133,30 +131,16 @@ impl OpenAiProvider {
         let timeout = entry.config.timeout();
         let (key_index, key) = self.key()?;
         let request = self.build(body, stream, key)?;
-        let response = self
-            .client
-            .send(request, timeout)
+        self.client
+            .send_keyed(
+                request,
+                timeout,
+                &self.name,
+                &self.keys,
+                key_index,
+                |status, headers, body| errors::from_status(&self.name, status, headers, body),
+            )
             .await
-            .map_err(|e| e.with_provider(&*self.name))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let (parts, body) = response.into_parts();
-        let body = IdleBody::new(body, timeout)
-            .collect(MAX_ERROR_BYTES)
-            .await
-            .unwrap_or_default();
-        let mut error = errors::from_status(&self.name, parts.status, &parts.headers, &body);
-        if error.kind() == ErrorKind::UpstreamRateLimited {
-            // Let this key rest. While another key is ready, the wait applies to this key
-            // only: a retry may go out at once, with another key.
-            self.keys
-                .rest(key_index, error.retry_after().unwrap_or(DEFAULT_REST));
-            if self.keys.any_ready() {
-                error = error.without_retry_after();
-            }
-        }
-        Err(error)
     }
 }
 
