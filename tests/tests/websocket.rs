@@ -321,9 +321,15 @@ async fn a_client_that_stops_reading_slows_the_upstream_down() {
         "data: {}\n\n",
         json!({"choices": [{"index": 0, "delta": {"content": "x".repeat(16 * 1024)}}]})
     );
+    // The last one finishes the answer (a stream that ends without would be truncated).
+    let mut pieces = vec![Bytes::from(piece); 1999];
+    pieces.push(Bytes::from(format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    )));
     mock.push(Behavior::Stream {
         status: 200,
-        pieces: vec![Bytes::from(piece); 2000],
+        pieces,
         delay: Duration::ZERO,
         end: StreamEnd::Close,
     });

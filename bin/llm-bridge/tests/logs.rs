@@ -215,6 +215,7 @@ async fn json_logs_have_one_access_event_per_request_rotate_and_hold_no_secret()
                 "outcome",
                 "latency_ms",
                 "upstream_ms",
+                "ttft_ms",
                 "prompt_tokens",
                 "completion_tokens",
                 "retries",

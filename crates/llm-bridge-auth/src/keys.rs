@@ -143,7 +143,11 @@ pub struct Authenticator {
     static_keys: Vec<StaticKey>,
     managed: Option<Arc<ManagedKeys>>,
     clock: Arc<dyn Clock>,
+    reservation: u64,
 }
+
+/// Output tokens reserved at most per request against a key's budgets, by default.
+pub const DEFAULT_RESERVATION: u64 = 4096;
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -170,6 +174,7 @@ impl Authenticator {
         Authenticator {
             static_keys,
             managed: None,
+            reservation: DEFAULT_RESERVATION,
             clock: Arc::new(SystemClock),
         }
     }
@@ -239,12 +244,19 @@ impl Authenticator {
     /// Admits a request for `models` (the name the client used and the `provider/model` it
     /// resolved to: either may be allowed) expecting `estimate` tokens, under the key's
     /// permissions, rate limits and budgets.
+    ///
+    /// A request is reserved `prompt` tokens plus the output it may produce (`max_output`,
+    /// the `max_tokens` it asked for), capped by the reservation (see
+    /// [`Authenticator::with_reservation`]) so that agents asking for huge `max_tokens` are
+    /// not refused while their real spend is small.
     pub fn admit(
         &self,
         principal: &Principal,
         models: &[&str],
-        estimate: u64,
+        prompt: u64,
+        max_output: Option<u64>,
     ) -> std::result::Result<Admission, Rejection> {
+        let estimate = prompt + max_output.unwrap_or(self.reservation).min(self.reservation);
         let Some(key) = &principal.managed else {
             return Ok(Admission::unlimited());
         };
@@ -261,6 +273,13 @@ impl Authenticator {
             .into());
         }
         key.state.admit(policy, &self.clock, estimate)
+    }
+
+    /// Caps the output tokens a request reserves against its key's budgets (default
+    /// [`DEFAULT_RESERVATION`]); a stream that needs more reserves more as it goes.
+    pub fn with_reservation(mut self, tokens: u64) -> Self {
+        self.reservation = tokens;
+        self
     }
 
     /// Now, by the limits' clock.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use llm_bridge_core::{Error, ErrorKind};
 
 use crate::clock::{Clock, day_of, month_of, ms_to_next_day, ms_to_next_month};
-use crate::policy::KeyPolicy;
+use crate::policy::{Budget, KeyPolicy};
 
 const WINDOW_MS: i64 = 60_000;
 
@@ -141,7 +141,8 @@ impl KeyState {
     }
 
     /// Checks the limits and budgets and, if they allow it, admits a request that expects to
-    /// use `estimate` tokens.
+    /// use `estimate` tokens. Against token budgets it reserves that estimate, or what is left
+    /// of the budget when that is less; [`Admission::extend`] asks for more as it is spent.
     pub fn admit(
         self: &Arc<Self>,
         policy: &KeyPolicy,
@@ -211,15 +212,29 @@ impl KeyState {
             });
             c.tokens_in_window += estimate;
         }
-        c.spend.reserved += estimate;
+        let budget = policy.budget_tokens;
+        let reserved = estimate.min(room(&budget, &c.spend));
+        c.spend.reserved += reserved;
         let info = rate(c);
         drop(guard);
         Ok(Admission {
             state: Some((self.clone(), clock.clone())),
             id,
-            estimate,
+            estimate: reserved,
+            budget,
             rate: info,
         })
+    }
+
+    /// Reserves up to `extra` more tokens for a running request, as far as the token budgets
+    /// allow; returns how many were granted.
+    fn extend(&self, budget: &Budget<u64>, extra: u64, now: i64) -> u64 {
+        let mut guard = self.lock();
+        let c = &mut *guard;
+        c.spend.roll(now);
+        let granted = extra.min(room(budget, &c.spend));
+        c.spend.reserved += granted;
+        granted
     }
 
     /// What the key has spent so far: `(day, month, total)` tokens.
@@ -250,6 +265,20 @@ impl KeyState {
         c.spend.month_cost += cost;
         c.spend.total_cost += cost;
     }
+}
+
+/// Tokens left in the tightest token budget, after what is spent and reserved
+/// (`u64::MAX` without token budgets).
+fn room(budget: &Budget<u64>, s: &Spend) -> u64 {
+    [
+        (budget.day, s.day_tokens),
+        (budget.month, s.month_tokens),
+        (budget.total, s.total_tokens),
+    ]
+    .into_iter()
+    .filter_map(|(b, spent)| Some(b?.saturating_sub(spent + s.reserved)))
+    .min()
+    .unwrap_or(u64::MAX)
 }
 
 fn limited(message: String, wait_ms: i64) -> Error {
@@ -298,7 +327,9 @@ fn budget_error(policy: &KeyPolicy, s: &Spend, now: i64) -> Option<Error> {
 pub struct Admission {
     state: Option<(Arc<KeyState>, Arc<dyn Clock>)>,
     id: u64,
+    /// Tokens reserved against the key's budgets.
     estimate: u64,
+    budget: Budget<u64>,
     rate: RateInfo,
 }
 
@@ -311,6 +342,28 @@ impl Admission {
     /// The rate figures at admission.
     pub fn rate(&self) -> RateInfo {
         self.rate
+    }
+
+    /// Whether the key has a token budget, so that a running stream must keep within
+    /// [`Admission::reserved`] (extending it as it goes).
+    pub fn has_token_budget(&self) -> bool {
+        self.state.is_some() && !self.budget.is_unlimited()
+    }
+
+    /// Tokens reserved for this request.
+    pub fn reserved(&self) -> u64 {
+        self.estimate
+    }
+
+    /// Reserves up to `extra` more tokens, as far as the budgets allow; returns how many were
+    /// granted (0: the budget is used up, the request must stop).
+    pub fn extend(&mut self, extra: u64) -> u64 {
+        let Some((state, clock)) = &self.state else {
+            return extra;
+        };
+        let granted = state.extend(&self.budget, extra, clock.now_ms());
+        self.estimate += granted;
+        granted
     }
 
     /// Records what the request really used.

@@ -42,6 +42,9 @@ pub enum ErrorKind {
     UpstreamBadResponse,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
+    /// The upstream ended a stream before the answer was finished: no finish reason and no
+    /// end marker (502 before the stream started; an error event after).
+    UpstreamTruncated,
     /// The gateway is shutting down or shedding load (503).
     Unavailable,
     /// A bug or an unexpected local failure (500).
@@ -63,7 +66,8 @@ impl ErrorKind {
             ErrorKind::UpstreamRejected(status) => status,
             ErrorKind::UpstreamUnavailable
             | ErrorKind::UpstreamAuth
-            | ErrorKind::UpstreamBadResponse => 502,
+            | ErrorKind::UpstreamBadResponse
+            | ErrorKind::UpstreamTruncated => 502,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
@@ -84,7 +88,8 @@ impl ErrorKind {
             ErrorKind::QuotaExceeded => "insufficient_quota",
             ErrorKind::UpstreamUnavailable
             | ErrorKind::UpstreamAuth
-            | ErrorKind::UpstreamBadResponse => "upstream_error",
+            | ErrorKind::UpstreamBadResponse
+            | ErrorKind::UpstreamTruncated => "upstream_error",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::Unavailable => "service_unavailable",
             ErrorKind::Internal => "internal_error",
@@ -105,6 +110,7 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable
             | ErrorKind::UpstreamAuth
             | ErrorKind::UpstreamBadResponse => Some("upstream_error"),
+            ErrorKind::UpstreamTruncated => Some("upstream_truncated"),
             ErrorKind::UpstreamTimeout => Some("upstream_timeout"),
             ErrorKind::Unavailable => Some("service_unavailable"),
             ErrorKind::Internal => Some("internal_error"),
@@ -119,6 +125,7 @@ impl ErrorKind {
             ErrorKind::UpstreamRateLimited
                 | ErrorKind::UpstreamUnavailable
                 | ErrorKind::UpstreamBadResponse
+                | ErrorKind::UpstreamTruncated
                 | ErrorKind::UpstreamTimeout
         )
     }
@@ -132,6 +139,7 @@ impl ErrorKind {
                 | ErrorKind::UpstreamUnavailable
                 | ErrorKind::UpstreamAuth
                 | ErrorKind::UpstreamBadResponse
+                | ErrorKind::UpstreamTruncated
                 | ErrorKind::UpstreamTimeout
         )
     }
@@ -153,6 +161,7 @@ impl ErrorKind {
             ErrorKind::UpstreamAuth => "upstream_auth",
             ErrorKind::UpstreamBadResponse => "upstream_bad_response",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamTruncated => "upstream_truncated",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }
@@ -175,9 +184,11 @@ pub struct UpstreamDetail {
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    provider: Option<String>,
+    // Boxed strs keep `Error` within 128 bytes (clippy's `result_large_err`).
+    provider: Option<Box<str>>,
     retry_after: Option<Duration>,
-    param: Option<String>,
+    param: Option<Box<str>>,
+    code: Option<&'static str>,
     upstream: Option<Box<UpstreamDetail>>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -191,6 +202,7 @@ impl Error {
             provider: None,
             retry_after: None,
             param: None,
+            code: None,
             upstream: None,
             source: None,
         }
@@ -208,7 +220,7 @@ impl Error {
 
     /// Names the provider involved.
     pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
+        self.provider = Some(provider.into().into_boxed_str());
         self
     }
 
@@ -226,7 +238,25 @@ impl Error {
 
     /// The request parameter at fault (OpenAI's `error.param`).
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        self.param = Some(param.into().into_boxed_str());
+        self
+    }
+
+    /// A more precise `error.code` than the kind's (e.g. `admin_key_required` for a 403).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The same error with its message passed through `scrub` (e.g. a provider's
+    /// [`crate::ChatProvider::redact`]), so that no secret an upstream echoed goes further.
+    pub fn scrubbed(
+        mut self,
+        scrub: impl for<'a> Fn(&'a str) -> std::borrow::Cow<'a, str>,
+    ) -> Self {
+        if let std::borrow::Cow::Owned(clean) = scrub(&self.message) {
+            self.message = clean;
+        }
         self
     }
 
@@ -281,7 +311,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match (&self.kind, &self.upstream) {
             (ErrorKind::UpstreamRejected(_), Some(up)) => up.code.as_deref(),
-            _ => self.kind.code(),
+            _ => self.code.or(self.kind.code()),
         }
     }
 

@@ -73,6 +73,7 @@ mod error;
 mod message;
 mod model_ref;
 mod provider;
+pub mod redact;
 mod request;
 mod response;
 mod retry;

@@ -1,5 +1,7 @@
 //! The contract between the router and an upstream adapter.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 
 use crate::config::ModelCatalog;
@@ -29,4 +31,12 @@ pub trait ChatProvider: Send + Sync + 'static {
     /// A stream of chunks (`stream: true`). Resolves once the upstream has accepted the
     /// request (response headers received); errors before that are returned here.
     async fn chat_stream(&self, model: &str, request: ChatRequest) -> Result<ChunkStream>;
+
+    /// `text` (an upstream's error message) with this provider's keys, bearer tokens and
+    /// URL credentials replaced by `[redacted]`. The router applies it to every error the
+    /// provider returns, before the error is retried, logged or shown to a client. Adapters
+    /// holding keys override it to name them; the default knows only the patterns.
+    fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        crate::redact::redact(text, &[])
+    }
 }

@@ -10,6 +10,52 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::message::Message;
 
+/// `bytes` with every `\\uXXXX` escape of an unpaired surrogate replaced by `\\ufffd`, or
+/// `None` if there is none.
+fn replace_lone_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
+    let hex = |at: usize| -> Option<u16> {
+        let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    // The code unit of a `\uXXXX` escape starting at `at`.
+    let escape = |at: usize| -> Option<u16> {
+        (bytes.get(at) == Some(&b'\\') && bytes.get(at + 1) == Some(&b'u'))
+            .then(|| hex(at + 2))
+            .flatten()
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let Some(unit) = escape(i) else {
+            // Another escape (`\\\\`, `\\"`, …): copy it whole so its second byte is not
+            // taken for the start of an escape.
+            out.extend_from_slice(&bytes[i..(i + 2).min(bytes.len())]);
+            i += 2;
+            continue;
+        };
+        let high = (0xD800..0xDC00).contains(&unit);
+        let low = (0xDC00..0xE000).contains(&unit);
+        if high && escape(i + 6).is_some_and(|next| (0xDC00..0xE000).contains(&next)) {
+            out.extend_from_slice(&bytes[i..i + 12]);
+            i += 12;
+        } else if high || low {
+            out.extend_from_slice(b"\\ufffd");
+            changed = true;
+            i += 6;
+        } else {
+            out.extend_from_slice(&bytes[i..i + 6]);
+            i += 6;
+        }
+    }
+    changed.then_some(out)
+}
+
 /// A validated `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
@@ -19,8 +65,16 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// Parses and validates a request body.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Error::invalid_request(format!("request body is not valid JSON: {e}")))?;
+        let value: Value = match serde_json::from_slice(bytes) {
+            Ok(value) => value,
+            // JavaScript strings may hold half a surrogate pair, and OpenAI accepts them as
+            // U+FFFD; serde_json refuses them. Only on this error path is the body rewritten.
+            Err(e) => match replace_lone_surrogates(bytes) {
+                Some(fixed) => serde_json::from_slice(&fixed),
+                None => Err(e),
+            }
+            .map_err(|e| Error::invalid_request(format!("request body is not valid JSON: {e}")))?,
+        };
         Self::from_value(value)
     }
 
@@ -239,6 +293,24 @@ pub(crate) fn kind_of(v: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lone_surrogates_are_accepted_as_replacement_characters() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"a\ud800b\udc00c \ud83d\ude00 \\ud800"}]}"#;
+        let request = ChatRequest::from_slice(body).unwrap();
+        assert_eq!(
+            request.messages()[0]["content"],
+            "a\u{fffd}b\u{fffd}c \u{1f600} \\ud800"
+        );
+        // Other bad JSON is still refused.
+        assert!(ChatRequest::from_slice(br#"{"model":"m","messages":[],"#).is_err());
+        assert!(
+            ChatRequest::from_slice(
+                br#"{"model":"m","messages":[{"role":"user","content":"\ud800"#
+            )
+            .is_err()
+        );
+    }
     use super::*;
     use crate::ErrorKind;
     use serde_json::json;

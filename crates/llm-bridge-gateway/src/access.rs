@@ -19,8 +19,11 @@ pub enum Outcome {
     Ok,
     /// Failed with an error (before or after the answer started).
     Error,
-    /// The client went away before the answer was complete.
+    /// The client went away, stopped reading, or the gateway shut down before the answer
+    /// was complete.
     Cancelled,
+    /// The upstream ended the stream without finishing the answer.
+    Truncated,
 }
 
 impl Outcome {
@@ -30,6 +33,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Error => "error",
             Outcome::Cancelled => "cancelled",
+            Outcome::Truncated => "truncated",
         }
     }
 }
@@ -89,6 +93,11 @@ pub struct RequestLog {
     pub overhead: Option<Duration>,
     /// Attempts beyond the first (retries and fallbacks).
     pub retries: u32,
+    /// Whether the model is one the config names (not let through by a `"*"` entry): only
+    /// then does its name become a metrics label.
+    pub listed: bool,
+    /// About a token per four bytes of the request body.
+    pub prompt_estimate: u64,
     /// The span every log line of this request is emitted in.
     pub span: tracing::Span,
     /// The key's admission, settled with the real usage when the request ends.
@@ -143,6 +152,8 @@ impl RequestLog {
             error_kind: None,
             overhead: None,
             retries: 0,
+            listed: false,
+            prompt_estimate: 0,
             span,
             admission: None,
             request_body: None,
@@ -213,6 +224,7 @@ impl RequestLog {
             error_kind: self.error_kind,
             overhead: self.overhead,
             retries: self.retries,
+            listed: self.listed,
             span: self.span.clone(),
             admission: self.admission.take(),
             request_body: self.request_body.take(),
@@ -264,6 +276,7 @@ struct Ended {
     error_kind: Option<ErrorKind>,
     overhead: Option<Duration>,
     retries: u32,
+    listed: bool,
     span: tracing::Span,
     admission: Option<Admission>,
     request_body: Option<Bytes>,
@@ -326,9 +339,12 @@ impl Ended {
             .clone()
             .or_else(|| self.model_within_provider());
         let provider = self.provider.as_deref().unwrap_or_default();
+        // Labels come from the config only: a client's made-up model name must not make a
+        // series of its own.
         let model_label = match (&self.provider, &model) {
-            (Some(p), Some(m)) => format!("{p}/{m}"),
-            (_, m) => m.clone().unwrap_or_default(),
+            (Some(p), Some(m)) if self.listed => format!("{p}/{m}"),
+            (Some(p), Some(_)) => format!("{p}/*"),
+            _ => "unknown".to_owned(),
         };
         self.telemetry.metrics.request_finished(&Observation {
             provider,
@@ -336,13 +352,15 @@ impl Ended {
             status: self.status,
             transport: self.transport,
             latency_s: self.latency.as_secs_f64(),
-            ttft_s: self.ttft.map(|d| d.as_secs_f64()),
+            // The histogram is of streams' first chunks; a complete answer's ttft is its latency.
+            ttft_s: self.ttft.filter(|_| self.stream).map(|d| d.as_secs_f64()),
             overhead_s: self.overhead.map(|d| d.as_secs_f64()),
             usage: &usage,
             upstream_error: self
                 .error_kind
                 .filter(|k| k.is_upstream())
                 .map(ErrorKind::label),
+            truncated: self.outcome == Outcome::Truncated,
         });
         let _entered = self.span.enter();
         tracing::info!(

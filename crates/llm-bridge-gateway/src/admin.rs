@@ -53,7 +53,8 @@ async fn handle(
         return Err(Error::new(
             ErrorKind::PermissionDenied,
             "managing keys needs an ADMIN_API_KEYS key",
-        ));
+        )
+        .with_code("admin_key_required"));
     }
     let Some(managed) = gateway.auth.managed().cloned() else {
         return Err(Error::new(

@@ -26,6 +26,20 @@ pub struct ServerConfig {
     /// How often an idle WebSocket connection is pinged; one missed pong closes it.
     #[serde(default = "default_ws_ping_interval")]
     pub ws_ping_interval: Seconds,
+    /// A connection with no request in flight is closed when no complete request head
+    /// arrived within this long of its accept or of the end of its last request (HTTP/1
+    /// and h2c alike, even if it never sends a byte).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Seconds,
+    /// A client that accepts no byte of its answer for this long (it stopped reading) is
+    /// disconnected, its upstream request cancelled.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: Seconds,
+    /// Connections open at once; beyond it the longest-idle one is closed to make room, or,
+    /// with none idle, the new one is refused with a 503. Default: half of what the open
+    /// files limit (`ulimit -n`) leaves after 64, at most 65,536.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +51,9 @@ impl Default for ServerConfig {
             drain_timeout: default_drain_timeout(),
             ws_max_concurrent_requests: default_ws_max_concurrent(),
             ws_ping_interval: default_ws_ping_interval(),
+            header_read_timeout: default_header_read_timeout(),
+            write_timeout: default_write_timeout(),
+            max_connections: None,
         }
     }
 }
@@ -59,6 +76,14 @@ fn default_drain_timeout() -> Seconds {
 
 fn default_ws_max_concurrent() -> usize {
     16
+}
+
+fn default_header_read_timeout() -> Seconds {
+    Seconds(30.0)
+}
+
+fn default_write_timeout() -> Seconds {
+    Seconds(60.0)
 }
 
 fn default_ws_ping_interval() -> Seconds {

@@ -9,6 +9,8 @@ use tokio::sync::{Notify, watch};
 /// The shutdown signal and the connections still open.
 pub struct Drain {
     signal: watch::Sender<bool>,
+    /// `true` once the drain timeout passed: what still runs is cut.
+    cut: watch::Sender<bool>,
     open: Arc<Counter>,
 }
 
@@ -33,6 +35,7 @@ impl Default for Drain {
     fn default() -> Self {
         Drain {
             signal: watch::channel(false).0,
+            cut: watch::channel(false).0,
             open: Arc::new(Counter::default()),
         }
     }
@@ -53,6 +56,16 @@ impl Drain {
     /// Begins shutdown.
     pub fn start(&self) {
         self.signal.send_replace(true);
+    }
+
+    /// The cut signal: `true` once the drain timeout passed.
+    pub fn subscribe_cut(&self) -> watch::Receiver<bool> {
+        self.cut.subscribe()
+    }
+
+    /// Cuts what still runs (the drain timeout passed).
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
     }
 
     /// Whether shutdown began.

@@ -74,7 +74,15 @@ async fn serve(
         Err(e) => return Err(failed(log, e)),
     };
     log.route = plan.route.clone();
-    let estimate = estimate_tokens(log.request_body.as_ref().map_or(0, |b| b.len()), &request);
+    let prompt_estimate = log
+        .request_body
+        .as_ref()
+        .map_or(0, |b| b.len() as u64)
+        .div_ceil(4);
+    log.prompt_estimate = prompt_estimate;
+    let max_output = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| request.get(k).and_then(serde_json::Value::as_u64));
     // A direct model may be allowed by the name used or by provider/model; a route by its
     // alias, or when the key may use every one of its targets.
     let ids = plan.ids();
@@ -82,7 +90,10 @@ async fn serve(
     if plan.route.is_none() || ids.iter().all(|id| principal.allows(id)) {
         names.extend(ids.iter().map(String::as_str));
     }
-    match gateway.auth.admit(principal, &names, estimate) {
+    match gateway
+        .auth
+        .admit(principal, &names, prompt_estimate, max_output)
+    {
         Ok(admission) => {
             *rate = Some(admission.rate()).filter(RateInfo::is_limited);
             log.admission = Some(admission);
@@ -116,6 +127,8 @@ async fn serve(
                 match completion_usage(&body) {
                     Ok(usage) => {
                         log.answered = true;
+                        // The whole answer is its first token's arrival.
+                        log.ttft = Some(log.started.elapsed());
                         log.usage = usage;
                         if usage.is_none() {
                             log.response_body = Some(body.clone());
@@ -153,17 +166,8 @@ fn note_served<T>(log: &mut RequestLog, served: Served<T>, upstream_started: Ins
     log.provider_model = Some(served.model);
     log.upstream_model = Some(served.upstream_model);
     log.price = served.price;
+    log.listed = served.listed;
     served.value
-}
-
-/// What a request may use, reserved against the key's token limits until it settles:
-/// about a token per four bytes of prompt, plus the completion it asks for.
-fn estimate_tokens(body_len: usize, request: &ChatRequest) -> u64 {
-    let completion = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| request.get(k).and_then(serde_json::Value::as_u64))
-        .unwrap_or(0);
-    (body_len as u64).div_ceil(4) + completion
 }
 
 /// Finishes the log of a request that failed before its answer started.

@@ -82,7 +82,8 @@ async fn chat_completions_in(
             response
         }
         Ok(Answer::Stream { stream, upstream }) => {
-            let mut response = Response::new(GatewayBody::Sse(Box::new(SseBody::new(*stream))));
+            let body = SseBody::new(*stream, gateway.ws_connections.subscribe_cut());
+            let mut response = Response::new(GatewayBody::Sse(Box::new(body)));
             server_timing(&mut response, started.elapsed(), upstream);
             let h = response.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -262,7 +263,8 @@ fn usage_query(query: Option<&str>, principal: &Principal) -> Result<UsageQuery,
                 return Err(Error::new(
                     ErrorKind::PermissionDenied,
                     "a key may only read its own usage; use an admin key for others",
-                ));
+                )
+                .with_code("admin_key_required"));
             }
             _ => q.key = Some(principal.name.to_string()),
         }

@@ -11,6 +11,7 @@ mod access;
 mod admin;
 mod body;
 mod config;
+mod conn;
 mod drain;
 mod errors;
 mod exchange;

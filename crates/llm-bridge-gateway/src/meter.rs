@@ -28,7 +28,13 @@ pub struct MeteredStream {
     usage: Option<Usage>,
     /// Finished (and taken) when the stream ends; `Drop` finishes it as cancelled.
     log: Option<RequestLog>,
+    /// Tokens spent so far, by the gateway's running estimate (prompt, plus a token per four
+    /// bytes of each chunk's text), kept only for keys with a token budget.
+    spent_estimate: u64,
 }
+
+/// How many more tokens a stream reserves at a time when it outgrows its reservation.
+const RESERVE_STEP: u64 = 256;
 
 impl MeteredStream {
     /// Meters `inner`; `log` is finished when the stream ends or is dropped.
@@ -42,6 +48,7 @@ impl MeteredStream {
             span: log.span.clone(),
             client_wants_usage,
             usage: None,
+            spent_estimate: log.prompt_estimate,
             log: Some(log),
         }
     }
@@ -49,6 +56,12 @@ impl MeteredStream {
     /// The usage reported so far (the upstream's final figures once the stream ended).
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    /// Ends the stream early (the gateway is shutting down): the request is logged and
+    /// recorded as cancelled, with `e` as its error.
+    pub fn cut(&mut self, e: &Error) {
+        self.finish(Outcome::Cancelled, Some(e));
     }
 
     fn finish(&mut self, outcome: Outcome, error: Option<&Error>) {
@@ -83,11 +96,17 @@ impl Stream for MeteredStream {
                     return Poll::Ready(None);
                 }
                 Some(Err(e)) => {
-                    this.finish(Outcome::Error, Some(&e));
+                    let outcome = if e.kind() == ErrorKind::UpstreamTruncated {
+                        Outcome::Truncated
+                    } else {
+                        Outcome::Error
+                    };
+                    this.finish(outcome, Some(&e));
                     return Poll::Ready(Some(StreamItem::Failed(e)));
                 }
                 Some(Ok(chunk)) => chunk,
             };
+            let text_before = log.delivered_text.len();
             let seen = match inspect(&chunk.data, Some(&mut log.delivered_text)) {
                 Ok(seen) => seen,
                 Err(parse) => {
@@ -99,6 +118,22 @@ impl Stream for MeteredStream {
                     return Poll::Ready(Some(StreamItem::Failed(e)));
                 }
             };
+            if let Some(admission) = log.admission.as_mut().filter(|a| a.has_token_budget()) {
+                let text = (log.delivered_text.len() - text_before) as u64;
+                this.spent_estimate += text.div_ceil(4);
+                if let Some(u) = seen.usage {
+                    this.spent_estimate = this.spent_estimate.max(u.total_tokens);
+                }
+                let over = this.spent_estimate.saturating_sub(admission.reserved());
+                if over > 0 && admission.extend(over.max(RESERVE_STEP)) < over {
+                    let e = Error::new(
+                        ErrorKind::QuotaExceeded,
+                        "the key's token budget ran out during the stream",
+                    );
+                    this.finish(Outcome::Error, Some(&e));
+                    return Poll::Ready(Some(StreamItem::Failed(e)));
+                }
+            }
             log.bound_delivered_text();
             if log.ttft.is_none() {
                 log.ttft = Some(log.started.elapsed());

@@ -65,6 +65,8 @@ pub struct Observation<'a> {
     pub usage: &'a llm_bridge_core::Usage,
     /// The upstream error kind, if the upstream failed.
     pub upstream_error: Option<&'static str>,
+    /// Whether the upstream ended the stream without finishing the answer.
+    pub truncated: bool,
 }
 
 /// The gateway's metrics.
@@ -76,6 +78,7 @@ pub struct Metrics {
     ttft: HistogramFamily<ProviderLabels>,
     overhead: Histogram,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    truncated: Family<ProviderLabels, Counter>,
     in_flight_requests: Gauge,
     in_flight_streams: Gauge,
     usage_queue_depth: Gauge,
@@ -129,6 +132,12 @@ impl Metrics {
             "Upstream failures by provider and kind",
             upstream_errors.clone(),
         );
+        let truncated = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "streams_truncated",
+            "Streams the upstream ended without finishing the answer (no finish reason, no [DONE])",
+            truncated.clone(),
+        );
         let in_flight_requests = Gauge::default();
         registry.register(
             "in_flight_requests",
@@ -161,6 +170,7 @@ impl Metrics {
             ttft,
             overhead,
             upstream_errors,
+            truncated,
             in_flight_requests,
             in_flight_streams,
             usage_queue_depth,
@@ -219,6 +229,9 @@ impl Metrics {
         if let Some(t) = o.overhead_s {
             self.overhead.observe(t.max(0.0));
         }
+        if o.truncated {
+            self.truncated.get_or_create(&provider).inc();
+        }
         if let Some(kind) = o.upstream_error {
             self.upstream_errors
                 .get_or_create(&UpstreamErrorLabels {
@@ -241,5 +254,53 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The OpenMetrics exposition that prometheus-client writes, in Prometheus' classic text
+/// format (0.0.4): counters are typed under their `_total` sample name, and the OpenMetrics
+/// `# EOF` and `# UNIT` lines are left out.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# TYPE ")
+            .map(|rest| ("# TYPE ", rest))
+            .or_else(|| line.strip_prefix("# HELP ").map(|rest| ("# HELP ", rest)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{kind}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_types_counters_by_their_sample_names() {
+        let om = "# HELP llm_bridge_requests Chat requests.\n# TYPE llm_bridge_requests counter\nllm_bridge_requests_total{a=\"b\"} 1\n# HELP llm_bridge_in_flight x\n# TYPE llm_bridge_in_flight gauge\nllm_bridge_in_flight 0\n# EOF\n";
+        let text = to_prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP llm_bridge_requests_total Chat requests.\n# TYPE llm_bridge_requests_total counter\nllm_bridge_requests_total{a=\"b\"} 1\n# HELP llm_bridge_in_flight x\n# TYPE llm_bridge_in_flight gauge\nllm_bridge_in_flight 0\n"
+        );
     }
 }

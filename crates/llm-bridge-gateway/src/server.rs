@@ -1,57 +1,122 @@
 //! Accepting connections, serving HTTP/1.1 and HTTP/2 on them, and shutting down gracefully.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::Gateway;
+use crate::body::GatewayBody;
+use crate::conn::{BusyGuard, Connections, GuardedIo};
 use crate::service::handle;
 
+/// How long connections get, after the drain timeout cut their streams, to send the final
+/// events before they are dropped.
+const CUT_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests and streams finish for at most `drain_timeout`, and returns.
+/// in-flight requests and streams finish for at most `drain_timeout`, cuts what is left
+/// (streams get an error event and `[DONE]`, every request its access event and usage
+/// record), and returns.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    let config = gateway.config.clone();
+    let header_timeout = config.header_read_timeout.duration();
+    let write_timeout = config.write_timeout.duration();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(header_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    // Pings find dead peers of connections with streams open; idle ones close by the
+    // connection registry's deadline.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let connections = Connections::new(
+        config
+            .max_connections
+            .unwrap_or_else(crate::conn::default_max_connections),
+    );
     let graceful = GracefulShutdown::new();
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Out of file descriptors and the like: free one if an idle
+                        // connection holds it, back off instead of spinning, and say so
+                        // once in a while rather than for every attempt.
+                        connections.evict_one();
+                        let wait = accept_errors.failed(&e);
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
+                };
+                accept_errors.succeeded();
+                let also_open = gateway.ws_connections.open();
+                let Some(registered) = connections.admit(also_open) else {
+                    refuse(stream);
+                    continue;
                 };
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
+                let state = registered.state.clone();
                 let gw = gateway.clone();
-                let service = service_fn(move |req| handle(gw.clone(), req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                let service = service_fn(move |req| {
+                    let busy = state.busy();
+                    let gw = gw.clone();
+                    async move {
+                        let response = handle(gw, req).await?;
+                        Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
                     }
+                });
+                let io = TokioIo::new(GuardedIo::new(stream, write_timeout));
+                let conn = builder.serve_connection_with_upgrades(io, service);
+                let conn = graceful.watch(conn.into_owned());
+                let mut cut = gateway.ws_connections.subscribe_cut();
+                let cut = async move {
+                    let _ = cut.wait_for(|cut| *cut).await;
+                };
+                tokio::spawn(async move {
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        result = &mut conn => {
+                            if let Err(e) = result {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        }
+                        () = registered.state.closing(header_timeout) => {
+                            tracing::debug!("closing a connection idle for server.header_read_timeout");
+                        }
+                        () = cut => {
+                            // The drain timeout passed: streams were told to end; let them
+                            // send their last events, then drop what is left (its requests
+                            // are logged and recorded as cancelled).
+                            let _ = tokio::time::timeout(CUT_GRACE, &mut conn).await;
+                        }
+                    }
+                    drop(registered);
                 });
             }
             () = &mut shutdown => break,
@@ -70,10 +135,88 @@ pub async fn serve(
         graceful.shutdown().await;
         gateway.ws_connections.idle().await;
     };
+    tokio::pin!(all);
     // A little beyond the drain timeout: WebSocket connections cut their requests at the
     // timeout and then need a moment to send their close frames.
-    match tokio::time::timeout(drain + Duration::from_secs(1), all).await {
+    match tokio::time::timeout(drain, &mut all).await {
         Ok(()) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!("drain timeout reached: closing the remaining connections"),
+        Err(_) => {
+            tracing::warn!(
+                open = connections.len(),
+                "drain timeout reached: ending the remaining requests"
+            );
+            gateway.ws_connections.cut();
+            if tokio::time::timeout(CUT_GRACE * 2, &mut all).await.is_err() {
+                tracing::warn!("closing the remaining connections");
+            }
+        }
+    }
+}
+
+/// Answers a connection beyond `server.max_connections` with a 503, if its socket takes the
+/// bytes at once, and closes it.
+fn refuse(stream: TcpStream) {
+    const BODY: &str = r#"{"error":{"message":"the gateway is at server.max_connections and every connection is busy","type":"service_unavailable","param":null,"code":"service_unavailable"}}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    tracing::debug!("refused a connection: server.max_connections reached");
+}
+
+/// Failed accepts, logged at most every ten seconds, with growing back-off.
+#[derive(Default)]
+struct AcceptErrors {
+    streak: u32,
+    suppressed: u64,
+    last_logged: Option<Instant>,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.streak = self.streak.saturating_add(1);
+        if self
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(error = %e, suppressed = self.suppressed, "accept failed");
+            self.last_logged = Some(Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        // 5 ms, 10 ms, … up to 1 s.
+        Duration::from_millis(5u64 << self.streak.min(8)).min(Duration::from_secs(1))
+    }
+
+    fn succeeded(&mut self) {
+        self.streak = 0;
+    }
+}
+
+/// A response body that keeps its connection counted busy until it is sent or dropped.
+struct Tracked {
+    body: GatewayBody,
+    _busy: BusyGuard,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -74,7 +74,12 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", v);
     }
-    // Browser apps call the API from other origins with bearer keys (never cookies).
+    // Browser apps call the API from other origins with bearer keys (never cookies). The
+    // operators' endpoints are not for other origins' pages to read.
+    let operators_only = path == "/metrics" || path.starts_with("/admin");
+    if operators_only {
+        return Ok(response);
+    }
     headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     if method == Method::OPTIONS {
         headers.insert(
@@ -146,15 +151,30 @@ fn metrics(gateway: &Gateway, headers: &http::HeaderMap) -> Response<GatewayBody
             ));
         }
     }
+    // OpenMetrics only for scrapers that ask for it; the classic text format otherwise,
+    // each with its own content type so that strict parsers read the counters right.
+    let openmetrics = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     let text = gateway
         .telemetry
         .metrics
         .render(gateway.telemetry.usage.as_ref());
+    let (text, content_type) = if openmetrics {
+        (
+            text,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            crate::metrics::to_prometheus_text(&text),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
     let mut r = Response::new(GatewayBody::full(Bytes::from(text)));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 

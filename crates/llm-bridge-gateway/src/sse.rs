@@ -1,12 +1,15 @@
 //! The server-sent-event body of a streamed answer.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use http_body::{Body, Frame};
+use llm_bridge_core::{Error, ErrorKind};
+use tokio::sync::watch;
 
 use crate::errors::error_body;
 use crate::meter::{MeteredStream, StreamItem};
@@ -18,14 +21,19 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 pub struct SseBody {
     stream: MeteredStream,
     ended: bool,
+    /// Resolves when the drain timeout passed during shutdown: the stream is cut.
+    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl SseBody {
-    /// A body for a metered stream.
-    pub fn new(stream: MeteredStream) -> Self {
+    /// A body for a metered stream, cut when `cut` turns `true`.
+    pub fn new(stream: MeteredStream, mut cut: watch::Receiver<bool>) -> Self {
         SseBody {
             stream,
             ended: false,
+            cut: Box::pin(async move {
+                let _ = cut.wait_for(|cut| *cut).await;
+            }),
         }
     }
 }
@@ -52,7 +60,19 @@ impl Body for SseBody {
         if self.ended {
             return Poll::Ready(None);
         }
-        let bytes = match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
+        let next = match Pin::new(&mut self.stream).poll_next(cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                ready!(self.cut.as_mut().poll(cx));
+                let e = Error::new(
+                    ErrorKind::Unavailable,
+                    "the gateway is shutting down: the stream was cut at server.drain_timeout",
+                );
+                self.stream.cut(&e);
+                Some(StreamItem::Failed(e))
+            }
+        };
+        let bytes = match next {
             Some(StreamItem::Chunk(data)) => event(&data, false),
             Some(StreamItem::Failed(e)) => {
                 self.ended = true;

@@ -35,6 +35,18 @@ impl KeyRing {
         }
     }
 
+    /// `text` with these keys (with or without their `Bearer ` prefix), any bearer token and
+    /// URL credentials replaced by `[redacted]`.
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let secrets: Vec<&str> = self
+            .keys
+            .iter()
+            .filter_map(|k| k.to_str().ok())
+            .map(|k| k.strip_prefix("Bearer ").unwrap_or(k))
+            .collect();
+        llm_bridge_core::redact::redact(text, &secrets)
+    }
+
     /// Whether there is no key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

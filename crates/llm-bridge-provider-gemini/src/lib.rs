@@ -265,6 +265,10 @@ impl ChatProvider for GeminiProvider {
         &self.catalog
     }
 
+    fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.keys.redact(text)
+    }
+
     async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
         let entry = self.entry(model)?;
         entry.config.apply(&mut request);

@@ -173,6 +173,10 @@ impl ChatProvider for OpenAiProvider {
         &self.catalog
     }
 
+    fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.keys.redact(text)
+    }
+
     async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
         let entry = self.entry(model)?;
         entry.config.apply(&mut request);
@@ -222,15 +226,19 @@ impl ChatProvider for OpenAiProvider {
             events: SseStream::new(response.into_body(), timeout),
             provider: self.name.clone(),
             done: false,
+            finished: false,
         }))
     }
 }
 
-/// The chunks of an OpenAI event stream: `[DONE]` ends it, an error event fails it.
+/// The chunks of an OpenAI event stream: `[DONE]` ends it, an error event fails it, and an
+/// end without either `[DONE]` or a finish reason is a truncated answer.
 struct Chunks {
     events: SseStream,
     provider: Arc<str>,
     done: bool,
+    /// Whether a chunk carried a finish reason.
+    finished: bool,
 }
 
 impl Chunks {
@@ -253,7 +261,18 @@ impl Stream for Chunks {
             let event = match ready!(Pin::new(&mut this.events).poll_next(cx)) {
                 None => {
                     this.done = true;
-                    return Poll::Ready(None);
+                    if this.finished {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::UpstreamTruncated,
+                        format!(
+                            "provider '{}' ended the stream without finishing the answer \
+                             (no finish reason, no [DONE])",
+                            this.provider
+                        ),
+                    )
+                    .with_provider(&*this.provider))));
                 }
                 Some(Err(e)) => {
                     this.done = true;
@@ -274,9 +293,24 @@ impl Stream for Chunks {
                 this.done = true;
                 return Poll::Ready(Some(Err(errors::from_stream_event(&this.provider, &data))));
             }
+            if !this.finished {
+                this.finished = has_finish_reason(&data);
+            }
             return Poll::Ready(Some(Ok(ChatChunk { data })));
         }
     }
+}
+
+/// Whether a chunk has a non-null `finish_reason`, by a byte scan (the chunk is not parsed
+/// here): the key followed by a string value.
+fn has_finish_reason(chunk: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\"";
+    memchr::memmem::find_iter(chunk, KEY).any(|at| {
+        chunk[at + KEY.len()..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace() && **b != b':')
+            .is_some_and(|b| *b == b'"')
+    })
 }
 
 fn trim_ascii(b: Bytes) -> Bytes {
@@ -298,6 +332,20 @@ fn trim_ascii(b: Bytes) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finish_reasons_are_seen_without_parsing() {
+        assert!(has_finish_reason(
+            br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+        ));
+        assert!(has_finish_reason(
+            br#"{"choices":[{"finish_reason" : "length"}]}"#
+        ));
+        assert!(!has_finish_reason(
+            br#"{"choices":[{"delta":{"content":"finish_reason"},"finish_reason":null}]}"#
+        ));
+        assert!(!has_finish_reason(br#"{"choices":[]}"#));
+    }
 
     #[test]
     fn base_url_may_be_root_or_full_endpoint() {

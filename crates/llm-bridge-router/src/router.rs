@@ -100,6 +100,8 @@ pub struct Served<T> {
     pub route: Option<String>,
     /// Attempts beyond the first (retries and fallbacks).
     pub retries: u32,
+    /// Whether the config names the model (as opposed to a `"*"` entry letting it through).
+    pub listed: bool,
 }
 
 impl<T> Served<T> {
@@ -279,7 +281,17 @@ impl Router {
         request: ChatRequest,
     ) -> Result<Served<ChatResponse>> {
         self.attempts(plan, request, |target, request| async move {
-            target.provider.chat(&target.model, request).await
+            let answer = target.provider.chat(&target.model, request).await?;
+            // An answer that is not a JSON object (an HTML page, a cut body) is the target's
+            // fault: retried like a 5xx, never handed to the client.
+            if let Err(e) = llm_bridge_core::completion_usage(&answer.body) {
+                return Err(Error::new(
+                    ErrorKind::UpstreamBadResponse,
+                    format!("upstream answered with invalid JSON: {e}"),
+                )
+                .with_provider(target.provider.name()));
+            }
+            Ok(answer)
         })
         .await
     }
@@ -298,7 +310,12 @@ impl Router {
         request: ChatRequest,
     ) -> Result<Served<ChunkStream>> {
         self.attempts(plan, request, |target, request| async move {
-            let mut stream = target.provider.chat_stream(&target.model, request).await?;
+            let provider = target.provider.clone();
+            let stream = target.provider.chat_stream(&target.model, request).await?;
+            // Errors after the start go to the client too: scrub them like the others.
+            let mut stream: ChunkStream = Box::pin(
+                stream.map(move |item| item.map_err(|e| e.scrubbed(|m| provider.redact(m)))),
+            );
             match stream.next().await {
                 Some(Err(e)) => Err(e),
                 Some(Ok(first)) => {
@@ -417,7 +434,8 @@ impl Router {
                         self.health.success(id, began.elapsed());
                         return Ok(served(target, value, plan.route.clone(), made - 1));
                     }
-                    Err(e) => e,
+                    // Before anything logs or keeps it: upstreams echo keys.
+                    Err(e) => e.scrubbed(|m| target.provider.redact(m)),
                 };
                 let kind = e.kind();
                 if !kind.is_retryable() && !falls_back(kind) {
@@ -479,6 +497,7 @@ fn served<T>(target: &Target, value: T, route: Option<String>, retries: u32) -> 
         price: target.price(),
         provider: target.provider.name().into(),
         model: target.model.clone(),
+        listed: target.provider.catalog().lists(&target.model),
         value,
         route,
         retries,
