@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Yaml};
 use indexmap::IndexMap;
 use llm_bridge_core::RetryConfig;
 use llm_bridge_core::{ProviderConfig, TlsConfig};
+use llm_bridge_auth::LimitsConfig;
 use llm_bridge_gateway::{MetricsConfig, ServerConfig};
 pub use llm_bridge_http::ProxyConfig;
 use llm_bridge_router::{CooldownConfig, RouteConfig};
@@ -53,6 +54,9 @@ pub struct AppConfig {
     /// Usage records.
     #[serde(default)]
     pub usage: UsageConfig,
+    /// How keys' budgets are enforced.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// `GET /metrics`.
     #[serde(default)]
     pub metrics: MetricsConfig,

@@ -149,6 +149,28 @@ pub struct Authenticator {
 /// Output tokens reserved at most per request against a key's budgets, by default.
 pub const DEFAULT_RESERVATION: u64 = 4096;
 
+/// The `limits` section of the config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Output tokens a request reserves at most against its key's token budgets (a stream
+    /// that needs more reserves more as it goes).
+    #[serde(default = "default_reservation")]
+    pub budget_reservation: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            budget_reservation: DEFAULT_RESERVATION,
+        }
+    }
+}
+
+fn default_reservation() -> u64 {
+    DEFAULT_RESERVATION
+}
+
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
