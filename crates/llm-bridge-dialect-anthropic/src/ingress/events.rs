@@ -1,7 +1,7 @@
 //! Pivot `chat.completion.chunk`s → Anthropic's stream events, for `/v1/messages` clients
 //! whose request went to a provider that does not speak Messages.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -37,8 +37,8 @@ pub struct EventWriter {
     started: bool,
     next_index: u64,
     open: Option<(u64, Open)>,
-    /// Pivot tool call index → whether its block was opened.
-    tools: BTreeMap<u64, ()>,
+    /// Pivot tool call indexes whose block was opened.
+    tools: BTreeSet<u64>,
     stop_reason: Option<&'static str>,
     usage: Option<Value>,
     done: bool,
@@ -58,7 +58,7 @@ impl EventWriter {
             started: false,
             next_index: 0,
             open: None,
-            tools: BTreeMap::new(),
+            tools: BTreeSet::new(),
             stop_reason: None,
             usage: None,
             done: false,
@@ -228,8 +228,7 @@ impl EventWriter {
     fn tool_call(&mut self, call: &Value, out: &mut String) {
         let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
         let f = call.get("function");
-        if !self.tools.contains_key(&n) {
-            self.tools.insert(n, ());
+        if self.tools.insert(n) {
             self.close(out);
             let id = call
                 .get("id")
