@@ -284,7 +284,11 @@ fn assistant_message(blocks: &[Value], i: usize, dropped: &mut Dropped) -> Value
             "text" => text.push_str(s("text")),
             "thinking" => {
                 reasoning.push_str(s("thinking"));
-                thinking_blocks.push(thinking::thinking_block(s("thinking"), s("signature")));
+                // An unsigned block (reasoning this gateway relayed from another provider)
+                // could never go back to Anthropic: only its text is kept.
+                if !s("signature").is_empty() {
+                    thinking_blocks.push(thinking::thinking_block(s("thinking"), s("signature")));
+                }
             }
             "redacted_thinking" => thinking_blocks.push(thinking::redacted_block(s("data"))),
             "tool_use" => {
