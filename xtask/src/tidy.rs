@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "llm-bridge-provider-gemini",
         &["llm-bridge-core", "llm-bridge-http"],
     ),
+    ("llm-bridge-dialect-anthropic", &["llm-bridge-core"]),
     ("llm-bridge-auth", &["llm-bridge-core"]),
     ("llm-bridge-usage", &["llm-bridge-core"]),
     ("llm-bridge-router", &["llm-bridge-core"]),
