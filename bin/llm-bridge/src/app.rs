@@ -129,8 +129,8 @@ impl App {
             .transpose()
             .map_err(|e| ConfigError::new(e.message()))?
             .unwrap_or_default();
-        let mut authenticator = Authenticator::new(keys, admin_keys)
-            .with_reservation(config.limits.budget_reservation);
+        let mut authenticator =
+            Authenticator::new(keys, admin_keys).with_reservation(config.limits.budget_reservation);
         match open_managed_keys(&config.usage.database) {
             Ok(managed) => authenticator = authenticator.with_managed(managed),
             // Static keys still work; managed keys come back when the database does.

@@ -17,7 +17,8 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use keys::{
-    AccessKey, Authenticator, DEFAULT_RESERVATION, LimitsConfig, Principal, generate_key, parse_access_keys, parse_admin_keys,
+    AccessKey, Authenticator, DEFAULT_RESERVATION, LimitsConfig, Principal, generate_key,
+    parse_access_keys, parse_admin_keys,
 };
 pub use limits::{Admission, KeyState, RateInfo, Rejection};
 pub use managed::{ManagedKey, ManagedKeys};

@@ -176,6 +176,7 @@ pub fn status_and_type(error: &Error) -> (u16, &str) {
         ErrorKind::UpstreamUnavailable
         | ErrorKind::UpstreamAuth
         | ErrorKind::UpstreamBadResponse
+        | ErrorKind::UpstreamTruncated
         | ErrorKind::Internal => "api_error",
     };
     (kind.status(), anthropic)
