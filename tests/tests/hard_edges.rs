@@ -405,3 +405,41 @@ async fn concurrent_streams_cannot_overspend_a_token_budget() {
         "spent {spent} tokens of a 100-token budget with {admitted} admitted (bound {bound})"
     );
 }
+
+#[tokio::test]
+async fn silent_connections_are_closed_after_the_header_read_timeout_whatever_their_protocol() {
+    let mock = MockUpstream::start().await;
+    let gw = one_provider(&mock, "server: { header_read_timeout: 1 }\n").await;
+    for (what, opening) in [
+        ("nothing at all", &b""[..]),
+        ("an h2c preface", &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]),
+        (
+            "half a request head",
+            &b"GET /healthz HTTP/1.1\r\nhost:"[..],
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let mut socket = tokio::net::TcpStream::connect(gw.app.addr).await.unwrap();
+        socket.write_all(opening).await.unwrap();
+        let mut sink = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "{what}: still open after 10 s");
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{what}: closed too early"
+        );
+    }
+    // A keep-alive connection is closed the same way after its last request.
+    let mut socket = tokio::net::TcpStream::connect(gw.app.addr).await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut sink))
+        .await
+        .expect("closed after the idle timeout")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&sink).starts_with("HTTP/1.1 200"));
+}
