@@ -163,7 +163,11 @@ impl App {
             config.server.clone(),
             config.metrics.clone(),
             usage,
-        );
+        )
+        // The dialects served in front besides chat completions.
+        .with_ingresses(vec![Arc::new(
+            llm_bridge_dialect_anthropic::MessagesIngress,
+        )]);
         Ok(App {
             gateway,
             generated_key,

@@ -70,6 +70,7 @@
 pub mod calendar;
 mod config;
 mod error;
+mod ingress;
 mod message;
 mod model_ref;
 mod provider;
@@ -83,6 +84,7 @@ pub use config::{
     ProviderConfig, Seconds, TlsConfig, api_key_env_var,
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
+pub use ingress::{Ingress, IngressRequest, IngressStream};
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};
 pub use model_ref::ModelRef;
 pub use provider::ChatProvider;

@@ -88,6 +88,7 @@ pub use errors::{
     error_body, error_from_event, error_from_status, error_response, status_and_type,
 };
 pub use ingress::events::EventWriter;
+pub use ingress::mounted::MessagesIngress;
 pub use ingress::request::{TranslatedRequest, chat_request, effort_for_budget};
 pub use ingress::response::{messages_response, stop_reason};
 pub use usage::{

@@ -107,7 +107,7 @@ async fn chat_completions_in(
 }
 
 /// The `x-ratelimit-*` headers of a key with rate limits.
-fn rate_headers(response: &mut Response<GatewayBody>, rate: &RateInfo) {
+pub fn rate_headers(response: &mut Response<GatewayBody>, rate: &RateInfo) {
     let h = response.headers_mut();
     for (name, value) in [
         ("x-ratelimit-limit-requests", rate.limit_requests),
@@ -123,7 +123,7 @@ fn rate_headers(response: &mut Response<GatewayBody>, rate: &RateInfo) {
 
 /// `Server-Timing: gateway;dur=…, upstream;dur=…` (milliseconds): the gateway's own time and
 /// the upstream's, up to the start of the answer.
-fn server_timing(
+pub fn server_timing(
     response: &mut Response<GatewayBody>,
     total: std::time::Duration,
     upstream: std::time::Duration,

@@ -16,6 +16,7 @@ mod drain;
 mod errors;
 mod exchange;
 mod http;
+mod ingress;
 mod meter;
 mod metrics;
 mod server;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use llm_bridge_auth::Authenticator;
+use llm_bridge_core::Ingress;
 use llm_bridge_router::Router;
 use llm_bridge_usage::{Estimator, UsageReader, UsageSink};
 
@@ -57,6 +59,7 @@ pub struct Gateway {
     usage_reader: Option<UsageReader>,
     metrics_config: MetricsConfig,
     ws_connections: drain::Drain,
+    ingresses: Vec<Arc<dyn Ingress>>,
 }
 
 impl Gateway {
@@ -92,6 +95,29 @@ impl Gateway {
             usage_reader,
             metrics_config,
             ws_connections: drain::Drain::default(),
+            ingresses: Vec::new(),
+        })
+    }
+
+    /// The same gateway also serving these dialects at their paths (before it serves).
+    pub fn with_ingresses(self: Arc<Self>, ingresses: Vec<Arc<dyn Ingress>>) -> Arc<Self> {
+        let mut gateway = Arc::try_unwrap(self).unwrap_or_else(|_| {
+            panic!("Gateway::with_ingresses must be called before the gateway is shared")
+        });
+        gateway.ingresses = ingresses;
+        Arc::new(gateway)
+    }
+
+    /// The dialect mounted at `path`, and whether `path` is its token-counting endpoint.
+    fn ingress_at(&self, path: &str) -> Option<(&Arc<dyn Ingress>, bool)> {
+        self.ingresses.iter().find_map(|i| {
+            if i.path() == path {
+                Some((i, false))
+            } else if i.count_tokens_path() == Some(path) {
+                Some((i, true))
+            } else {
+                None
+            }
         })
     }
 

@@ -44,9 +44,16 @@ pub async fn handle(
     let started = Instant::now();
     let is_chat = method == Method::POST
         && matches!(path.as_str(), "/v1/chat/completions" | "/chat/completions");
+    let ingress = gateway
+        .ingress_at(&path)
+        .filter(|_| method == Method::POST)
+        .map(|(i, counting)| (i.clone(), counting));
     let mut response = if is_chat {
         // The chat path emits its own, richer access event.
         chat_completions(&gateway, request, request_id.clone()).await
+    } else if let Some((ingress, false)) = ingress {
+        // So does a dialect's main endpoint.
+        crate::ingress::serve(&gateway, ingress, request, request_id.clone()).await
     } else {
         let span = tracing::info_span!("request", request_id = %request_id, transport = "http");
         let key = presented_key(request.headers()).map(str::to_owned);
@@ -101,6 +108,11 @@ async fn route(
     method: &Method,
     path: &str,
 ) -> Response<GatewayBody> {
+    if method == Method::POST {
+        if let Some((ingress, true)) = gateway.ingress_at(path) {
+            return crate::ingress::count_tokens(gateway, &**ingress, request).await;
+        }
+    }
     match (method, path) {
         (&Method::GET, "/v1/models" | "/models") => models(gateway, request.headers()),
         (&Method::GET, "/v1/usage") => {
@@ -121,7 +133,10 @@ async fn route(
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
-        (_, p) if KNOWN.contains(&p) && (p != "/metrics" || gateway.metrics_config.enabled) => {
+        (_, p)
+            if (KNOWN.contains(&p) && (p != "/metrics" || gateway.metrics_config.enabled))
+                || gateway.ingress_at(p).is_some() =>
+        {
             let mut r = error_response(&Error::new(
                 ErrorKind::InvalidRequest,
                 format!("method {method} is not allowed on {path}"),

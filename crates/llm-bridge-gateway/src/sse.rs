@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use http_body::{Body, Frame};
-use llm_bridge_core::{Error, ErrorKind};
+use llm_bridge_core::{Error, ErrorKind, IngressStream};
 use tokio::sync::watch;
 
 use crate::errors::error_body;
@@ -21,6 +21,8 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 pub struct SseBody {
     stream: MeteredStream,
     ended: bool,
+    /// Renders the stream in a dialect's events; `None`: chat completion chunks.
+    writer: Option<Box<dyn IngressStream>>,
     /// Resolves when the drain timeout passed during shutdown: the stream is cut.
     cut: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -31,10 +33,54 @@ impl SseBody {
         SseBody {
             stream,
             ended: false,
+            writer: None,
             cut: Box::pin(async move {
                 let _ = cut.wait_for(|cut| *cut).await;
             }),
         }
+    }
+}
+
+impl SseBody {
+    /// The same stream rendered by a dialect's writer instead of as chat completion chunks.
+    pub fn rendered_by(mut self, writer: Box<dyn IngressStream>) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// The bytes for the next item; `None` when it renders to nothing (keep polling).
+    fn render(&mut self, next: Option<StreamItem>) -> Option<Bytes> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Some(match next {
+                Some(StreamItem::Chunk(data)) => event(&data, false),
+                Some(StreamItem::Failed(e)) => {
+                    self.ended = true;
+                    event(&error_body(&e), true)
+                }
+                None => {
+                    self.ended = true;
+                    Bytes::from_static(DONE)
+                }
+            });
+        };
+        let bytes = match next {
+            Some(StreamItem::Chunk(data)) => match writer.chunk(&data) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.ended = true;
+                    writer.error(&e)
+                }
+            },
+            Some(StreamItem::Failed(e)) => {
+                self.ended = true;
+                writer.error(&e)
+            }
+            None => {
+                self.ended = true;
+                writer.finish()
+            }
+        };
+        (!bytes.is_empty() || self.ended).then_some(bytes)
     }
 }
 
@@ -57,33 +103,26 @@ impl Body for SseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.ended {
-            return Poll::Ready(None);
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            let next = match Pin::new(&mut self.stream).poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    ready!(self.cut.as_mut().poll(cx));
+                    let e = Error::new(
+                        ErrorKind::Unavailable,
+                        "the gateway is shutting down: the stream was cut at server.drain_timeout",
+                    );
+                    self.stream.cut(&e);
+                    Some(StreamItem::Failed(e))
+                }
+            };
+            if let Some(bytes) = self.render(next) {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
         }
-        let next = match Pin::new(&mut self.stream).poll_next(cx) {
-            Poll::Ready(next) => next,
-            Poll::Pending => {
-                ready!(self.cut.as_mut().poll(cx));
-                let e = Error::new(
-                    ErrorKind::Unavailable,
-                    "the gateway is shutting down: the stream was cut at server.drain_timeout",
-                );
-                self.stream.cut(&e);
-                Some(StreamItem::Failed(e))
-            }
-        };
-        let bytes = match next {
-            Some(StreamItem::Chunk(data)) => event(&data, false),
-            Some(StreamItem::Failed(e)) => {
-                self.ended = true;
-                event(&error_body(&e), true)
-            }
-            None => {
-                self.ended = true;
-                Bytes::from_static(DONE)
-            }
-        };
-        Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
     fn is_end_stream(&self) -> bool {

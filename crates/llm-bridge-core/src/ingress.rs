@@ -1,0 +1,66 @@
+//! A client-facing API dialect besides chat completions (Anthropic Messages, OpenAI
+//! Responses, Gemini), as the gateway mounts it.
+//!
+//! Chat completions stay the pivot: a dialect turns its requests into a pivot
+//! [`ChatRequest`] and pivot answers, chunks and errors back into its own shapes. The gateway
+//! authenticates, limits, routes, meters and records the pivot request as it would a chat
+//! completion, and never learns a vendor format. A dialect is a value the binary registers.
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::request::ChatRequest;
+
+/// One request of the dialect, in the pivot.
+#[derive(Debug)]
+pub struct IngressRequest {
+    /// The request as a chat completion.
+    pub request: ChatRequest,
+    /// Fields of the dialect a pivot target cannot honour, left out (for a debug log).
+    pub dropped: Vec<String>,
+}
+
+/// A dialect in front of the gateway. See the module docs.
+pub trait Ingress: Send + Sync + 'static {
+    /// A short name for logs and the `dialect` in access events (`anthropic`).
+    fn name(&self) -> &'static str;
+
+    /// The path of its main endpoint (`/v1/messages`), served for `POST`.
+    fn path(&self) -> &'static str;
+
+    /// The path of its token-counting endpoint, if it has one (`/v1/messages/count_tokens`).
+    fn count_tokens_path(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Translates a request body into the pivot.
+    fn request(&self, body: &[u8]) -> Result<IngressRequest>;
+
+    /// Renders a complete pivot answer (`chat.completion` JSON) in the dialect; `model` is
+    /// the name the client asked for.
+    fn response(&self, completion: &[u8], model: &str) -> Result<Bytes>;
+
+    /// A writer that renders a pivot chunk stream as the dialect's event stream.
+    fn stream(&self, model: &str) -> Box<dyn IngressStream>;
+
+    /// The status and body of an error answered before any byte of the answer was sent.
+    fn error(&self, error: &Error) -> (u16, Bytes);
+
+    /// The body answering a token count (`input_tokens` counted by the gateway).
+    fn count_tokens_answer(&self, input_tokens: u64) -> Bytes {
+        Bytes::from(format!("{{\"input_tokens\":{input_tokens}}}"))
+    }
+}
+
+/// Renders one stream: every call returns the bytes to send (complete server-sent events,
+/// possibly none).
+pub trait IngressStream: Send {
+    /// One pivot `chat.completion.chunk`.
+    fn chunk(&mut self, chunk: &[u8]) -> Result<Bytes>;
+
+    /// The pivot stream ended.
+    fn finish(&mut self) -> Bytes;
+
+    /// The stream failed after it started; nothing follows.
+    fn error(&mut self, error: &Error) -> Bytes;
+}

@@ -1,0 +1,244 @@
+//! Anthropic's Messages API in front (`/v1/messages`), translated to an OpenAI-compatible
+//! upstream: answers, streams, errors in Anthropic's shape, token counts, and what a real
+//! Claude Code request becomes.
+
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use testkit::{Answer, Client, Echo, MockUpstream, TestGateway, config_with, openai_provider};
+
+async fn gateway(mock: &MockUpstream) -> TestGateway {
+    TestGateway::start(&format!(
+        "default_provider: up\n{}",
+        config_with(&[openai_provider(
+            "up",
+            &mock.url(),
+            "      m: {}\n      claude-sonnet-4-5: {}\n",
+        )])
+    ))
+    .await
+}
+
+/// POSTs to `/v1/messages` with the key in `x-api-key`, as the Anthropic SDKs send it.
+async fn messages(client: &Client, key: Option<&str>, path: &str, body: &Value) -> Answer {
+    let mut request = client
+        .with_key(None)
+        .request(http::Method::POST, path)
+        .header("anthropic-version", "2023-06-01");
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    client
+        .call(
+            request
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+}
+
+fn hello(stream: bool) -> Value {
+    json!({"model": "up/m", "max_tokens": 100, "stream": stream,
+           "system": "be brief", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// `(event name, data)` of an Anthropic event stream.
+fn events(body: &[u8]) -> Vec<(String, Value)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default()
+                .to_owned();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_messages_request_is_served_by_an_openai_upstream() {
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock).await;
+    let answer = messages(
+        &gw.client,
+        Some(testkit::TEST_KEY),
+        "/v1/messages",
+        &hello(false),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let body = answer.json();
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["role"], "assistant");
+    assert_eq!(body["model"], "up/m");
+    assert_eq!(body["content"][0]["type"], "text");
+    assert_eq!(body["content"][0]["text"], "echo: hi");
+    assert_eq!(body["stop_reason"], "end_turn");
+    assert_eq!(body["usage"]["input_tokens"], 11);
+    assert_eq!(body["usage"]["output_tokens"], 7);
+    // The upstream got a chat completion: the system prompt first, max_tokens kept.
+    let sent = mock.last().json();
+    assert_eq!(sent["messages"][0]["role"], "system");
+    assert_eq!(sent["messages"][0]["content"], "be brief");
+    assert_eq!(sent["max_tokens"], 100);
+    assert_eq!(sent["model"], "m");
+    let db = gw.shutdown().await;
+    let report = llm_bridge_usage::UsageReader::new(&db)
+        .query(&llm_bridge_usage::UsageQuery {
+            from_ms: 0,
+            to_ms: i64::MAX / 2,
+            group_by: llm_bridge_usage::GroupBy::None,
+            key: None,
+        })
+        .unwrap();
+    assert_eq!(report.total.requests, 1);
+    assert_eq!(report.total.prompt_tokens, 11);
+}
+
+#[tokio::test]
+async fn a_streamed_messages_request_gets_anthropics_event_sequence() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(testkit::Behavior::Echo(Echo {
+        chunks: 3,
+        ..Echo::default()
+    }));
+    let gw = gateway(&mock).await;
+    let answer = messages(
+        &gw.client,
+        Some(testkit::TEST_KEY),
+        "/v1/messages",
+        &hello(true),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-type"), Some("text/event-stream"));
+    let events = events(&answer.body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    assert!(names.contains(&"content_block_start"));
+    assert!(names.contains(&"content_block_stop"));
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "echo: hi");
+    let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(delta.1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta.1["usage"]["output_tokens"], 7);
+    // The gateway asked the upstream for usage on its own.
+    assert_eq!(mock.last().json()["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn errors_on_the_messages_path_have_anthropics_shape() {
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock).await;
+    let c = &gw.client;
+    for (key, body, status, kind) in [
+        (None, hello(false), 401, "authentication_error"),
+        (Some("sk-wrong"), hello(false), 401, "authentication_error"),
+        (
+            Some(testkit::TEST_KEY),
+            json!({"model": "up/nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+            404,
+            "not_found_error",
+        ),
+        (
+            Some(testkit::TEST_KEY),
+            json!({"model": "up/m", "messages": "not a list"}),
+            400,
+            "invalid_request_error",
+        ),
+    ] {
+        let answer = messages(c, key, "/v1/messages", &body).await;
+        assert_eq!(answer.status, status, "{body}");
+        let json = answer.json();
+        assert_eq!(json["type"], "error", "{json}");
+        assert_eq!(json["error"]["type"], kind, "{json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // Bearer works too.
+    let bearer = c
+        .call(
+            c.request(http::Method::POST, "/v1/messages")
+                .body(Full::new(Bytes::from(hello(false).to_string())))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(bearer.status, 200);
+}
+
+#[tokio::test]
+async fn count_tokens_is_estimated_by_the_gateway() {
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock).await;
+    let answer = messages(
+        &gw.client,
+        Some(testkit::TEST_KEY),
+        "/v1/messages/count_tokens",
+        &json!({"model": "up/m", "messages": [{"role": "user", "content": "hello there, how are you today?"}]}),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.header("x-llm-bridge-estimated"), Some("true"));
+    let n = answer.json()["input_tokens"].as_u64().unwrap();
+    assert!((5..40).contains(&n), "{n}");
+    assert_eq!(mock.request_count(), 0, "counting asks no upstream");
+}
+
+#[tokio::test]
+async fn claude_codes_first_turn_reaches_a_chat_upstream_without_anthropic_only_fields() {
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock).await;
+    let recorded: Value = serde_json::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/llm-bridge-dialect-anthropic/tests/fixtures/claude-code-2.1.328.first-turn.json"
+    )).unwrap())
+    .unwrap();
+    let mut body = recorded["body"].clone();
+    body["stream"] = json!(false);
+    let answer = messages(
+        &gw.client,
+        Some(testkit::TEST_KEY),
+        "/v1/messages?beta=true",
+        &body,
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["type"], "message");
+    let sent = mock.last();
+    let text = String::from_utf8_lossy(&sent.body);
+    assert!(!text.contains("cache_control"), "{text}");
+    assert!(!text.contains("context_management"), "{text}");
+    let sent = sent.json();
+    assert_eq!(sent["model"], "claude-sonnet-4-5");
+    assert_eq!(sent["tools"].as_array().unwrap().len(), 12);
+    assert_eq!(sent["messages"][0]["role"], "system");
+}
