@@ -26,8 +26,12 @@ trap cleanup EXIT
 
 "$TARGET/debug/mock-upstream" --port-file "$WORK/mock.port" --chunks 5 >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
+# The scripted upstream of the agent tests: asks for tools, speaks chat and Messages.
+"$VENV/bin/python" tests/agents/mock_llm.py --port-file "$WORK/script.port" --log "$WORK/script.jsonl" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/mock.port" ] && [ -s "$WORK/script.port" ] && break; sleep 0.1; done
 MOCK_PORT=$(cat "$WORK/mock.port")
+SCRIPT_PORT=$(cat "$WORK/script.port")
 
 cat >"$WORK/config.yaml" <<YAML
 providers:
@@ -43,6 +47,12 @@ providers:
     api_key: AIzaSy-gemini-upstream-secret
     models:
       gemini-2.5-flash: {}
+  script:
+    adapter: openai
+    base_url: http://127.0.0.1:$SCRIPT_PORT/v1
+    api_key: sk-script-upstream-secret
+    models:
+      "*": {}
   dead:
     adapter: openai
     base_url: http://127.0.0.1:9/v1
@@ -74,7 +84,7 @@ LLM_BRIDGE_URL=http://127.0.0.1:$PORT LLM_BRIDGE_KEY=$KEY \
     "$VENV/bin/python" -m unittest discover -s tests/clients -p 'test_*.py' -v || status=$?
 
 # No secret may appear in the gateway's logs.
-for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream AIzaSy-gemini-upstream-secret; do
+for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream AIzaSy-gemini-upstream-secret sk-script-upstream-secret; do
     if grep -q -- "$secret" "$WORK/gateway.log"; then
         echo "FAIL: a secret appears in the gateway log" >&2
         status=1

@@ -1,0 +1,201 @@
+"""A scripted LLM upstream for the real-agent tests: speaks OpenAI chat completions
+(`POST /v1/chat/completions`) and Anthropic Messages (`POST /v1/messages`), JSON and SSE.
+
+The script: when the conversation's last turn is a tool result, it answers with text that
+quotes the result; when the prompt asks for `run-bash` and a `Bash` tool is offered, it asks
+for `Bash` with `echo llm-bridge-ok`; otherwise it answers `llm-bridge says hi`. Every request
+is appended as one JSON line to the file named by --log.
+"""
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+ARGS = None
+
+
+def text_of(content):
+    if isinstance(content, str):
+        return content
+    out = []
+    for part in content or []:
+        if isinstance(part, dict):
+            if part.get("type") == "text":
+                out.append(part.get("text", ""))
+            elif part.get("type") == "tool_result":
+                out.append(text_of(part.get("content")))
+    return "".join(out)
+
+
+def first_line(text):
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def decide(messages, tools, tool_names):
+    """('text', str) or ('tool', name, input)."""
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        return ("text", "The command printed: " + first_line(text_of(last.get("content"))))
+    if last.get("role") == "user" and isinstance(last.get("content"), list):
+        results = [p for p in last["content"] if isinstance(p, dict) and p.get("type") == "tool_result"]
+        if results:
+            return ("text", "The command printed: " + first_line(text_of(results[-1].get("content"))))
+    prompt = " ".join(text_of(m.get("content")) for m in messages if m.get("role") == "user")
+    if "run-bash" in prompt and "Bash" in tool_names:
+        return ("tool", "Bash", {"command": "echo llm-bridge-ok", "description": "Print a marker"})
+    return ("text", "llm-bridge says hi")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.reply(200, {"object": "list", "data": []})
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length)
+        body = json.loads(raw or b"{}")
+        with LOCK, open(ARGS.log, "a") as f:
+            f.write(json.dumps({"path": self.path, "headers": dict(self.headers), "body": body}) + "\n")
+        path = self.path.split("?")[0]
+        if path.endswith("/chat/completions"):
+            self.openai(body)
+        elif path.endswith("/messages/count_tokens"):
+            self.reply(200, {"input_tokens": 42})
+        elif path.endswith("/messages"):
+            self.anthropic(body)
+        else:
+            self.reply(404, {"error": {"message": "unknown path " + path}})
+
+    def reply(self, status, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def sse(self, events):
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for event in events:
+            data = event.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def openai(self, body):
+        tools = body.get("tools") or []
+        names = {t.get("function", {}).get("name") for t in tools}
+        decision = decide(body.get("messages") or [], tools, names)
+        usage = {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+        if decision[0] == "text":
+            message = {"role": "assistant", "content": decision[1]}
+            finish = "stop"
+        else:
+            call = {"id": "call_1", "type": "function",
+                    "function": {"name": decision[1], "arguments": json.dumps(decision[2])}}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            finish = "tool_calls"
+        if not body.get("stream"):
+            self.reply(200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+                             "model": body.get("model"), "usage": usage,
+                             "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
+            return
+
+        def chunk(delta, finish_reason=None, **extra):
+            c = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                 "model": body.get("model"),
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            c.update(extra)
+            return "data: " + json.dumps(c) + "\n\n"
+
+        events = [chunk({"role": "assistant", "content": ""})]
+        if decision[0] == "text":
+            for word in decision[1].split(" "):
+                events.append(chunk({"content": word + " "}))
+        else:
+            call = message["tool_calls"][0]
+            events.append(chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                 "function": {"name": decision[1], "arguments": ""}}]}))
+            events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}))
+        events.append(chunk({}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append("data: " + json.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                                                 "created": 1, "model": body.get("model"),
+                                                 "choices": [], "usage": usage}) + "\n\n")
+        events.append("data: [DONE]\n\n")
+        self.sse(events)
+
+    def anthropic(self, body):
+        tools = body.get("tools") or []
+        names = {t.get("name") for t in tools}
+        decision = decide(body.get("messages") or [], tools, names)
+        if decision[0] == "text":
+            content = [{"type": "text", "text": decision[1]}]
+            stop = "end_turn"
+        else:
+            content = [{"type": "tool_use", "id": "toolu_1", "name": decision[1], "input": decision[2]}]
+            stop = "tool_use"
+        usage = {"input_tokens": 20, "output_tokens": 5, "cache_read_input_tokens": 0,
+                 "cache_creation_input_tokens": 0}
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
+                   "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            self.reply(200, message)
+            return
+
+        def ev(name, obj):
+            return "event: %s\ndata: %s\n\n" % (name, json.dumps(obj))
+
+        start = dict(message, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
+        events = [ev("message_start", {"type": "message_start", "message": start})]
+        block = content[0]
+        if block["type"] == "text":
+            events.append(ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                                     "content_block": {"type": "text", "text": ""}}))
+            events.append(ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                     "delta": {"type": "text_delta", "text": block["text"]}}))
+        else:
+            events.append(ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                                     "content_block": dict(block, input={})}))
+            events.append(ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                     "delta": {"type": "input_json_delta",
+                                                               "partial_json": json.dumps(block["input"])}}))
+        events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        events.append(ev("message_delta", {"type": "message_delta",
+                                           "delta": {"stop_reason": stop, "stop_sequence": None},
+                                           "usage": {"output_tokens": 5}}))
+        events.append(ev("message_stop", {"type": "message_stop"}))
+        self.sse(events)
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--log", required=True)
+    ARGS = parser.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with open(ARGS.port_file, "w") as f:
+        f.write(str(server.server_address[1]))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

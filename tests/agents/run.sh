@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The real coding agents against a running llm-bridge: Claude Code (npm, its linux-x64
+# native binary, offline) through a translated OpenAI-compatible upstream and through an
+# Anthropic upstream (pass-through), each for a plain answer and a Bash tool loop. The
+# upstream is tests/agents/mock_llm.py; the test asserts what the agent printed and what the
+# upstream received.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+CLAUDE_CODE_VERSION=2.1.328
+
+cargo build --quiet -p llm-bridge --bin llm-bridge
+
+AGENTS=$TARGET/agents
+mkdir -p "$AGENTS"
+CLAUDE=$AGENTS/node_modules/@anthropic-ai/claude-code-linux-x64/claude
+if [ ! -x "$CLAUDE" ]; then
+    (cd "$AGENTS" && npm install --no-audit --no-fund --silent "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION")
+fi
+"$CLAUDE" --version
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+python3 tests/agents/mock_llm.py --port-file "$WORK/mock.port" --log "$WORK/upstream.jsonl" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
+MOCK_PORT=$(cat "$WORK/mock.port")
+
+cat >"$WORK/config.yaml" <<YAML
+providers:
+  chat:
+    adapter: openai
+    base_url: http://127.0.0.1:$MOCK_PORT/v1
+    models:
+      "*": {}
+  claude:
+    adapter: anthropic
+    base_url: http://127.0.0.1:$MOCK_PORT
+    models:
+      "*": {}
+logging: { format: json, level: debug }
+usage: { database: $WORK/usage.db }
+YAML
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+KEY=sk-agent-test-$RANDOM$RANDOM
+ACCESS_API_KEYS=$KEY CHAT_API_KEY=sk-chat-upstream-secret CLAUDE_API_KEY=sk-ant-upstream-secret \
+    "$TARGET/debug/llm-bridge" --config "$WORK/config.yaml" --port "$PORT" >"$WORK/gateway.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 300); do
+    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
+    sleep 0.1
+done
+
+failures=0
+fail() {
+    echo "FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+
+# claude -p with a fresh HOME, the gateway as its API, nothing but the API called.
+claude_code() {
+    local home
+    home=$(mktemp -d -p "$WORK")
+    HOME=$home ANTHROPIC_BASE_URL="http://127.0.0.1:$PORT" ANTHROPIC_API_KEY=$KEY \
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 \
+        timeout 120 "$CLAUDE" -p "$@" </dev/null
+}
+
+for provider in chat claude; do
+    : >"$WORK/upstream.jsonl"
+    echo "== Claude Code through '$provider': a plain answer"
+    out=$(cd "$WORK" && claude_code "Say hi" --model "$provider/claude-sonnet-4-5") || fail "claude exited $? ($provider, plain)"
+    echo "$out"
+    grep -q "llm-bridge says hi" <<<"$out" || fail "Claude Code did not print the answer ($provider)"
+    python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" "$provider" plain || fail "upstream check ($provider, plain)"
+
+    : >"$WORK/upstream.jsonl"
+    echo "== Claude Code through '$provider': a Bash tool loop"
+    out=$(cd "$WORK" && claude_code "Please run-bash and tell me what it printed" \
+        --model "$provider/claude-sonnet-4-5" --allowedTools Bash) || fail "claude exited $? ($provider, tools)"
+    echo "$out"
+    grep -q "The command printed: llm-bridge-ok" <<<"$out" || fail "Claude Code did not print the tool result ($provider)"
+    python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" "$provider" tools || fail "upstream check ($provider, tools)"
+done
+
+# No secret in the gateway's log; every request left an access event.
+for secret in "$KEY" sk-chat-upstream-secret sk-ant-upstream-secret; do
+    grep -q -- "$secret" "$WORK/gateway.log" && fail "a secret appears in the gateway log"
+done
+if [ "$failures" -ne 0 ]; then
+    echo "--- gateway log (tail)" >&2
+    tail -n 40 "$WORK/gateway.log" >&2
+    echo "$failures failed" >&2
+    exit 1
+fi
+echo "agents: all passed"
