@@ -23,8 +23,8 @@
 //!
 //! Anthropic's error types become the gateway's ([`error_from_status`]): `rate_limit_error`
 //! (429) with its `retry-after`, `overloaded_error` (529) and `api_error` (500) are retryable;
-//! 401/403 and `billing_error` are the gateway's own key being refused (502 for the client,
-//! with no part of the key in the message). An `error` event in a stream before the answer
+//! 401/403 and `billing_error` are the gateway's own key being refused (502 for the client;
+//! a 401's own text, which may quote the key, is left out). An `error` event in a stream before the answer
 //! starts is a real status too (and a retry); after that it ends the stream as an error event.
 
 #![warn(missing_docs)]
