@@ -649,3 +649,56 @@ async fn a_stream_cut_before_message_stop_ends_with_an_error() {
         "no finish reason: the answer was cut"
     );
 }
+
+#[tokio::test]
+async fn streamed_thinking_arrives_as_reasoning_and_one_signed_block() {
+    let mock = MockUpstream::start().await;
+    let start = json!({"type": "message_start", "message": message(json!([]), "end_turn", usage(9, 1, 0, 0))});
+    let signature = "RXJvQkNrWUlDeGdDS2tD+/=";
+    mock.push(sse(&[
+        start,
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Two plus "}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "two."}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": signature}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "4"}}),
+        json!({"type": "content_block_stop", "index": 1}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 20}}),
+        json!({"type": "message_stop"}),
+    ]));
+    let gw = gateway(&mock).await;
+    let answer = gw
+        .client
+        .chat(
+            &json!({"model": "anthropic/claude-sonnet-4-5", "stream": true,
+            "reasoning_effort": "medium", "messages": [{"role": "user", "content": "2+2?"}]}),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let chunks = chunks(&answer);
+    let reasoning: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
+        .collect();
+    assert_eq!(reasoning, "Two plus two.");
+    assert_eq!(streamed_text(&chunks), "4");
+    let blocks: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["extra_content"]["anthropic"]["thinking_blocks"].as_array()
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        blocks,
+        [
+            &json!({"type": "thinking", "thinking": "Two plus two.", "signature": signature, "index": 0})
+        ]
+    );
+    assert_eq!(
+        mock.last().json()["thinking"],
+        json!({"type": "enabled", "budget_tokens": 8192})
+    );
+}
