@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod anthropic;
 pub mod client;
 pub mod gateway;
 pub mod gemini;

@@ -20,6 +20,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["llm-bridge-core", "llm-bridge-http"],
     ),
     ("llm-bridge-dialect-anthropic", &["llm-bridge-core"]),
+    (
+        "llm-bridge-provider-anthropic",
+        &[
+            "llm-bridge-core",
+            "llm-bridge-http",
+            "llm-bridge-dialect-anthropic",
+        ],
+    ),
     ("llm-bridge-auth", &["llm-bridge-core"]),
     ("llm-bridge-usage", &["llm-bridge-core"]),
     ("llm-bridge-router", &["llm-bridge-core"]),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use llm_bridge_core::{ChatProvider, ProviderConfig, Result};
 use llm_bridge_http::UpstreamClient;
+use llm_bridge_provider_anthropic::AnthropicProvider;
 use llm_bridge_provider_gemini::GeminiProvider;
 use llm_bridge_provider_openai::OpenAiProvider;
 
@@ -35,6 +36,9 @@ impl Registry {
         });
         r.register("gemini", |name, config, client| {
             Ok(Arc::new(GeminiProvider::new(name, config, client)?))
+        });
+        r.register("anthropic", |name, config, client| {
+            Ok(Arc::new(AnthropicProvider::new(name, config, client)?))
         });
         r
     }

@@ -48,6 +48,14 @@ pub struct ProviderConfig {
     /// Retries of this provider's requests (else the top-level `retry`).
     #[serde(default)]
     pub retry: Option<crate::RetryConfig>,
+    /// `adapter: anthropic`: the `anthropic-version` header sent upstream (default
+    /// `2023-06-01`).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// `adapter: anthropic`: beta features, sent as one comma-separated `anthropic-beta`
+    /// header.
+    #[serde(default)]
+    pub anthropic_beta: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -187,15 +195,22 @@ pub struct Price {
     /// Per million prompt tokens served from cache; `input` when absent.
     #[serde(default)]
     pub cached: Option<f64>,
+    /// Per million prompt tokens written to the cache (Anthropic's cache writes); `input`
+    /// when absent.
+    #[serde(default)]
+    pub cache_write: Option<f64>,
 }
 
 impl Price {
-    /// The cost of a request with these counts.
+    /// The cost of a request with these counts. Each prompt token is charged once: cache
+    /// reads at `cached`, cache writes at `cache_write`, the rest at `input`.
     pub fn cost(&self, usage: &crate::Usage) -> f64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        let fresh = usage.prompt_tokens - cached;
+        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let fresh = usage.prompt_tokens - cached - written;
         (fresh as f64 * self.input
             + cached as f64 * self.cached.unwrap_or(self.input)
+            + written as f64 * self.cache_write.unwrap_or(self.input)
             + usage.completion_tokens as f64 * self.output)
             / 1_000_000.0
     }
@@ -491,6 +506,7 @@ mod tests {
             input: 2.5,
             output: 10.0,
             cached: Some(1.25),
+            cache_write: None,
         };
         let u = crate::Usage {
             prompt_tokens: 1_000_000,
@@ -498,8 +514,38 @@ mod tests {
             total_tokens: 1_100_000,
             cached_tokens: 400_000,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         };
         assert!((p.cost(&u) - (0.6 * 2.5 + 0.4 * 1.25 + 0.1 * 10.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cost_charges_each_prompt_token_once_cache_writes_at_their_price() {
+        let u = crate::Usage {
+            cached_tokens: 500_000,
+            cache_write_tokens: 200_000,
+            ..crate::Usage::new(1_000_000, 0)
+        };
+        let p = Price {
+            input: 3.0,
+            output: 15.0,
+            cached: Some(0.3),
+            cache_write: Some(3.75),
+        };
+        assert!((p.cost(&u) - (0.3 * 3.0 + 0.5 * 0.3 + 0.2 * 3.75)).abs() < 1e-9);
+        // Without a cache-write price, writes cost what input costs.
+        let p = Price {
+            cache_write: None,
+            ..p
+        };
+        assert!((p.cost(&u) - (0.5 * 3.0 + 0.5 * 0.3)).abs() < 1e-9);
+        // Counts that do not add up never charge a token twice.
+        let odd = crate::Usage {
+            cached_tokens: 800_000,
+            cache_write_tokens: 800_000,
+            ..crate::Usage::new(1_000_000, 0)
+        };
+        assert!((p.cost(&odd) - (0.8 * 0.3 + 0.2 * 3.0)).abs() < 1e-9);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Usage {
     pub cached_tokens: u64,
     /// Completion tokens spent on reasoning.
     pub reasoning_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic bills them at a premium);
+    /// part of `prompt_tokens`, apart from `cached_tokens`.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
@@ -58,15 +62,20 @@ impl Usage {
         }
     }
 
-    /// The `usage` object in OpenAI's shape, details included.
+    /// The `usage` object in OpenAI's shape, details included. Cache writes (a field OpenAI
+    /// does not have) appear as `prompt_tokens_details.cache_write_tokens` when there are any.
     pub fn to_openai_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut usage = serde_json::json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-        })
+        });
+        if self.cache_write_tokens > 0 {
+            usage["prompt_tokens_details"]["cache_write_tokens"] = self.cache_write_tokens.into();
+        }
+        usage
     }
 }
 
@@ -92,6 +101,9 @@ struct WireUsage {
 struct WirePromptDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    /// Written by the gateway's Anthropic translation (not an OpenAI field).
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -104,12 +116,13 @@ impl From<WireUsage> for Usage {
     fn from(w: WireUsage) -> Usage {
         let prompt = w.prompt_tokens.unwrap_or(0);
         let completion = w.completion_tokens.unwrap_or(0);
+        let details = w.prompt_tokens_details;
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: w.total_tokens.unwrap_or(prompt + completion),
-            cached_tokens: w
-                .prompt_tokens_details
+            cached_tokens: details
+                .as_ref()
                 .and_then(|d| d.cached_tokens)
                 .or(w.prompt_cache_hit_tokens)
                 .unwrap_or(0),
@@ -117,6 +130,7 @@ impl From<WireUsage> for Usage {
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
+            cache_write_tokens: details.and_then(|d| d.cache_write_tokens).unwrap_or(0),
         }
     }
 }
@@ -260,8 +274,29 @@ mod tests {
                 completion_tokens: 5,
                 total_tokens: 15,
                 cached_tokens: 4,
-                reasoning_tokens: 2
+                reasoning_tokens: 2,
+                cache_write_tokens: 0,
             })
+        );
+    }
+
+    #[test]
+    fn cache_writes_round_trip_through_the_openai_shape() {
+        let usage = Usage {
+            cached_tokens: 4,
+            cache_write_tokens: 3,
+            ..Usage::new(10, 5)
+        };
+        let json = usage.to_openai_json();
+        assert_eq!(json["prompt_tokens_details"]["cache_write_tokens"], 3);
+        let chunk = serde_json::json!({"choices": [], "usage": json}).to_string();
+        assert_eq!(inspect(chunk.as_bytes(), None).unwrap().usage, Some(usage));
+        // None written: OpenAI's own shape, untouched.
+        let plain = Usage::new(1, 1).to_openai_json();
+        assert!(
+            plain["prompt_tokens_details"]
+                .get("cache_write_tokens")
+                .is_none()
         );
     }
 

@@ -73,6 +73,7 @@ impl MessagesUsage {
             total_tokens: prompt.saturating_add(completion),
             cached_tokens: self.cache_read_input_tokens.unwrap_or(0),
             reasoning_tokens: self.thinking_tokens.unwrap_or(0),
+            cache_write_tokens: self.cache_write_tokens(),
         }
     }
 

@@ -381,6 +381,7 @@ impl Ended {
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
             cached_tokens = usage.cached_tokens,
+            cache_write_tokens = usage.cache_write_tokens,
             reasoning_tokens = usage.reasoning_tokens,
             usage_source = source.as_str(),
             cost = cost,

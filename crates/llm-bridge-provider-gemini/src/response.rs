@@ -52,6 +52,7 @@ pub(crate) fn usage(u: &UsageMetadata) -> Usage {
         total_tokens: prompt.saturating_add(completion),
         cached_tokens: u.cached_content_token_count.unwrap_or(0),
         reasoning_tokens: reasoning,
+        cache_write_tokens: 0,
     }
 }
 

@@ -58,7 +58,8 @@ fn usage_counts_thoughts_as_completion_and_cache_as_cached() {
             completion_tokens: 40,
             total_tokens: 145,
             cached_tokens: 64,
-            reasoning_tokens: 30
+            reasoning_tokens: 30,
+            cache_write_tokens: 0,
         }
     );
     let huge = usage(&UsageMetadata {

@@ -82,6 +82,8 @@ pub struct UsageGroup {
     pub cached_tokens: u64,
     /// Reasoning tokens (part of completion tokens).
     pub reasoning_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write_tokens: u64,
     /// Prompt plus completion.
     pub total_tokens: u64,
     /// Cost, where prices are configured.
@@ -97,6 +99,7 @@ impl UsageGroup {
         self.completion_tokens += other.completion_tokens;
         self.cached_tokens += other.cached_tokens;
         self.reasoning_tokens += other.reasoning_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
         self.total_tokens += other.total_tokens;
         self.cost = match (self.cost, other.cost) {
             (None, None) => None,
@@ -159,6 +162,7 @@ impl UsageReport {
             "prompt",
             "completion",
             "cached",
+            "cache writes",
             "reasoning",
             "total",
             "estimated",
@@ -172,6 +176,7 @@ impl UsageReport {
                 g.prompt_tokens.to_string(),
                 g.completion_tokens.to_string(),
                 g.cached_tokens.to_string(),
+                g.cache_write_tokens.to_string(),
                 g.reasoning_tokens.to_string(),
                 g.total_tokens.to_string(),
                 g.estimated_requests.to_string(),

@@ -60,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX usage_ts ON usage (ts);
     CREATE INDEX usage_key_ts ON usage (key_name, ts);",
+    // 2: prompt tokens written to the provider's cache (Anthropic), apart from cache reads.
+    "ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Opens a database file with the settings every llm-bridge component uses: the folder is
@@ -143,8 +145,8 @@ impl UsageStore for SqliteStore {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO usage (ts, request_id, key_name, provider, model, upstream_model, route,
                     transport, stream, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
-                    reasoning_tokens, usage_source, latency_ms, ttft_ms, cost)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                    reasoning_tokens, usage_source, latency_ms, ttft_ms, cost, cache_write_tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )?;
             for r in records {
                 stmt.execute(params![
@@ -167,6 +169,7 @@ impl UsageStore for SqliteStore {
                     r.latency_ms,
                     r.ttft_ms,
                     r.cost,
+                    clamp(r.usage.cache_write_tokens),
                 ])?;
             }
         }
@@ -226,7 +229,7 @@ impl UsageReader {
         let sql = format!(
             "SELECT {group} AS g, COUNT(*), SUM(outcome != 'ok'), SUM(usage_source = 'estimated'),
                     SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(reasoning_tokens),
-                    SUM(cost), COUNT(cost)
+                    SUM(cost), COUNT(cost), SUM(cache_write_tokens)
              FROM usage
              WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR key_name = ?3)
              GROUP BY g ORDER BY g"
@@ -243,6 +246,7 @@ impl UsageReader {
                 completion_tokens: r.get::<_, i64>(5)?.max(0) as u64,
                 cached_tokens: r.get::<_, i64>(6)?.max(0) as u64,
                 reasoning_tokens: r.get::<_, i64>(7)?.max(0) as u64,
+                cache_write_tokens: r.get::<_, i64>(10)?.max(0) as u64,
                 total_tokens: 0,
                 cost: if costs > 0 {
                     r.get::<_, Option<f64>>(8)?

@@ -26,6 +26,7 @@ fn record(i: u64, key: &str, model: &str, prompt: u64, completion: u64) -> Usage
         outcome: "ok".into(),
         usage: Usage {
             cached_tokens: 1,
+            cache_write_tokens: 3,
             ..Usage::new(prompt, completion)
         },
         usage_source: UsageSource::Upstream,
@@ -67,6 +68,8 @@ fn records_are_grouped_and_totalled() {
     assert_eq!(report.data[0].prompt_tokens, 11);
     assert_eq!(report.data[0].total_tokens, 17);
     assert_eq!(report.data[0].cached_tokens, 2);
+    assert_eq!(report.data[0].cache_write_tokens, 6);
+    assert_eq!(report.total.cache_write_tokens, 9);
     assert_eq!(report.total.requests, 3);
     assert_eq!(report.total.cost, Some(1.5));
 
@@ -89,6 +92,34 @@ fn records_are_grouped_and_totalled() {
     let later = reader.query(&all(1_764_162_300_003)).unwrap();
     assert_eq!(later.total.requests, 1, "the range start is inclusive");
     assert!(report.to_table().contains("mock/a"));
+}
+
+#[test]
+fn a_database_from_before_cache_writes_is_migrated_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    // The schema as version 1 created it, with one row.
+    let mut conn = llm_bridge_usage::open_database(&path, Duration::from_secs(1)).unwrap();
+    let v1 = "CREATE TABLE usage (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, request_id TEXT NOT NULL,
+        key_name TEXT, provider TEXT, model TEXT, upstream_model TEXT, route TEXT, transport TEXT NOT NULL,
+        stream INTEGER NOT NULL, status INTEGER NOT NULL, outcome TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
+        usage_source TEXT NOT NULL, latency_ms REAL NOT NULL, ttft_ms REAL, cost REAL);";
+    llm_bridge_usage::migrate(&mut conn, "usage", &[v1]).unwrap();
+    conn.execute_batch(
+        "INSERT INTO usage (ts, request_id, provider, model, transport, stream, status, outcome,
+            prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_source, latency_ms)
+         VALUES (1764162300000, 'old', 'mock', 'a', 'http', 0, 200, 'ok', 10, 1, 0, 0, 'upstream', 1.0)",
+    )
+    .unwrap();
+    drop(conn);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.insert(&[record(1, "alice", "a", 10, 5)]).unwrap();
+    drop(store);
+    let report = UsageReader::new(&path).query(&all(0)).unwrap();
+    assert_eq!(report.total.requests, 2);
+    assert_eq!(report.total.prompt_tokens, 20);
+    assert_eq!(report.total.cache_write_tokens, 3, "the old row counts 0");
 }
 
 #[test]

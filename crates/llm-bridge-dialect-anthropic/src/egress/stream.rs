@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use llm_bridge_core::{ChatChunk, Result};
+use llm_bridge_core::{ChatChunk, Error, ErrorKind, Result};
 use serde_json::{Map, Value, json};
 
 use crate::egress::request::JSON_OUTPUT_TOOL;
@@ -149,8 +149,9 @@ impl ChunkTranslator {
         }
         if self.stop_reason.is_none() {
             self.done = true;
-            return Err(bad_response(
-                "Anthropic ended the stream before the answer was complete (no message_stop)",
+            return Err(Error::new(
+                ErrorKind::UpstreamTruncated,
+                "Anthropic ended the stream before the answer was complete (no stop reason, no message_stop)",
             ));
         }
         Ok(self.end())

@@ -452,10 +452,8 @@ fn stream_errors_and_cut_streams() {
         br#"{"type":"message_start","message":{"id":"msg_1"}}"#,
     )
     .unwrap();
-    assert_eq!(
-        t.finish().unwrap_err().kind(),
-        ErrorKind::UpstreamBadResponse
-    );
+    // Cut before a stop reason: a truncated answer, not a complete one.
+    assert_eq!(t.finish().unwrap_err().kind(), ErrorKind::UpstreamTruncated);
 }
 
 #[test]
