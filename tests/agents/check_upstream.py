@@ -29,6 +29,11 @@ for r in main:
             problems.append("anthropic-version was not forwarded")
     if r["body"].get("model") != "claude-sonnet-4-5":
         problems.append("model not rewritten: %r" % r["body"].get("model"))
+bodies = json.dumps([r["body"] for r in main])
+if provider == "claude" and "cache_control" not in bodies:
+    problems.append("pass-through lost the agent's cache_control")
+if provider == "chat" and "cache_control" in bodies:
+    problems.append("cache_control reached a chat-completions upstream")
 if kind == "tools":
     def has_result(r):
         text = json.dumps(r["body"].get("messages", []))

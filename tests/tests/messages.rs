@@ -242,3 +242,153 @@ async fn claude_codes_first_turn_reaches_a_chat_upstream_without_anthropic_only_
     assert_eq!(sent["tools"].as_array().unwrap().len(), 12);
     assert_eq!(sent["messages"][0]["role"], "system");
 }
+
+async fn pass_through_gateway(anthropic: &MockUpstream, chat: &MockUpstream) -> TestGateway {
+    TestGateway::start(&format!(
+        "routes:\n  smart: {{ strategy: fallback, targets: [claude/claude-sonnet-4-5, up/m] }}\n{}",
+        config_with(&[
+            testkit::anthropic::anthropic_provider(
+                "claude",
+                &anthropic.url(),
+                "      claude-sonnet-4-5: {}\n",
+            ),
+            openai_provider("up", &chat.url(), "      m: {}\n"),
+        ])
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn an_anthropic_target_gets_the_body_byte_for_byte_but_the_model() {
+    let anthropic = MockUpstream::start().await;
+    let chat = MockUpstream::start().await;
+    let answer_json = testkit::anthropic::message(
+        json!([{"type": "thinking", "thinking": "hmm", "signature": "EqQBCgYIAR=="},
+               {"type": "text", "text": "native hi"}]),
+        "end_turn",
+        testkit::anthropic::usage(12, 9, 30, 5),
+    );
+    anthropic.push(testkit::Behavior::json(200, answer_json.clone()));
+    let gw = pass_through_gateway(&anthropic, &chat).await;
+    // Odd spacing, an escape and cache_control: all must arrive as sent.
+    let body = r#"{"model": "claude/claude-sonnet-4-5", "max_tokens": 64,
+        "system": [{"type": "text", "text": "caf\u00e9", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "hi"}], "context_management": {"edits": []}}"#;
+    let request = gw
+        .client
+        .with_key(None)
+        .request(http::Method::POST, "/v1/messages")
+        .header("x-api-key", testkit::TEST_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "context-management-2025-06-27")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let answer = gw.client.call(request).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        answer.json(),
+        answer_json,
+        "the answer comes back unaltered"
+    );
+    let sent = anthropic.last();
+    let expected = body.replacen("\"model\": \"claude/claude-sonnet-4-5\", ", "", 1);
+    let sent_text = String::from_utf8_lossy(&sent.body).into_owned();
+    assert!(
+        sent_text.starts_with(r#"{"model":"claude-sonnet-4-5","max_tokens":64,"system":[{"type": "text", "text": "caf\u00e9", "cache_control": {"type": "ephemeral"}}]"#),
+        "{sent_text}"
+    );
+    assert!(
+        sent_text.contains(r#""context_management":{"edits": []}"#),
+        "{sent_text}\n{expected}"
+    );
+    assert_eq!(
+        sent.header("anthropic-beta"),
+        Some("context-management-2025-06-27")
+    );
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(sent.header("x-api-key"), Some(testkit::anthropic::API_KEY));
+    assert_eq!(chat.request_count(), 0);
+    // Usage read from the native answer, cache reads and writes included.
+    let db = gw.shutdown().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let row: (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens FROM usage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(row, (47, 9, 30, 5));
+}
+
+#[tokio::test]
+async fn a_native_stream_is_forwarded_event_by_event_and_metered() {
+    let anthropic = MockUpstream::start().await;
+    let chat = MockUpstream::start().await;
+    let recorded = testkit::fixture("anthropic-sdk-python-stream-tool_use_response.txt");
+    anthropic.push(testkit::anthropic::replay(&recorded));
+    let gw = pass_through_gateway(&anthropic, &chat).await;
+    let mut body = hello(true);
+    body["model"] = json!("claude/claude-sonnet-4-5");
+    let answer = messages(&gw.client, Some(testkit::TEST_KEY), "/v1/messages", &body).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        String::from_utf8_lossy(&answer.body),
+        recorded.replace("\r\n", "\n").trim_end().to_owned() + "\n\n",
+        "every event unaltered"
+    );
+    let db = gw.shutdown().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (outcome, prompt): (String, i64) = conn
+        .query_row("SELECT outcome, prompt_tokens FROM usage", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(outcome, "ok");
+    assert!(prompt > 0);
+}
+
+#[tokio::test]
+async fn a_route_falls_back_from_an_anthropic_target_to_a_translated_one() {
+    let anthropic = MockUpstream::start().await;
+    let chat = MockUpstream::start().await;
+    anthropic.push(testkit::anthropic::overloaded());
+    let gw = pass_through_gateway(&anthropic, &chat).await;
+    let mut body = hello(false);
+    body["model"] = json!("smart");
+    let answer = messages(&gw.client, Some(testkit::TEST_KEY), "/v1/messages", &body).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["content"][0]["text"], "echo: hi");
+    assert_eq!(answer.header("x-llm-bridge-target"), Some("up/m"));
+    assert_eq!(anthropic.request_count(), 1);
+}
+
+#[tokio::test]
+async fn count_tokens_goes_to_an_anthropic_target() {
+    let anthropic = MockUpstream::start().await;
+    let chat = MockUpstream::start().await;
+    anthropic.push(testkit::Behavior::json(200, json!({"input_tokens": 4242})));
+    let gw = pass_through_gateway(&anthropic, &chat).await;
+    let answer = messages(
+        &gw.client,
+        Some(testkit::TEST_KEY),
+        "/v1/messages/count_tokens",
+        &json!({"model": "claude/claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["input_tokens"], 4242);
+    assert_eq!(answer.header("x-llm-bridge-estimated"), None);
+    assert!(anthropic.last().uri.ends_with("/v1/messages/count_tokens"));
+}

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::request::ChatRequest;
+use crate::response::Usage;
 
 /// One request of the dialect, in the pivot.
 #[derive(Debug)]
@@ -49,6 +50,48 @@ pub trait Ingress: Send + Sync + 'static {
     /// The body answering a token count (`input_tokens` counted by the gateway).
     fn count_tokens_answer(&self, input_tokens: u64) -> Bytes {
         Bytes::from(format!("{{\"input_tokens\":{input_tokens}}}"))
+    }
+
+    /// The client's headers that go upstream with a forwarded request (`anthropic-beta`).
+    fn forwarded_headers(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The usage of a complete native answer, read without changing it.
+    fn native_usage(&self, body: &[u8]) -> Option<Usage> {
+        let _ = body;
+        None
+    }
+
+    /// A reader of a native event stream's usage, fed the bytes as they are forwarded.
+    fn native_meter(&self) -> Box<dyn NativeMeter> {
+        Box::new(NoUsage)
+    }
+}
+
+/// Reads usage from a native event stream as its bytes go by (in any pieces).
+pub trait NativeMeter: Send {
+    /// The next piece of the stream.
+    fn feed(&mut self, bytes: &[u8]);
+
+    /// The usage seen so far.
+    fn usage(&self) -> Option<Usage>;
+
+    /// Whether the stream's end marker went by (without it, the answer was cut short).
+    fn finished(&self) -> bool;
+}
+
+struct NoUsage;
+
+impl NativeMeter for NoUsage {
+    fn feed(&mut self, _: &[u8]) {}
+
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
+
+    fn finished(&self) -> bool {
+        true
     }
 }
 

@@ -84,10 +84,10 @@ pub use config::{
     ProviderConfig, Seconds, TlsConfig, api_key_env_var,
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
-pub use ingress::{Ingress, IngressRequest, IngressStream};
+pub use ingress::{Ingress, IngressRequest, IngressStream, NativeMeter};
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};
 pub use model_ref::ModelRef;
-pub use provider::ChatProvider;
+pub use provider::{ChatProvider, NativeRequest, NativeResponse, with_model};
 pub use request::ChatRequest;
 pub use response::{
     ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, completion_usage, inspect, strip_usage,

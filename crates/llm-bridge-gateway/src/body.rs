@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use llm_bridge_core::{Error, ErrorKind};
 
+use crate::native::NativeBody;
 use crate::sse::SseBody;
 
 /// Every response body the gateway sends.
@@ -19,6 +20,8 @@ pub enum GatewayBody {
     Full(Option<Bytes>),
     /// A server-sent-event stream.
     Sse(Box<SseBody>),
+    /// An answer in the client's own dialect, forwarded as the upstream sent it.
+    Native(Box<NativeBody>),
 }
 
 impl GatewayBody {
@@ -44,6 +47,7 @@ impl Body for GatewayBody {
         match self.get_mut() {
             GatewayBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             GatewayBody::Sse(sse) => Pin::new(sse.as_mut()).poll_frame(cx),
+            GatewayBody::Native(native) => Pin::new(native.as_mut()).poll_frame(cx),
         }
     }
 
@@ -51,6 +55,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Full(bytes) => bytes.is_none(),
             GatewayBody::Sse(_) => false,
+            GatewayBody::Native(native) => native.is_end_stream(),
         }
     }
 
@@ -59,7 +64,7 @@ impl Body for GatewayBody {
             GatewayBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            GatewayBody::Sse(_) => SizeHint::default(),
+            GatewayBody::Sse(_) | GatewayBody::Native(_) => SizeHint::default(),
         }
     }
 }

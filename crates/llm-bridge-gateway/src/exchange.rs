@@ -4,13 +4,18 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use llm_bridge_auth::{Principal, RateInfo};
-use llm_bridge_core::{ChatRequest, Error, ErrorKind, completion_usage};
-use llm_bridge_router::Served;
+use llm_bridge_core::{
+    ChatRequest, ChunkStream, Error, ErrorKind, Ingress, NativeRequest, NativeResponse,
+    completion_usage,
+};
+use llm_bridge_router::{Dispatched, Served};
 
 use crate::Gateway;
 use crate::access::{Outcome, RequestLog};
 use crate::meter::MeteredStream;
+use crate::native::NativeBody;
 
 /// A successful answer.
 pub enum Answer {
@@ -28,6 +33,25 @@ pub enum Answer {
         /// Time the upstream took to start answering.
         upstream: Duration,
     },
+    /// A target that speaks the client's dialect answered: its bytes, unaltered.
+    Native {
+        /// Its `content-type`.
+        content_type: String,
+        /// The body, metered as it is forwarded.
+        body: Box<NativeBody>,
+        /// Time the upstream took to start answering.
+        upstream: Duration,
+    },
+}
+
+/// How the client spoke: chat completions, or a dialect whose request may be forwarded
+/// natively to targets that speak it.
+#[derive(Clone, Copy)]
+pub enum Dialect<'a> {
+    /// Chat completions.
+    Chat,
+    /// A mounted dialect and its request as the client sent it.
+    Ingress(&'a dyn Ingress, &'a NativeRequest),
 }
 
 /// The outcome of [`run`]: the answer, and the key's rate figures for the response headers.
@@ -47,9 +71,29 @@ pub async fn run(
     principal: &Principal,
     request: ChatRequest,
 ) -> Exchanged {
+    run_as(gateway, log, principal, request, Dialect::Chat).await
+}
+
+/// Runs one request that arrived in `dialect`.
+pub async fn run_as(
+    gateway: &Gateway,
+    log: RequestLog,
+    principal: &Principal,
+    request: ChatRequest,
+    dialect: Dialect<'_>,
+) -> Exchanged {
     let mut rate = None;
     let mut target = None;
-    let result = serve(gateway, log, principal, request, &mut rate, &mut target).await;
+    let result = serve(
+        gateway,
+        log,
+        principal,
+        request,
+        dialect,
+        &mut rate,
+        &mut target,
+    )
+    .await;
     Exchanged {
         result,
         rate,
@@ -62,6 +106,7 @@ async fn serve(
     mut log: RequestLog,
     principal: &Principal,
     request: ChatRequest,
+    dialect: Dialect<'_>,
     rate: &mut Option<RateInfo>,
     target: &mut Option<String>,
 ) -> Result<Answer, Error> {
@@ -104,18 +149,35 @@ async fn serve(
         }
     }
     let upstream_started = Instant::now();
+    if let Dialect::Ingress(ingress, native) = dialect {
+        let client_wants_usage = request.include_usage();
+        let served = gateway
+            .router
+            .dispatch_planned(&plan, request, ingress.name(), native)
+            .await;
+        return match served {
+            Ok(served) => {
+                *target = Some(served.target());
+                match note_served(&mut log, served, upstream_started) {
+                    Dispatched::Stream(stream) => {
+                        Ok(stream_answer(log, stream, client_wants_usage))
+                    }
+                    Dispatched::Complete(answer) => complete_answer(log, answer.body),
+                    Dispatched::Native(answer) => {
+                        native_answer(log, answer, ingress, native.stream).await
+                    }
+                }
+            }
+            Err(e) => Err(failed(log, e)),
+        };
+    }
     if request.stream() {
         let client_wants_usage = request.include_usage();
         match gateway.router.chat_stream_planned(&plan, request).await {
             Ok(served) => {
                 *target = Some(served.target());
                 let stream = note_served(&mut log, served, upstream_started);
-                let upstream = log.upstream.unwrap_or_default();
-                log.overhead = Some(log.started.elapsed().saturating_sub(upstream));
-                Ok(Answer::Stream {
-                    stream: Box::new(MeteredStream::new(stream, client_wants_usage, log)),
-                    upstream,
-                })
+                Ok(stream_answer(log, stream, client_wants_usage))
             }
             Err(e) => Err(failed(log, e)),
         }
@@ -124,32 +186,94 @@ async fn serve(
             Ok(served) => {
                 *target = Some(served.target());
                 let body = note_served(&mut log, served, upstream_started).body;
-                match completion_usage(&body) {
-                    Ok(usage) => {
-                        log.answered = true;
-                        // The whole answer is its first token's arrival.
-                        log.ttft = Some(log.started.elapsed());
-                        log.usage = usage;
-                        if usage.is_none() {
-                            log.response_body = Some(body.clone());
-                        }
-                        let upstream = log.upstream.unwrap_or_default();
-                        log.overhead = Some(log.started.elapsed().saturating_sub(upstream));
-                        log.finish(Outcome::Ok);
-                        Ok(Answer::Complete { body, upstream })
-                    }
-                    Err(parse) => {
-                        let e = Error::new(
-                            ErrorKind::UpstreamBadResponse,
-                            format!("upstream answered with invalid JSON: {parse}"),
-                        );
-                        Err(failed(log, e))
-                    }
-                }
+                complete_answer(log, body)
             }
             Err(e) => Err(failed(log, e)),
         }
     }
+}
+
+fn stream_answer(mut log: RequestLog, stream: ChunkStream, client_wants_usage: bool) -> Answer {
+    let upstream = log.upstream.unwrap_or_default();
+    log.overhead = Some(log.started.elapsed().saturating_sub(upstream));
+    Answer::Stream {
+        stream: Box::new(MeteredStream::new(stream, client_wants_usage, log)),
+        upstream,
+    }
+}
+
+fn complete_answer(mut log: RequestLog, body: Bytes) -> Result<Answer, Error> {
+    match completion_usage(&body) {
+        Ok(usage) => {
+            log.answered = true;
+            // The whole answer is its first token's arrival.
+            log.ttft = Some(log.started.elapsed());
+            log.usage = usage;
+            if usage.is_none() {
+                log.response_body = Some(body.clone());
+            }
+            let upstream = log.upstream.unwrap_or_default();
+            log.overhead = Some(log.started.elapsed().saturating_sub(upstream));
+            log.finish(Outcome::Ok);
+            Ok(Answer::Complete { body, upstream })
+        }
+        Err(parse) => {
+            let e = Error::new(
+                ErrorKind::UpstreamBadResponse,
+                format!("upstream answered with invalid JSON: {parse}"),
+            );
+            Err(failed(log, e))
+        }
+    }
+}
+
+/// The most of a complete native answer that is read.
+const MAX_NATIVE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A native answer: a stream is forwarded as it arrives (metered on the way); a complete
+/// answer is read whole, its usage taken from it.
+async fn native_answer(
+    mut log: RequestLog,
+    answer: NativeResponse,
+    ingress: &dyn Ingress,
+    stream: bool,
+) -> Result<Answer, Error> {
+    let upstream = log.upstream.unwrap_or_default();
+    log.overhead = Some(log.started.elapsed().saturating_sub(upstream));
+    if stream && answer.content_type.starts_with("text/event-stream") {
+        return Ok(Answer::Native {
+            content_type: answer.content_type,
+            body: Box::new(NativeBody::new(answer.body, ingress, log)),
+            upstream,
+        });
+    }
+    let mut body = answer.body;
+    let mut whole = bytes::BytesMut::new();
+    while let Some(piece) = body.next().await {
+        match piece {
+            Ok(piece) if whole.len() + piece.len() <= MAX_NATIVE_BYTES => {
+                whole.extend_from_slice(&piece);
+            }
+            Ok(_) => {
+                let e = Error::new(
+                    ErrorKind::UpstreamBadResponse,
+                    "the upstream's answer is larger than 64 MiB",
+                );
+                return Err(failed(log, e));
+            }
+            Err(e) => return Err(failed(log, e)),
+        }
+    }
+    let whole = whole.freeze();
+    log.answered = true;
+    log.ttft = Some(log.started.elapsed());
+    log.usage = ingress.native_usage(&whole);
+    log.finish(Outcome::Ok);
+    Ok(Answer::Native {
+        content_type: answer.content_type,
+        body: Box::new(NativeBody::complete(whole)),
+        upstream,
+    })
 }
 
 fn note_served<T>(log: &mut RequestLog, served: Served<T>, upstream_started: Instant) -> T {

@@ -92,6 +92,10 @@ async fn chat_completions_in(
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             response
         }
+        // Chat completions are the pivot: nothing is forwarded natively on this path.
+        Ok(Answer::Native { .. }) => error_response(&Error::internal(
+            "a native answer reached the chat completions path",
+        )),
         Err(e) => error_response(&e),
     };
     if let Some(rate) = exchanged.rate {

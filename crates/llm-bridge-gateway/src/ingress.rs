@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use llm_bridge_core::{Error, Ingress};
+use llm_bridge_core::{Error, Ingress, NativeRequest};
 use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
 use tracing::Instrument;
 
@@ -16,7 +17,7 @@ use crate::Gateway;
 use crate::access::RequestLog;
 use crate::body::{GatewayBody, read_limited};
 use crate::errors::error_response;
-use crate::exchange::{self, Answer};
+use crate::exchange::{self, Answer, Dialect};
 use crate::http::{json_response, presented_key, rate_headers, server_timing};
 use crate::sse::SseBody;
 
@@ -78,8 +79,15 @@ async fn serve_in(
         pivot.set_include_usage(true);
     }
     let model = pivot.model().to_owned();
+    let native = NativeRequest {
+        operation: "messages",
+        body: bytes,
+        headers: forwarded_headers(ingress, &parts.headers),
+        stream: pivot.stream(),
+    };
     let started = log.started;
-    let exchanged = exchange::run(gateway, log, &principal, pivot).await;
+    let dialect = Dialect::Ingress(ingress, &native);
+    let exchanged = exchange::run_as(gateway, log, &principal, pivot, dialect).await;
     let mut response = match exchanged.result {
         Ok(Answer::Complete { body, upstream }) => match ingress.response(&body, &model) {
             Ok(rendered) => {
@@ -98,6 +106,19 @@ async fn serve_in(
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            response
+        }
+        Ok(Answer::Native {
+            content_type,
+            body,
+            upstream,
+        }) => {
+            let body = body.cut_by(gateway.ws_connections.subscribe_cut());
+            let mut response = Response::new(GatewayBody::Native(Box::new(body)));
+            server_timing(&mut response, started.elapsed(), upstream);
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                response.headers_mut().insert(CONTENT_TYPE, v);
+            }
             response
         }
         Err(e) => ingress_error(ingress, &e),
@@ -133,8 +154,39 @@ pub async fn count_tokens(
         Ok(t) => t.request,
         Err(e) => return ingress_error(ingress, &e),
     };
-    if let Err(e) = gateway.router.resolve(pivot.model()) {
-        return ingress_error(ingress, &e);
+    let plan = match gateway.router.resolve(pivot.model()) {
+        Ok(plan) => plan,
+        Err(e) => return ingress_error(ingress, &e),
+    };
+    // A target that speaks the dialect counts for itself.
+    if let Some(target) = plan
+        .targets
+        .iter()
+        .find(|t| t.provider.speaks(ingress.name()))
+    {
+        let native = NativeRequest {
+            operation: "count_tokens",
+            body: bytes,
+            headers: forwarded_headers(ingress, &parts.headers),
+            stream: false,
+        };
+        return match target.provider.forward(&target.model, native).await {
+            Ok(answer) => {
+                let mut whole = Vec::new();
+                let mut body = answer.body;
+                while let Some(piece) = body.next().await {
+                    match piece {
+                        Ok(piece) => whole.extend_from_slice(&piece),
+                        Err(e) => return ingress_error(ingress, &e),
+                    }
+                }
+                json_response(StatusCode::OK, whole.into())
+            }
+            Err(e) => {
+                let e = e.scrubbed(|m| target.provider.redact(m));
+                ingress_error(ingress, &e)
+            }
+        };
     }
     // Counting is CPU work (and may load a vocabulary): off the async threads.
     let pivot = pivot.to_bytes();
@@ -149,4 +201,19 @@ pub async fn count_tokens(
         .headers_mut()
         .insert("x-llm-bridge-estimated", HeaderValue::from_static("true"));
     response
+}
+
+/// The client's headers that the dialect forwards upstream.
+fn forwarded_headers(
+    ingress: &dyn Ingress,
+    headers: &http::HeaderMap,
+) -> Vec<(&'static str, String)> {
+    ingress
+        .forwarded_headers()
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some((*name, value.to_owned()))
+        })
+        .collect()
 }

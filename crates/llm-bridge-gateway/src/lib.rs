@@ -19,6 +19,7 @@ mod http;
 mod ingress;
 mod meter;
 mod metrics;
+mod native;
 mod server;
 mod service;
 mod sse;

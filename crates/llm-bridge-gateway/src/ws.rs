@@ -520,6 +520,11 @@ async fn chat(
                 )
                 .await;
             }
+            // Chat completions are the pivot: nothing is forwarded natively here.
+            Ok(Answer::Native { .. }) => {
+                let e = Error::internal("a native answer reached the WebSocket path");
+                send(&out, error_frame(Some(&id), &e)).await;
+            }
             Err(e) => send(&out, error_frame(Some(&id), &e)).await,
         }
     }

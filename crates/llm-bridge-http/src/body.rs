@@ -108,6 +108,14 @@ pub struct SseStream {
     ended: bool,
 }
 
+impl futures_util::Stream for IdleBody {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_data(cx)
+    }
+}
+
 impl SseStream {
     /// Decodes a body.
     pub fn new(body: Incoming, idle: Duration) -> Self {

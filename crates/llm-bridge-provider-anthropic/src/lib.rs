@@ -35,13 +35,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
-    ModelEntry, ProviderConfig, Result, api_key_env_var,
+    ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result, api_key_env_var, with_model,
 };
 use llm_bridge_dialect_anthropic::{
     ChunkTranslator, DEFAULT_MAX_TOKENS, chat_completion, error_from_event, error_from_status,
@@ -251,6 +252,84 @@ impl ChatProvider for AnthropicProvider {
 
     fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         self.keys.redact(text)
+    }
+
+    fn speaks(&self, dialect: &str) -> bool {
+        dialect == "anthropic"
+    }
+
+    async fn forward(&self, model: &str, request: NativeRequest) -> Result<NativeResponse> {
+        let entry = self.entry(model)?;
+        let body = with_model(&request.body, entry.upstream_name())?;
+        let (key_index, key) = self.key()?;
+        let uri = match request.operation {
+            "count_tokens" => format!("{}/count_tokens", self.endpoint)
+                .parse::<Uri>()
+                .map_err(|e| Error::internal(format!("count_tokens URL: {e}")))?,
+            _ => self.endpoint.clone(),
+        };
+        let client_header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| HeaderValue::try_from(v.as_str()).ok())
+        };
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                ACCEPT,
+                if request.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .header(API_KEY_HEADER, key.clone())
+            // The client's version and betas win: it knows what its body needs.
+            .header(
+                "anthropic-version",
+                client_header("anthropic-version").unwrap_or_else(|| self.version.clone()),
+            );
+        if let Some(beta) = client_header("anthropic-beta").or_else(|| self.beta.clone()) {
+            builder = builder.header("anthropic-beta", beta);
+        }
+        let http_request = builder
+            .body(Full::new(body))
+            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
+        let response = self
+            .client
+            .send_keyed(
+                http_request,
+                entry.config.timeout(),
+                &self.name,
+                &self.keys,
+                key_index,
+                |status, headers, body| {
+                    error_from_status(
+                        &self.name,
+                        status.as_u16(),
+                        llm_bridge_http::retry_after(headers),
+                        body,
+                    )
+                },
+            )
+            .await?;
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        let provider = self.name.clone();
+        let body = IdleBody::new(response.into_body(), entry.config.timeout())
+            .map(move |piece| piece.map_err(|e| e.with_provider(&*provider)));
+        Ok(NativeResponse {
+            content_type,
+            body: Box::pin(body),
+        })
     }
 
     async fn chat(&self, model: &str, request: ChatRequest) -> Result<ChatResponse> {

@@ -18,5 +18,5 @@ mod router;
 mod strategy;
 
 pub use config::{CooldownConfig, RouteConfig, RouterConfig, Strategy, TargetSpec};
-pub use router::{ModelListing, Plan, Router, Served, Target};
+pub use router::{Dispatched, ModelListing, Plan, Router, Served, Target};
 pub use strategy::{Random, XorShift};

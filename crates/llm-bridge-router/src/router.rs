@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicUsize;
 use futures_util::StreamExt;
 use indexmap::IndexMap;
 use llm_bridge_core::{
-    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelRef, Price,
-    Result, RetryConfig,
+    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelRef,
+    NativeRequest, NativeResponse, Price, Result, RetryConfig,
 };
 use tokio::time::Instant;
 
@@ -280,20 +280,7 @@ impl Router {
         plan: &Plan,
         request: ChatRequest,
     ) -> Result<Served<ChatResponse>> {
-        self.attempts(plan, request, |target, request| async move {
-            let answer = target.provider.chat(&target.model, request).await?;
-            // An answer that is not a JSON object (an HTML page, a cut body) is the target's
-            // fault: retried like a 5xx, never handed to the client.
-            if let Err(e) = llm_bridge_core::completion_usage(&answer.body) {
-                return Err(Error::new(
-                    ErrorKind::UpstreamBadResponse,
-                    format!("upstream answered with invalid JSON: {e}"),
-                )
-                .with_provider(target.provider.name()));
-            }
-            Ok(answer)
-        })
-        .await
+        self.attempts(plan, request, complete_attempt).await
     }
 
     /// A stream of chunks.
@@ -309,21 +296,35 @@ impl Router {
         plan: &Plan,
         request: ChatRequest,
     ) -> Result<Served<ChunkStream>> {
+        self.attempts(plan, request, stream_attempt).await
+    }
+
+    /// Serves a request that arrived in dialect `dialect` (an ingress's name): a target that
+    /// speaks it gets `native` forwarded as bytes, any other the pivot `request`, complete
+    /// or streamed as it asks. Retries and fallbacks work as for chat, across both kinds.
+    pub async fn dispatch_planned(
+        &self,
+        plan: &Plan,
+        request: ChatRequest,
+        dialect: &str,
+        native: &NativeRequest,
+    ) -> Result<Served<Dispatched>> {
         self.attempts(plan, request, |target, request| async move {
-            let provider = target.provider.clone();
-            let stream = target.provider.chat_stream(&target.model, request).await?;
-            // Errors after the start go to the client too: scrub them like the others.
-            let mut stream: ChunkStream = Box::pin(
-                stream.map(move |item| item.map_err(|e| e.scrubbed(|m| provider.redact(m)))),
-            );
-            match stream.next().await {
-                Some(Err(e)) => Err(e),
-                Some(Ok(first)) => {
-                    let rest: ChunkStream =
-                        Box::pin(futures_util::stream::once(async { Ok(first) }).chain(stream));
-                    Ok(rest)
-                }
-                None => Ok(stream),
+            if target.provider.speaks(dialect) {
+                return target
+                    .provider
+                    .forward(&target.model, native.clone())
+                    .await
+                    .map(Dispatched::Native);
+            }
+            if request.stream() {
+                stream_attempt(target, request)
+                    .await
+                    .map(Dispatched::Stream)
+            } else {
+                complete_attempt(target, request)
+                    .await
+                    .map(Dispatched::Complete)
             }
         })
         .await
@@ -481,6 +482,49 @@ impl Router {
         Err(last_error
             .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no target could be tried")))
     }
+}
+
+/// One attempt at a complete answer.
+async fn complete_attempt(target: Target, request: ChatRequest) -> Result<ChatResponse> {
+    let answer = target.provider.chat(&target.model, request).await?;
+    // An answer that is not a JSON object (an HTML page, a cut body) is the target's fault:
+    // retried like a 5xx, never handed to the client.
+    if let Err(e) = llm_bridge_core::completion_usage(&answer.body) {
+        return Err(Error::new(
+            ErrorKind::UpstreamBadResponse,
+            format!("upstream answered with invalid JSON: {e}"),
+        )
+        .with_provider(target.provider.name()));
+    }
+    Ok(answer)
+}
+
+/// One attempt at a stream, resolved once its first chunk arrived.
+async fn stream_attempt(target: Target, request: ChatRequest) -> Result<ChunkStream> {
+    let provider = target.provider.clone();
+    let stream = target.provider.chat_stream(&target.model, request).await?;
+    // Errors after the start go to the client too: scrub them like the others.
+    let mut stream: ChunkStream =
+        Box::pin(stream.map(move |item| item.map_err(|e| e.scrubbed(|m| provider.redact(m)))));
+    match stream.next().await {
+        Some(Err(e)) => Err(e),
+        Some(Ok(first)) => {
+            let rest: ChunkStream =
+                Box::pin(futures_util::stream::once(async { Ok(first) }).chain(stream));
+            Ok(rest)
+        }
+        None => Ok(stream),
+    }
+}
+
+/// What a dialect request became (see [`Router::dispatch_planned`]).
+pub enum Dispatched {
+    /// A target that speaks the dialect answered; its answer is unaltered.
+    Native(NativeResponse),
+    /// A complete pivot answer.
+    Complete(ChatResponse),
+    /// A pivot stream.
+    Stream(ChunkStream),
 }
 
 /// Failures that are the target's, not the request's: another target may serve it.
