@@ -13,6 +13,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
+# What the scripted Anthropic upstream signs its thinking with; the next turn must bring it back.
+SIGNATURE = "EqQBCgYIAhgCIkD+llm/bridge==sig"
+
 ARGS = None
 
 
@@ -143,6 +146,11 @@ class Handler(BaseHTTPRequestHandler):
         self.sse(events)
 
     def anthropic(self, body):
+        prompt = json.dumps(body.get("messages") or [])
+        if "fail-400" in prompt:
+            self.reply(400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                        "message": "messages: the mock refuses fail-400"}})
+            return
         tools = body.get("tools") or []
         names = {t.get("name") for t in tools}
         decision = decide(body.get("messages") or [], tools, names)
@@ -152,6 +160,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             content = [{"type": "tool_use", "id": "toolu_1", "name": decision[1], "input": decision[2]}]
             stop = "tool_use"
+        if (body.get("thinking") or {}).get("type") in ("enabled", "adaptive"):
+            content.insert(0, {"type": "thinking", "thinking": "Let me think.", "signature": SIGNATURE})
         usage = {"input_tokens": 20, "output_tokens": 5, "cache_read_input_tokens": 0,
                  "cache_creation_input_tokens": 0}
         message = {"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
@@ -165,19 +175,29 @@ class Handler(BaseHTTPRequestHandler):
 
         start = dict(message, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
         events = [ev("message_start", {"type": "message_start", "message": start})]
-        block = content[0]
-        if block["type"] == "text":
+        index = 0
+        if content[0]["type"] == "thinking":
             events.append(ev("content_block_start", {"type": "content_block_start", "index": 0,
-                                                     "content_block": {"type": "text", "text": ""}}))
+                                                     "content_block": {"type": "thinking", "thinking": "", "signature": ""}}))
             events.append(ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                     "delta": {"type": "thinking_delta", "thinking": "Let me think."}}))
+            events.append(ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                     "delta": {"type": "signature_delta", "signature": SIGNATURE}}))
+            events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+            index = 1
+        block = content[index]
+        if block["type"] == "text":
+            events.append(ev("content_block_start", {"type": "content_block_start", "index": index,
+                                                     "content_block": {"type": "text", "text": ""}}))
+            events.append(ev("content_block_delta", {"type": "content_block_delta", "index": index,
                                                      "delta": {"type": "text_delta", "text": block["text"]}}))
         else:
-            events.append(ev("content_block_start", {"type": "content_block_start", "index": 0,
+            events.append(ev("content_block_start", {"type": "content_block_start", "index": index,
                                                      "content_block": dict(block, input={})}))
-            events.append(ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+            events.append(ev("content_block_delta", {"type": "content_block_delta", "index": index,
                                                      "delta": {"type": "input_json_delta",
                                                                "partial_json": json.dumps(block["input"])}}))
-        events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        events.append(ev("content_block_stop", {"type": "content_block_stop", "index": index}))
         events.append(ev("message_delta", {"type": "message_delta",
                                            "delta": {"stop_reason": stop, "stop_sequence": None},
                                            "usage": {"output_tokens": 5}}))

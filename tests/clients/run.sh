@@ -53,6 +53,12 @@ providers:
     api_key: sk-script-upstream-secret
     models:
       "*": {}
+  claude:
+    adapter: anthropic
+    base_url: http://127.0.0.1:$SCRIPT_PORT
+    api_key: sk-ant-script-upstream-secret
+    models:
+      "*": {}
   dead:
     adapter: openai
     base_url: http://127.0.0.1:9/v1
@@ -80,11 +86,11 @@ sys.exit("llm-bridge did not become healthy")
 PY
 
 status=0
-LLM_BRIDGE_URL=http://127.0.0.1:$PORT LLM_BRIDGE_KEY=$KEY \
+LLM_BRIDGE_URL=http://127.0.0.1:$PORT LLM_BRIDGE_KEY=$KEY LLM_BRIDGE_SCRIPT_LOG=$WORK/script.jsonl \
     "$VENV/bin/python" -m unittest discover -s tests/clients -p 'test_*.py' -v || status=$?
 
 # No secret may appear in the gateway's logs.
-for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream AIzaSy-gemini-upstream-secret sk-script-upstream-secret; do
+for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream AIzaSy-gemini-upstream-secret sk-script-upstream-secret sk-ant-script-upstream-secret; do
     if grep -q -- "$secret" "$WORK/gateway.log"; then
         echo "FAIL: a secret appears in the gateway log" >&2
         status=1
