@@ -88,7 +88,7 @@ pub use ingress::{Ingress, IngressRequest, IngressStream, NativeMeter};
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};
 pub use model_ref::ModelRef;
 pub use provider::{ChatProvider, NativeRequest, NativeResponse, with_model};
-pub use request::ChatRequest;
+pub use request::{ChatRequest, session_hash};
 pub use response::{
     ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, completion_usage, inspect, strip_usage,
 };

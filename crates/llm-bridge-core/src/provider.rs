@@ -75,6 +75,8 @@ pub struct NativeRequest {
     pub headers: Vec<(&'static str, String)>,
     /// Whether the client asked for an event stream.
     pub stream: bool,
+    /// The request's session (see [`crate::ChatRequest::session`]), for the choice of key.
+    pub session: Option<u64>,
 }
 
 /// The upstream's answer to a [`NativeRequest`], unaltered.

@@ -56,10 +56,20 @@ fn replace_lone_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
+/// A stable 64-bit hash (FNV-1a) of a session name: the same in every process, so that
+/// instances behind a load balancer pick the same provider key for a session.
+pub fn session_hash(session: &str) -> u64 {
+    session.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// A validated `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
     body: Map<String, Value>,
+    /// The session named outside the body (an `x-session-id` header), if any.
+    session: Option<u64>,
 }
 
 impl ChatRequest {
@@ -84,7 +94,29 @@ impl ChatRequest {
             return Err(Error::invalid_request("request body must be a JSON object"));
         };
         validate(&body)?;
-        Ok(ChatRequest { body })
+        Ok(ChatRequest {
+            body,
+            session: None,
+        })
+    }
+
+    /// Names the request's session (from an `x-session-id` header); it wins over the
+    /// session fields of the body.
+    pub fn set_session(&mut self, session: &str) {
+        self.session = Some(session_hash(session));
+    }
+
+    /// The session this request belongs to, hashed: the `x-session-id` it was given, else
+    /// its `prompt_cache_key`, else its `user` (where Anthropic's `metadata.user_id` lands).
+    /// Requests of one session go to the same route target and provider key while those
+    /// stay healthy, so that the provider's prompt cache keeps hitting.
+    pub fn session(&self) -> Option<u64> {
+        self.session.or_else(|| {
+            ["prompt_cache_key", "user"]
+                .iter()
+                .find_map(|k| self.body.get(*k)?.as_str().filter(|s| !s.is_empty()))
+                .map(session_hash)
+        })
     }
 
     /// The model the client asked for (`provider/model`, an alias, or a bare name).

@@ -37,6 +37,15 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The session a request names in `x-session-id` (see [`llm_bridge_core::ChatRequest::session`]).
+pub fn session_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     gateway: &Arc<Gateway>,
@@ -69,10 +78,13 @@ async fn chat_completions_in(
         }
         Err(e) => Err(e),
     };
-    let chat = match chat {
+    let mut chat = match chat {
         Ok(chat) => chat,
         Err(e) => return error_response(&exchange::failed(log, e)),
     };
+    if let Some(session) = session_header(&parts.headers) {
+        chat.set_session(session);
+    }
     let started = log.started;
     let exchanged = exchange::run(gateway, log, &principal, chat).await;
     let mut response = match exchanged.result {

@@ -18,7 +18,7 @@ use crate::access::RequestLog;
 use crate::body::{GatewayBody, read_limited};
 use crate::errors::error_response;
 use crate::exchange::{self, Answer, Dialect};
-use crate::http::{json_response, presented_key, rate_headers, server_timing};
+use crate::http::{json_response, presented_key, rate_headers, server_timing, session_header};
 use crate::sse::SseBody;
 
 /// The error answer of a dialect: its own body, with the headers of ours (`Retry-After`,
@@ -74,6 +74,9 @@ async fn serve_in(
         );
     }
     let mut pivot = translated.request;
+    if let Some(session) = session_header(&parts.headers) {
+        pivot.set_session(session);
+    }
     if pivot.stream() {
         // The dialect's own stream carries usage at its end: let the usage chunk through.
         pivot.set_include_usage(true);
@@ -84,6 +87,7 @@ async fn serve_in(
         body: bytes,
         headers: forwarded_headers(ingress, &parts.headers),
         stream: pivot.stream(),
+        session: pivot.session(),
     };
     let started = log.started;
     let dialect = Dialect::Ingress(ingress, &native);
@@ -150,10 +154,13 @@ pub async fn count_tokens(
         Ok(bytes) => bytes,
         Err(e) => return ingress_error(ingress, &e),
     };
-    let pivot = match ingress.request(&bytes) {
+    let mut pivot = match ingress.request(&bytes) {
         Ok(t) => t.request,
         Err(e) => return ingress_error(ingress, &e),
     };
+    if let Some(session) = session_header(&parts.headers) {
+        pivot.set_session(session);
+    }
     let plan = match gateway.router.resolve(pivot.model()) {
         Ok(plan) => plan,
         Err(e) => return ingress_error(ingress, &e),
@@ -169,6 +176,7 @@ pub async fn count_tokens(
             body: bytes,
             headers: forwarded_headers(ingress, &parts.headers),
             stream: false,
+            session: pivot.session(),
         };
         return match target.provider.forward(&target.model, native).await {
             Ok(answer) => {

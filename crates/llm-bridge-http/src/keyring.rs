@@ -82,6 +82,20 @@ impl KeyRing {
         Some((soonest.1, &self.keys[soonest.1]))
     }
 
+    /// The key for a request of `session`: the session's own key (by its hash) while that
+    /// key is not resting, so that a session keeps hitting the provider's prompt cache;
+    /// otherwise, and without a session, the next key in turn ([`KeyRing::pick`]).
+    pub fn pick_for(&self, session: Option<u64>) -> Option<(usize, &HeaderValue)> {
+        let n = self.keys.len() as u64;
+        if let Some(hash) = session.filter(|_| n > 1) {
+            let i = usize::try_from(hash % n).unwrap_or(0);
+            if self.resting_until[i].load(Ordering::Relaxed) <= self.now() {
+                return Some((i, &self.keys[i]));
+            }
+        }
+        self.pick()
+    }
+
     /// Whether some key is not resting now.
     pub fn any_ready(&self) -> bool {
         let now = self.now();
@@ -105,6 +119,29 @@ mod tests {
 
     fn ring(n: usize) -> KeyRing {
         KeyRing::new((0..n).map(|i| HeaderValue::from(i as u64)).collect())
+    }
+
+    #[test]
+    fn a_session_keeps_its_key_while_it_is_not_resting() {
+        let r = ring(4);
+        let session = Some(llm_bridge_core::session_hash("session-a"));
+        let first = r.pick_for(session).unwrap().0;
+        for _ in 0..10 {
+            assert_eq!(r.pick_for(session).unwrap().0, first);
+        }
+        r.rest(first, Duration::from_secs(60));
+        assert_ne!(r.pick_for(session).unwrap().0, first);
+        let spread: std::collections::HashSet<usize> = (0..40)
+            .map(|i| {
+                r.pick_for(Some(llm_bridge_core::session_hash(&format!("s{i}"))))
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        assert!(
+            spread.len() >= 3,
+            "sessions spread over the keys: {spread:?}"
+        );
     }
 
     #[test]

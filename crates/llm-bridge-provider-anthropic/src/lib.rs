@@ -139,7 +139,7 @@ impl AnthropicProvider {
         })
     }
 
-    fn key(&self) -> Result<(usize, &HeaderValue)> {
+    fn key(&self, session: Option<u64>) -> Result<(usize, &HeaderValue)> {
         if self.keys.is_empty() {
             return Err(Error::new(
                 ErrorKind::UpstreamAuth,
@@ -153,7 +153,7 @@ impl AnthropicProvider {
             .with_provider(&*self.name));
         }
         self.keys
-            .pick()
+            .pick_for(session)
             .ok_or_else(|| Error::internal("no API key to pick"))
     }
 
@@ -165,6 +165,7 @@ impl AnthropicProvider {
         mut request: ChatRequest,
         stream: bool,
     ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+        let session = request.session();
         entry.config.apply(&mut request);
         let default_max_tokens = entry.config.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let mut body = messages_request(&request, entry.upstream_name(), default_max_tokens)
@@ -176,7 +177,7 @@ impl AnthropicProvider {
                 b.remove("stream");
             }
         }
-        let (key_index, key) = self.key()?;
+        let (key_index, key) = self.key(session)?;
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(self.endpoint.clone())
@@ -261,7 +262,7 @@ impl ChatProvider for AnthropicProvider {
     async fn forward(&self, model: &str, request: NativeRequest) -> Result<NativeResponse> {
         let entry = self.entry(model)?;
         let body = with_model(&request.body, entry.upstream_name())?;
-        let (key_index, key) = self.key()?;
+        let (key_index, key) = self.key(request.session)?;
         let uri = match request.operation {
             "count_tokens" => format!("{}/count_tokens", self.endpoint)
                 .parse::<Uri>()

@@ -161,7 +161,7 @@ impl GeminiProvider {
         })
     }
 
-    fn key(&self) -> Result<(usize, &HeaderValue)> {
+    fn key(&self, session: Option<u64>) -> Result<(usize, &HeaderValue)> {
         if self.keys.is_empty() {
             return Err(Error::new(
                 ErrorKind::UpstreamAuth,
@@ -175,7 +175,7 @@ impl GeminiProvider {
             .with_provider(&*self.name));
         }
         self.keys
-            .pick()
+            .pick_for(session)
             .ok_or_else(|| Error::internal("no API key to pick"))
     }
 
@@ -191,7 +191,7 @@ impl GeminiProvider {
         let uri = self
             .endpoint(upstream, stream)
             .map_err(|e| e.with_provider(&*self.name))?;
-        let (key_index, key) = self.key()?;
+        let (key_index, key) = self.key(request.session())?;
         let accept = if stream {
             "text/event-stream"
         } else {

@@ -86,7 +86,7 @@ impl OpenAiProvider {
         })
     }
 
-    fn key(&self) -> Result<(usize, &HeaderValue)> {
+    fn key(&self, session: Option<u64>) -> Result<(usize, &HeaderValue)> {
         if self.keys.is_empty() {
             return Err(Error::new(
                 ErrorKind::UpstreamAuth,
@@ -100,7 +100,7 @@ impl OpenAiProvider {
             .with_provider(&*self.name));
         }
         self.keys
-            .pick()
+            .pick_for(session)
             .ok_or_else(|| Error::internal("no API key to pick"))
     }
 
@@ -127,9 +127,10 @@ impl OpenAiProvider {
         entry: &ModelEntry<'_>,
         body: Bytes,
         stream: bool,
+        session: Option<u64>,
     ) -> Result<http::Response<llm_bridge_http::Incoming>> {
         let timeout = entry.config.timeout();
-        let (key_index, key) = self.key()?;
+        let (key_index, key) = self.key(session)?;
         let request = self.build(body, stream, key)?;
         self.client
             .send_keyed(
@@ -181,7 +182,9 @@ impl ChatProvider for OpenAiProvider {
         let entry = self.entry(model)?;
         entry.config.apply(&mut request);
         request.set_model(entry.upstream_name());
-        let response = self.send(&entry, request.to_bytes(), false).await?;
+        let response = self
+            .send(&entry, request.to_bytes(), false, request.session())
+            .await?;
         let body = IdleBody::new(response.into_body(), entry.config.timeout())
             .collect(MAX_RESPONSE_BYTES)
             .await
@@ -197,7 +200,9 @@ impl ChatProvider for OpenAiProvider {
         if self.stream_usage {
             request.set_include_usage(true);
         }
-        let response = self.send(&entry, request.to_bytes(), true).await?;
+        let response = self
+            .send(&entry, request.to_bytes(), true, request.session())
+            .await?;
         let is_sse = response
             .headers()
             .get(CONTENT_TYPE)

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use llm_bridge_core::{ChatProvider, ChatRequest, ProviderConfig};
 use llm_bridge_http::{ClientOptions, UpstreamClient};
 use llm_bridge_provider_openai::OpenAiProvider;
-use llm_bridge_router::{RouteConfig, Router, RouterConfig, Strategy, TargetSpec};
+use llm_bridge_router::{Affinity, RouteConfig, Router, RouterConfig, Strategy, TargetSpec};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 TargetSpec::Name("up/small".into()),
             ],
             retry: None,
+            affinity: Affinity::default(),
         },
     );
     let router = Router::new(vec![down, up], config)?;

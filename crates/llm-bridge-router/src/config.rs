@@ -37,6 +37,22 @@ pub struct RouteConfig {
     /// Retries for this route (else the providers' or the global ones).
     #[serde(default)]
     pub retry: Option<RetryConfig>,
+    /// Whether requests of one session stay on one target (`session`, the default) or are
+    /// spread by the strategy alone (`none`).
+    #[serde(default)]
+    pub affinity: Affinity,
+}
+
+/// Session affinity of a route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Affinity {
+    /// A session (`x-session-id`, `prompt_cache_key`, `user`, Anthropic's
+    /// `metadata.user_id`) keeps the target that served it while that target is healthy.
+    #[default]
+    Session,
+    /// Every request is placed by the strategy.
+    None,
 }
 
 /// How a route chooses among its targets.

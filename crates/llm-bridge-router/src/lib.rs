@@ -12,11 +12,12 @@
 
 #![warn(missing_docs)]
 
+mod affinity;
 mod config;
 mod health;
 mod router;
 mod strategy;
 
-pub use config::{CooldownConfig, RouteConfig, RouterConfig, Strategy, TargetSpec};
+pub use config::{Affinity, CooldownConfig, RouteConfig, RouterConfig, Strategy, TargetSpec};
 pub use router::{Dispatched, ModelListing, Plan, Router, Served, Target};
 pub use strategy::{Random, XorShift};

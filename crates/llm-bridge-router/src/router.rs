@@ -12,7 +12,8 @@ use llm_bridge_core::{
 };
 use tokio::time::Instant;
 
-use crate::config::{RouterConfig, Strategy};
+use crate::affinity::Sessions;
+use crate::config::{Affinity, RouterConfig, Strategy};
 use crate::health::{Availability, Health};
 use crate::strategy::{Random, XorShift, order};
 
@@ -61,6 +62,7 @@ impl Target {
 /// A route alias, validated.
 struct Route {
     strategy: Strategy,
+    affinity: Affinity,
     targets: Vec<Target>,
     ids: Vec<String>,
     weights: Vec<u32>,
@@ -127,6 +129,7 @@ pub struct Router {
     config: RouterConfig,
     health: Health,
     random: Arc<dyn Random>,
+    sessions: Sessions,
 }
 
 impl Router {
@@ -163,6 +166,7 @@ impl Router {
             health: Health::new(config.cooldown),
             config,
             random,
+            sessions: Sessions::default(),
         };
         let mut routes = IndexMap::new();
         for (alias, route) in &router.config.routes {
@@ -192,6 +196,7 @@ impl Router {
                 alias.clone(),
                 Arc::new(Route {
                     strategy: route.strategy,
+                    affinity: route.affinity,
                     ids: targets.iter().map(Target::id).collect(),
                     targets,
                     weights,
@@ -394,7 +399,18 @@ impl Router {
             .into_iter()
             .partition(|i| matches!(self.health.peek(&ids[*i]), Availability::Ready));
         let all_resting = ready.is_empty();
-        let sequence: Vec<usize> = if all_resting { resting } else { ready };
+        let mut sequence: Vec<usize> = if all_resting { resting } else { ready };
+        // A session goes back to the target that served it while that one is ready.
+        let pin = route
+            .as_ref()
+            .filter(|r| r.affinity == Affinity::Session && r.targets.len() > 1)
+            .and_then(|_| Some((plan.route.as_deref()?, request.session()?)));
+        if let Some(pinned) = pin.and_then(|(alias, session)| self.sessions.get(alias, session)) {
+            if let Some(at) = sequence.iter().position(|i| *i == pinned) {
+                let first = sequence.remove(at);
+                sequence.insert(0, first);
+            }
+        }
         let total_attempts: u32 = sequence
             .iter()
             .map(|i| {
@@ -433,6 +449,9 @@ impl Router {
                 let e = match outcome {
                     Ok(value) => {
                         self.health.success(id, began.elapsed());
+                        if let Some((alias, session)) = pin {
+                            self.sessions.set(alias, session, *i);
+                        }
                         return Ok(served(target, value, plan.route.clone(), made - 1));
                     }
                     // Before anything logs or keeps it: upstreams echo keys.

@@ -15,7 +15,7 @@ use llm_bridge_core::{
     ModelCatalog, ModelConfig, Result, RetryConfig, Seconds,
 };
 use llm_bridge_router::{
-    CooldownConfig, RouteConfig, Router, RouterConfig, Strategy, TargetSpec, XorShift,
+    Affinity, CooldownConfig, RouteConfig, Router, RouterConfig, Strategy, TargetSpec, XorShift,
 };
 use tokio::time::Instant;
 
@@ -182,6 +182,7 @@ fn world(
                 })
                 .collect(),
             retry: None,
+            affinity: Affinity::default(),
         },
     );
     let router = Router::with_random(
@@ -477,6 +478,56 @@ async fn round_robin_rotates_the_first_target() {
     assert_eq!(w.calls(), ["a", "b", "c", "a", "b", "c"]);
 }
 
+fn in_session(model: &str, session: &str) -> ChatRequest {
+    ChatRequest::from_value(serde_json::json!({
+        "model": model, "prompt_cache_key": session,
+        "messages": [{"role": "user", "content": "x"}]
+    }))
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_stays_on_its_target_while_it_is_healthy() {
+    let w = world(
+        &["a", "b", "c"],
+        Strategy::RoundRobin,
+        retry(1, 0.1, 1.0),
+        lenient(),
+    );
+    for _ in 0..6 {
+        w.router.chat(in_session("smart", "codex-1")).await.unwrap();
+    }
+    let calls = w.calls();
+    assert!(calls.iter().all(|c| *c == calls[0]), "{calls:?}");
+    // Another session is placed by the strategy, and then keeps its own target.
+    w.clear();
+    w.router.chat(in_session("smart", "codex-2")).await.unwrap();
+    w.router.chat(in_session("smart", "codex-2")).await.unwrap();
+    let second = w.calls();
+    assert_eq!(second[0], second[1]);
+    // The pinned target fails: the session moves on, and stays where it landed.
+    w.clear();
+    let pinned = calls[0].clone();
+    let index = ["a", "b", "c"].iter().position(|n| *n == pinned).unwrap();
+    w.script(index, &[Step::Fail(ErrorKind::UpstreamUnavailable, None)]);
+    w.router.chat(in_session("smart", "codex-1")).await.unwrap();
+    w.router.chat(in_session("smart", "codex-1")).await.unwrap();
+    let moved = w.calls();
+    assert_eq!(moved[0], pinned);
+    assert_ne!(moved[1], pinned);
+    assert_eq!(moved[2], moved[1], "{moved:?}");
+    // Without a session, round robin as before.
+    w.clear();
+    for _ in 0..3 {
+        w.router.chat(request("smart", false)).await.unwrap();
+    }
+    let spread = w.calls();
+    assert!(
+        spread[0] != spread[1] || spread[1] != spread[2],
+        "{spread:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn weighted_routes_split_by_weight() {
     let w = world(
@@ -549,6 +600,7 @@ fn routes_are_validated() {
             strategy: Strategy::Fallback,
             targets: vec![TargetSpec::Name("nobody/m".into())],
             retry: None,
+            affinity: Affinity::default(),
         },
     );
     let e = Router::new(Vec::new(), config).err().unwrap();
