@@ -283,6 +283,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
          providers:\n  fast:\n    adapter: openai\n    base_url: http://127.0.0.1:{fast_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{ price: {{ input: 1, output: 2 }} }} }}\n\
          \x20 stream:\n    adapter: openai\n    base_url: http://127.0.0.1:{stream_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{}} }}\n\
          \x20 hold:\n    adapter: openai\n    base_url: http://127.0.0.1:{hold_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{ timeout: 600 }} }}\n\
+         \x20 claude:\n    adapter: anthropic\n    base_url: http://127.0.0.1:{fast_port}\n    api_key: sk-bench\n    models: {{ m: {{ price: {{ input: 1, output: 2 }} }} }}\n\
          logging:\n  format: json\n  level: info\n  output:\n    console: false\n    file: {{ path: logs/llm-bridge.log, max_size: 104857600, backup_count: 3 }}\n\
          usage: {{ database: data/llm-bridge.db }}\n"
     );
@@ -386,14 +387,46 @@ pub fn main(args: &[String]) -> Result<(), String> {
         pids: vec![gw.child.id()],
     });
     let gw_pid = gw.child.id();
-    // Variants measured for CPU per request only.
+    // Variants measured for CPU per request only: (name, port, key, pid, path, body).
+    let chat = "/v1/chat/completions";
+    let messages_body = |model: &str| {
+        json!({"model": model, "max_tokens": 64,
+               "messages": [{"role": "user", "content": "Say something short about gateways."}]})
+        .to_string()
+    };
+    let (native_body, translated_body) = (messages_body("claude/m"), messages_body("fast/m"));
     let variants = [
-        ("llm-bridge, static key", gw_port, "sk-bench-static", gw_pid),
+        (
+            "llm-bridge, static key",
+            gw_port,
+            "sk-bench-static",
+            gw_pid,
+            chat,
+            None,
+        ),
         (
             "llm-bridge, static key, no usage",
             bare_port,
             "sk-bench-static",
             bare.child.id(),
+            chat,
+            None,
+        ),
+        (
+            "llm-bridge, /v1/messages pass-through",
+            gw_port,
+            "sk-bench-static",
+            gw_pid,
+            "/v1/messages",
+            Some(native_body.as_str()),
+        ),
+        (
+            "llm-bridge, /v1/messages translated",
+            gw_port,
+            "sk-bench-static",
+            gw_pid,
+            "/v1/messages",
+            Some(translated_body.as_str()),
         ),
     ];
     std::thread::sleep(Duration::from_millis(500));
@@ -529,11 +562,11 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 intact.1 += r["streams_broken"].as_u64().unwrap_or(0);
             }
         }
-        for (name, port, key, pid) in &variants {
-            let a: Vec<String> = [
+        for (name, port, key, pid, path, body) in &variants {
+            let mut a: Vec<String> = [
                 "closed",
                 "--url",
-                &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                &format!("http://127.0.0.1:{port}{path}"),
                 "--model",
                 "fast/m",
                 "--key",
@@ -546,11 +579,17 @@ pub fn main(args: &[String]) -> Result<(), String> {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
+            if let Some(body) = body {
+                a.extend(["--body".to_owned(), (*body).to_owned()]);
+            }
             let cpu0 = cpu_seconds(&[*pid]);
             let r = loadgen(&loadgen_bin, &a)?;
             let cpu = cpu_seconds(&[*pid]) - cpu0;
             let n = r["requests"].as_f64().unwrap_or(0.0);
             let f = figures.entry(name).or_default();
+            f.entry("errors")
+                .or_default()
+                .push(r["errors"].as_f64().unwrap_or(0.0));
             f.entry("rps_64")
                 .or_default()
                 .push(r["rps"].as_f64().unwrap_or(0.0));
@@ -770,6 +809,18 @@ fn print_table(r: &Value) {
             3
         )
     );
+    for dialect in [
+        "llm-bridge, /v1/messages pass-through",
+        "llm-bridge, /v1/messages translated",
+    ] {
+        println!(
+            "CPU per request, {} vs chat completions (static key): {} vs {} µs ({}×)",
+            dialect.trim_start_matches("llm-bridge, "),
+            fmt(v(dialect), 1),
+            fmt(v("llm-bridge, static key"), 1),
+            fmt(ratio(v(dialect), v("llm-bridge, static key")), 3)
+        );
+    }
     let m = &r["llm_bridge"];
     println!(
         "streams intact / broken:        {} / {}",
