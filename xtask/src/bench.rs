@@ -181,13 +181,15 @@ struct Path_ {
 }
 
 fn loadgen(bin: &Path, args: &[String]) -> Result<Value, String> {
+    // The arguments go through "$@", untouched by the shell (a JSON body has spaces and quotes).
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "ulimit -n $(ulimit -Hn); exec {} {}",
-            bin.display(),
-            args.join(" ")
+            "ulimit -n $(ulimit -Hn); exec {} \"$@\"",
+            bin.display()
         ))
+        .arg("loadgen")
+        .args(args)
         .output()
         .map_err(|e| format!("loadgen: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -127,7 +127,18 @@ async fn one(
     let req = req.body(Full::new(t.body.clone())).map_err(|_| ())?;
     let response = sender.send_request(req).await.map_err(|_| ())?;
     if !response.status().is_success() {
-        let _ = response.into_body().collect().await;
+        let status = response.status();
+        let body = response.into_body().collect().await;
+        // The first failure is worth a line: a benchmark of errors measures nothing.
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let text = body.map(|b| b.to_bytes()).unwrap_or_default();
+            eprintln!(
+                "loadgen: {} {status}: {}",
+                t.path,
+                String::from_utf8_lossy(&text[..text.len().min(300)])
+            );
+        }
         return Err(());
     }
     let mut body = response.into_body();
