@@ -73,6 +73,7 @@ mod error;
 mod ingress;
 mod message;
 mod model_ref;
+pub mod prices;
 mod provider;
 pub mod redact;
 mod request;
