@@ -5,11 +5,13 @@
 //!   that libraries never read the environment.
 //! - `bench`: llm-bridge against the direct path and nginx, one table (see docs/benchmarks.md).
 //! - `dist [--check]`: the release archive, and a check that it works once unpacked.
+//! - `prices PATH [--check]`: the built-in price catalog, generated from a models.dev snapshot.
 
 #![allow(clippy::print_stdout)]
 
 mod bench;
 mod dist;
+mod prices;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -25,9 +27,10 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::run(&root),
         Some("bench") => bench::main(&args[1..]),
         Some("dist") => dist::main(&args[1..]),
+        Some("prices") => prices::main(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|tidy|bench|dist> (bench: [--quick] [--rounds N] [--seconds S] [--json PATH] [--no-build] [--micro]; dist: [--check])"
+                "usage: cargo xtask <ci|tidy|bench|dist|prices> (bench: [--quick] [--rounds N] [--seconds S] [--json PATH] [--no-build] [--micro]; dist: [--check]; prices: PATH [--check])"
             );
             return ExitCode::FAILURE;
         }

@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `check`, `models`.
+//! The command line: `serve` (the default), `check`, `models`, `prices`, `usage`, `keys`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +34,8 @@ pub enum Command {
     Check,
     /// List the models clients can use.
     Models,
+    /// The price that applies to each configured model (or to MODEL), and where it comes from.
+    Prices(crate::prices_cli::PricesArgs),
     /// Usage totals from the usage database (`--since 7d --by model`).
     Usage(UsageArgs),
     /// Manage API keys in the database (works while the server runs).
@@ -85,6 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Serve(args)) => serve(config, &env, &args, &source),
         Some(Command::Check) => check(&mut config, &env, &source),
         Some(Command::Models) => models(&config, &env),
+        Some(Command::Prices(args)) => crate::prices_cli::run(&config, &args),
         Some(Command::Usage(args)) => usage(&config, &args),
         Some(Command::Keys(args)) => crate::keys_cli::run(&config, args),
     }
@@ -235,7 +238,10 @@ fn check(config: &mut AppConfig, env: &Environment, source: &ConfigSource) -> Ex
             }
         );
         for model in provider.catalog().names() {
-            println!("  {name}/{model}");
+            match provider.catalog().price(model) {
+                Some(_) => println!("  {name}/{model}"),
+                None => println!("  {name}/{model}: {}", crate::prices_cli::NO_PRICE),
+            }
         }
         if provider.catalog().has_wildcard() {
             println!("  {name}/* (any other model name is passed through)");

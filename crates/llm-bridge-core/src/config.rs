@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_json::{Map, Value};
 
+use crate::prices::{self, AppliedPrice, PriceOrigin};
 use crate::request::ChatRequest;
 
 /// One `providers.<name>` entry.
@@ -56,6 +57,14 @@ pub struct ProviderConfig {
     /// header.
     #[serde(default)]
     pub anthropic_beta: Vec<String>,
+}
+
+impl ProviderConfig {
+    /// This provider's models, with its family in the built-in price catalog.
+    pub fn catalog(&self) -> ModelCatalog {
+        ModelCatalog::new(self.models.clone())
+            .with_family(prices::family_for(&self.adapter, &self.base_url))
+    }
 }
 
 fn default_true() -> bool {
@@ -184,13 +193,14 @@ pub struct ModelConfig {
     pub price: Option<Price>,
 }
 
-/// Prices of a model in currency units (e.g. USD) per million tokens.
+/// Prices of a model in currency units (e.g. USD) per million tokens (the built-in catalog's
+/// are USD: [`crate::prices`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     /// Per million prompt tokens not served from cache.
     pub input: f64,
-    /// Per million completion tokens (reasoning included).
+    /// Per million completion tokens (reasoning included unless `reasoning` is set).
     pub output: f64,
     /// Per million prompt tokens served from cache; `input` when absent.
     #[serde(default)]
@@ -199,19 +209,31 @@ pub struct Price {
     /// when absent.
     #[serde(default)]
     pub cache_write: Option<f64>,
+    /// Per million reasoning tokens, for models that price them apart from output; `output`
+    /// when absent.
+    #[serde(default)]
+    pub reasoning: Option<f64>,
 }
 
 impl Price {
     /// The cost of a request with these counts. Each prompt token is charged once: cache
-    /// reads at `cached`, cache writes at `cache_write`, the rest at `input`.
+    /// reads at `cached`, cache writes at `cache_write`, the rest at `input` (`prompt_tokens`
+    /// counts all three). Each completion token is charged once too: reasoning tokens (part of
+    /// `completion_tokens`) at `reasoning` when it is set, else like the rest at `output`.
     pub fn cost(&self, usage: &crate::Usage) -> f64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
         let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
         let fresh = usage.prompt_tokens - cached - written;
+        let reasoning = match self.reasoning {
+            Some(_) => usage.reasoning_tokens.min(usage.completion_tokens),
+            None => 0,
+        };
+        let answer = usage.completion_tokens - reasoning;
         (fresh as f64 * self.input
             + cached as f64 * self.cached.unwrap_or(self.input)
             + written as f64 * self.cache_write.unwrap_or(self.input)
-            + usage.completion_tokens as f64 * self.output)
+            + answer as f64 * self.output
+            + reasoning as f64 * self.reasoning.unwrap_or(self.output))
             / 1_000_000.0
     }
 }
@@ -340,10 +362,12 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-/// The models of one provider, for name resolution and `/v1/models`.
+/// The models of one provider, for name resolution, prices and `/v1/models`.
 #[derive(Debug, Clone, Default)]
 pub struct ModelCatalog {
     models: IndexMap<String, ModelConfig>,
+    /// The provider's family in the built-in price catalog, when known.
+    family: Option<&'static str>,
 }
 
 /// A model found in a [`ModelCatalog`].
@@ -380,7 +404,45 @@ fn strip_tag(name: &str) -> &str {
 impl ModelCatalog {
     /// A catalog of these models.
     pub fn new(models: IndexMap<String, ModelConfig>) -> Self {
-        ModelCatalog { models }
+        ModelCatalog {
+            models,
+            family: None,
+        }
+    }
+
+    /// The same catalog, its prices looked up in this family of the built-in catalog
+    /// ([`crate::prices::family_for`]); `None` searches every family.
+    pub fn with_family(mut self, family: Option<&'static str>) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// The family of the built-in price catalog this provider's models are looked up in.
+    pub fn family(&self) -> Option<&'static str> {
+        self.family
+    }
+
+    /// The price that applies to a model (by the name the client used): its `price:` in the
+    /// config, else the built-in catalog's for the name sent upstream (or, failing that, the
+    /// configured name). `None`: the model is not served, or nothing prices it.
+    pub fn price(&self, name: &str) -> Option<AppliedPrice> {
+        let entry = self.lookup(name)?;
+        if let Some(price) = entry.config.price {
+            return Some(AppliedPrice {
+                price,
+                origin: PriceOrigin::Config,
+            });
+        }
+        let upstream = entry.upstream_name();
+        let found = prices::find(self.family, upstream).or_else(|| {
+            (strip_tag(entry.name) != upstream)
+                .then(|| prices::find(self.family, entry.name))
+                .flatten()
+        })?;
+        Some(AppliedPrice {
+            price: found.price(),
+            origin: PriceOrigin::Catalog(found),
+        })
     }
 
     /// Finds a model by the name the client used: its own entry, else `"*"`.
@@ -507,6 +569,7 @@ mod tests {
             output: 10.0,
             cached: Some(1.25),
             cache_write: None,
+            reasoning: None,
         };
         let u = crate::Usage {
             prompt_tokens: 1_000_000,
@@ -531,6 +594,7 @@ mod tests {
             output: 15.0,
             cached: Some(0.3),
             cache_write: Some(3.75),
+            reasoning: None,
         };
         assert!((p.cost(&u) - (0.3 * 3.0 + 0.5 * 0.3 + 0.2 * 3.75)).abs() < 1e-9);
         // Without a cache-write price, writes cost what input costs.
@@ -546,6 +610,48 @@ mod tests {
             ..crate::Usage::new(1_000_000, 0)
         };
         assert!((p.cost(&odd) - (0.8 * 0.3 + 0.2 * 3.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn config_price_wins_then_the_catalog_by_upstream_then_configured_name() {
+        let provider: ProviderConfig = serde_json::from_value(json!({
+            "adapter": "openai", "base_url": "https://api.openai.com/v1",
+            "models": {
+                "gpt-4o": {"price": {"input": 1, "output": 2}},
+                "fast<low>": {"upstream_model": "gpt-4o-mini"},
+                "o3-mini<high>": {},
+                "gpt-4o-2024-08-06": {"upstream_model": "my-deployment"},
+                "house-model": {}
+            }
+        }))
+        .unwrap();
+        let cat = provider.catalog();
+        assert_eq!(cat.family(), Some("openai"));
+        let p = cat.price("gpt-4o").unwrap();
+        assert_eq!((p.price.input, p.origin), (1.0, PriceOrigin::Config));
+        let origin = |m: &str| cat.price(m).map(|p| p.origin.to_string());
+        assert_eq!(origin("fast<low>").unwrap(), "catalog: openai/gpt-4o-mini");
+        assert_eq!(origin("o3-mini<high>").unwrap(), "catalog: openai/o3-mini");
+        assert_eq!(
+            origin("gpt-4o-2024-08-06").unwrap(),
+            "catalog: openai/gpt-4o-2024-08-06"
+        );
+        assert_eq!(origin("house-model"), None);
+        assert_eq!(origin("not-served"), None);
+        // A provider of unknown family finds models in any family.
+        let proxy: ProviderConfig = serde_json::from_value(json!({
+            "adapter": "openai", "base_url": "https://closeai.example/v1", "models": {"*": {}}
+        }))
+        .unwrap();
+        assert_eq!(
+            proxy
+                .catalog()
+                .price("claude-sonnet-4-5")
+                .unwrap()
+                .origin
+                .to_string(),
+            "catalog: anthropic/claude-sonnet-4-5"
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Everything the other crates share and nothing more: the chat request as the client sent it
 //! ([`ChatRequest`]), answers and stream chunks in OpenAI's format ([`ChatResponse`],
 //! [`ChatChunk`]), token counts ([`Usage`]), `provider/model` names ([`ModelRef`]), provider and
-//! model settings ([`ProviderConfig`], [`ModelConfig`]), the [`ChatProvider`] trait every
-//! upstream adapter implements, and the one error type ([`Error`], [`ErrorKind`]).
+//! model settings ([`ProviderConfig`], [`ModelConfig`]), the built-in price catalog ([`prices`]),
+//! the [`ChatProvider`] trait every upstream adapter implements, and the one error type
+//! ([`Error`], [`ErrorKind`]).
 //! No sockets, no runtime, no vendor wire formats.
 //!
 //! # Example: a provider of your own
@@ -73,6 +74,7 @@ mod error;
 mod ingress;
 mod message;
 mod model_ref;
+pub mod prices;
 mod provider;
 pub mod redact;
 mod request;

@@ -118,7 +118,7 @@ impl AnthropicProvider {
             endpoint,
             keys: KeyRing::new(keys),
             client,
-            catalog: ModelCatalog::new(config.models.clone()),
+            catalog: config.catalog(),
             version,
             beta,
         })

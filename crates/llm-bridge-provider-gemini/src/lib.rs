@@ -132,7 +132,7 @@ impl GeminiProvider {
             root,
             keys: KeyRing::new(keys),
             client,
-            catalog: ModelCatalog::new(config.models.clone()),
+            catalog: config.catalog(),
         })
     }
 

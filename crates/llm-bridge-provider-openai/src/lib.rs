@@ -66,7 +66,7 @@ impl OpenAiProvider {
             endpoint,
             keys: KeyRing::new(keys),
             client,
-            catalog: ModelCatalog::new(config.models.clone()),
+            catalog: config.catalog(),
             stream_usage: config.stream_usage,
         })
     }

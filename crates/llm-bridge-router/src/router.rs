@@ -41,12 +41,9 @@ impl Target {
         format!("{}/{}", self.provider.name(), self.model)
     }
 
-    /// The model's prices, if configured.
+    /// The model's prices: its `price:` in the config, else the built-in catalog's.
     pub fn price(&self) -> Option<Price> {
-        self.provider
-            .catalog()
-            .lookup(&self.model)
-            .and_then(|e| e.config.price)
+        self.provider.catalog().price(&self.model).map(|p| p.price)
     }
 
     /// The model name the upstream receives.
@@ -96,7 +93,7 @@ pub struct Served<T> {
     pub model: String,
     /// The model name sent upstream.
     pub upstream_model: String,
-    /// The model's prices, if configured.
+    /// The model's prices (config, else the built-in catalog); `None`: nothing prices it.
     pub price: Option<Price>,
     /// The route alias the client named, if any.
     pub route: Option<String>,
