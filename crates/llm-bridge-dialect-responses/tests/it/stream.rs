@@ -363,3 +363,24 @@ fn the_validator_accepts_openais_own_streams_and_rejects_broken_ones() {
         assert!(validate(broken.as_bytes()).is_err(), "accepted:\n{broken}");
     }
 }
+
+#[test]
+fn sealed_reasoning_on_a_delta_reaches_the_reasoning_item() {
+    let chunks = [
+        json!({"id": "c", "choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]}),
+        json!({"id": "c", "choices": [{"index": 0, "delta": {"extra_content": {"llm_bridge": {"encrypted_reasoning": "sealed"}}}}]}),
+        json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}),
+        json!({"id": "c", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}),
+    ];
+    let out = render(&chunks.iter().map(Value::to_string).collect::<Vec<_>>());
+    let events = validate(&out).unwrap();
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "response.output_item.done")
+        .unwrap();
+    assert_eq!(done["item"]["encrypted_content"], "sealed");
+    assert_eq!(done["item"]["summary"][0]["text"], "hm");
+    let r = &events.last().unwrap()["response"];
+    assert_eq!(r["output"][0]["encrypted_content"], "sealed");
+    assert_eq!(r["usage"]["total_tokens"], 3);
+}
