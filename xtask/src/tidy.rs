@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["llm-bridge-core", "llm-bridge-http"],
     ),
     ("llm-bridge-dialect-anthropic", &["llm-bridge-core"]),
+    ("llm-bridge-dialect-responses", &["llm-bridge-core"]),
     (
         "llm-bridge-provider-anthropic",
         &[

@@ -1,0 +1,6 @@
+//! Ingress: a client speaking Responses → pivot request → any provider → Responses answer.
+
+pub(crate) mod events;
+pub mod mounted;
+pub(crate) mod request;
+pub(crate) mod response;

@@ -1,0 +1,232 @@
+//! The Responses API as the gateway mounts it (`POST /v1/responses`).
+
+use bytes::Bytes;
+use llm_bridge_core::{Error, Ingress, IngressRequest, IngressStream, NativeMeter, Result, Usage};
+
+use crate::errors::error_response;
+use crate::ingress::events::EventWriter;
+use crate::ingress::request::chat_request;
+use crate::ingress::response::{Echo, responses_response};
+use crate::usage::{final_event, usage_from_response};
+
+/// OpenAI's Responses API in front of the gateway.
+///
+/// The trait gives [`Ingress::response`] and [`Ingress::stream`] only the client's model, so
+/// the answers it renders echo OpenAI's defaults for the request fields (`tools: []`,
+/// `tool_choice: "auto"`, …); a caller that keeps the request can render with its
+/// [`Echo`] through [`responses_response`] and [`EventWriter::with_echo`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ResponsesIngress;
+
+impl Ingress for ResponsesIngress {
+    fn name(&self) -> &'static str {
+        "responses"
+    }
+
+    fn path(&self) -> &'static str {
+        "/v1/responses"
+    }
+
+    fn request(&self, body: &[u8]) -> Result<IngressRequest> {
+        let translated = chat_request(body)?;
+        Ok(IngressRequest {
+            request: translated.request,
+            dropped: translated.dropped,
+        })
+    }
+
+    fn response(&self, completion: &[u8], model: &str) -> Result<Bytes> {
+        responses_response(completion, model, &Echo::default())
+    }
+
+    fn stream(&self, model: &str) -> Box<dyn IngressStream> {
+        Box::new(EventWriter::new(model))
+    }
+
+    fn error(&self, error: &Error) -> (u16, Bytes) {
+        error_response(error)
+    }
+
+    fn forwarded_headers(&self) -> &'static [&'static str] {
+        &["openai-beta"]
+    }
+
+    fn native_usage(&self, body: &[u8]) -> Option<Usage> {
+        usage_from_response(body)
+    }
+
+    fn native_meter(&self) -> Box<dyn NativeMeter> {
+        Box::new(ResponsesMeter::default())
+    }
+}
+
+/// The events that end a Responses stream; their `response.usage` is the answer's usage.
+const FINAL: [&[u8]; 3] = [
+    b"\"response.completed\"",
+    b"\"response.incomplete\"",
+    b"\"response.failed\"",
+];
+
+/// Lines longer than this are not kept (nothing a real stream sends).
+const MAX_LINE: usize = 64 << 20;
+
+/// How much of a line is looked at to tell whether it must be kept whole.
+const HEAD: usize = 128;
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads usage from a native Responses event stream as it is forwarded: the `response`
+/// object of `response.completed` / `response.incomplete` / `response.failed` carries it,
+/// and any of them ends the answer. `data:` lines whose first key is a `type` naming another
+/// event (OpenAI writes `type` first) are skipped without being buffered; the others are
+/// kept whole and parsed only when they mention a final event.
+#[derive(Default)]
+pub struct ResponsesMeter {
+    /// The unfinished last line of what was fed.
+    line: Vec<u8>,
+    /// The current line was found not to matter: its bytes are not kept.
+    skip: bool,
+    usage: Option<Usage>,
+    finished: bool,
+}
+
+impl ResponsesMeter {
+    /// Decides, from a line's head, whether it can be skipped.
+    fn judge(&mut self) {
+        if self.skip || self.line.len() < HEAD {
+            return;
+        }
+        if self.line.len() > MAX_LINE {
+            self.skip = true;
+            self.line = Vec::new();
+            return;
+        }
+        let Some(data) = self.line.strip_prefix(b"data:") else {
+            // Not a data line (a long comment): nothing to read in it.
+            self.skip = true;
+            self.line.clear();
+            return;
+        };
+        let data = data.trim_ascii_start();
+        let after = data
+            .strip_prefix(b"{\"type\":\"")
+            .or_else(|| data.strip_prefix(b"{\"type\": \""));
+        if let Some(rest) = after {
+            let head = &rest[..rest.len().min(HEAD)];
+            if let Some(end) = head.iter().position(|b| *b == b'"') {
+                let name = &head[..end];
+                let is_final = FINAL.iter().any(|f| &f[1..f.len() - 1] == name);
+                if !is_final {
+                    self.skip = true;
+                    self.line.clear();
+                }
+            }
+        }
+    }
+
+    fn line_done(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        let skipped = std::mem::replace(&mut self.skip, false);
+        if skipped {
+            return;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.trim_ascii();
+        if !FINAL.iter().any(|f| contains(data, f)) {
+            return;
+        }
+        if let Some(usage) = final_event(data) {
+            self.finished = true;
+            if usage.is_some() {
+                self.usage = usage;
+            }
+        }
+    }
+}
+
+impl NativeMeter for ResponsesMeter {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+            if !self.skip {
+                self.line.extend_from_slice(&bytes[..end]);
+            }
+            self.line_done();
+            bytes = &bytes[end + 1..];
+        }
+        if !self.skip {
+            self.line.extend_from_slice(bytes);
+            self.judge();
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
+impl IngressStream for EventWriter {
+    fn chunk(&mut self, chunk: &[u8]) -> Result<Bytes> {
+        self.push(chunk)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        EventWriter::finish(self)
+    }
+
+    fn error(&mut self, error: &Error) -> Bytes {
+        self.error_event(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_meter_reads_usage_from_events_in_any_pieces() {
+        let long = "x".repeat(300);
+        let stream = format!(
+            concat!(
+                "event: response.created\ndata: {{\"type\":\"response.created\",\"sequence_number\":0,\"response\":{{\"id\":\"r\",\"usage\":null}}}}\n\n",
+                "event: response.output_text.delta\r\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"\\\"response.completed\\\"{long}\"}}\r\n\r\n",
+                "event: response.completed\ndata: {{\"response\":{{\"id\":\"r\",\"instructions\":\"{long}\",\"usage\":{{\"input_tokens\":12,\"input_tokens_details\":{{\"cached_tokens\":3}},\"output_tokens\":9,\"output_tokens_details\":{{\"reasoning_tokens\":4}},\"total_tokens\":21}}}},\"sequence_number\":2,\"type\":\"response.completed\"}}\n\n",
+            ),
+            long = long
+        );
+        for piece in [1, 7, 64, 200, stream.len()] {
+            let mut meter = ResponsesMeter::default();
+            for part in stream.as_bytes().chunks(piece) {
+                meter.feed(part);
+            }
+            let usage = meter.usage().unwrap();
+            assert_eq!(usage.prompt_tokens, 12, "pieces of {piece}");
+            assert_eq!(usage.cached_tokens, 3);
+            assert_eq!(usage.completion_tokens, 9);
+            assert_eq!(usage.reasoning_tokens, 4);
+            assert!(meter.finished());
+        }
+        let mut cut = ResponsesMeter::default();
+        cut.feed(&stream.as_bytes()[..stream.len() - 40]);
+        assert!(!cut.finished());
+        assert!(cut.usage().is_none());
+    }
+
+    #[test]
+    fn a_failed_stream_is_finished() {
+        let mut meter = ResponsesMeter::default();
+        meter.feed(b"data: {\"type\":\"response.failed\",\"sequence_number\":3,\"response\":{\"status\":\"failed\",\"usage\":null}}\n\n");
+        assert!(meter.finished());
+        assert!(meter.usage().is_none());
+    }
+}
