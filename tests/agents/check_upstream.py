@@ -1,6 +1,6 @@
 """Checks what the scripted upstream received during one agent run.
 
-usage: check_upstream.py LOG PROVIDER (plain|tools)
+usage: check_upstream.py LOG PROVIDER (plain|tools) [MODEL]
 - through `chat` the upstream got chat completions; through `claude`, Anthropic Messages with
   the body the agent sent (pass-through keeps `cache_control` and the `anthropic-*` headers);
 - a tool loop sends the Bash result back on a second request.
@@ -10,6 +10,7 @@ import json
 import sys
 
 log, provider, kind = sys.argv[1:4]
+model = sys.argv[4] if len(sys.argv) > 4 else "claude-sonnet-4-5"
 requests = [json.loads(line) for line in open(log) if line.strip()]
 main = [r for r in requests if not r["path"].split("?")[0].endswith("count_tokens")]
 problems = []
@@ -27,17 +28,26 @@ for r in main:
             problems.append("the upstream did not get the provider's key in x-api-key")
         if "anthropic-version" not in headers:
             problems.append("anthropic-version was not forwarded")
-    if r["body"].get("model") != "claude-sonnet-4-5":
+    if provider == "openai":
+        if path != "/v1/responses":
+            problems.append("native Responses provider got " + path)
+        headers = {k.lower(): v for k, v in r["headers"].items()}
+        if headers.get("authorization") != "Bearer sk-openai-upstream-secret":
+            problems.append("the upstream did not get the provider's key")
+    if r["body"].get("model") != model:
         problems.append("model not rewritten: %r" % r["body"].get("model"))
 bodies = json.dumps([r["body"] for r in main])
+if provider == "openai" and "prompt_cache_key" not in bodies:
+    problems.append("pass-through lost Codex's prompt_cache_key")
 if provider == "claude" and "cache_control" not in bodies:
     problems.append("pass-through lost the agent's cache_control")
 if provider == "chat" and "cache_control" in bodies:
     problems.append("cache_control reached a chat-completions upstream")
 if kind == "tools":
     def has_result(r):
-        text = json.dumps(r["body"].get("messages", []))
-        return "llm-bridge-ok" in text and ("tool_result" in text or '"tool"' in text)
+        text = json.dumps(r["body"].get("messages", r["body"].get("input", [])))
+        return "llm-bridge-ok" in text and (
+            "tool_result" in text or '"tool"' in text or "function_call_output" in text)
     if not any(has_result(r) for r in main):
         problems.append("no request carried the Bash tool's result back")
 for p in problems:

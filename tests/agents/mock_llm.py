@@ -33,6 +33,9 @@ def text_of(content):
 
 
 def first_line(text):
+    """The marker if the tool output holds it (agents wrap outputs), else its first line."""
+    if "llm-bridge-ok" in text:
+        return "llm-bridge-ok"
     lines = text.strip().splitlines()
     return lines[0].strip() if lines else ""
 
@@ -49,6 +52,8 @@ def decide(messages, tools, tool_names):
     prompt = " ".join(text_of(m.get("content")) for m in messages if m.get("role") == "user")
     if "run-bash" in prompt and "Bash" in tool_names:
         return ("tool", "Bash", {"command": "echo llm-bridge-ok", "description": "Print a marker"})
+    if "run-bash" in prompt and "exec_command" in tool_names:
+        return ("tool", "exec_command", {"cmd": "echo llm-bridge-ok"})
     return ("text", "llm-bridge says hi")
 
 
@@ -79,6 +84,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, {"input_tokens": 42})
         elif path.endswith("/messages"):
             self.anthropic(body)
+        elif path.endswith("/responses"):
+            self.responses(body)
         else:
             self.reply(404, {"error": {"message": "unknown path " + path}})
 
@@ -203,6 +210,68 @@ class Handler(BaseHTTPRequestHandler):
                                            "usage": {"output_tokens": 5}}))
         events.append(ev("message_stop", {"type": "message_stop"}))
         self.sse(events)
+
+
+def responses_handler(self, body):
+    """OpenAI's Responses API, as a native upstream answers it."""
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"type": "message", "role": "user", "content": items}]
+    messages = []
+    for item in items or []:
+        kind = item.get("type", "message")
+        if kind == "message":
+            messages.append({"role": item.get("role"), "content": item.get("content")})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append({"role": "tool", "content": output if isinstance(output, str) else json.dumps(output)})
+    tools = body.get("tools") or []
+    names = {t.get("name") for t in tools}
+    decision = decide(messages, tools, names)
+    rid = "resp_mock1"
+    if decision[0] == "text":
+        item = {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": decision[1], "annotations": []}]}
+    else:
+        item = {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1",
+                "name": decision[1], "arguments": json.dumps(decision[2])}
+    usage = {"input_tokens": 20, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5,
+             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 25}
+    response = {"id": rid, "object": "response", "created_at": 1, "status": "completed",
+                "model": body.get("model"), "output": [item], "usage": usage, "error": None,
+                "incomplete_details": None}
+    if not body.get("stream"):
+        self.reply(200, response)
+        return
+    seq = [0]
+
+    def ev(kind, obj):
+        obj = dict(obj, type=kind, sequence_number=seq[0])
+        seq[0] += 1
+        return "event: %s\ndata: %s\n\n" % (kind, json.dumps(obj))
+
+    started = dict(response, status="in_progress", output=[], usage=None)
+    events = [ev("response.created", {"response": started}), ev("response.in_progress", {"response": started})]
+    if item["type"] == "message":
+        events.append(ev("response.output_item.added", {"output_index": 0, "item": dict(item, content=[], status="in_progress")}))
+        events.append(ev("response.content_part.added", {"output_index": 0, "item_id": "msg_1", "content_index": 0,
+                                                          "part": {"type": "output_text", "text": "", "annotations": []}}))
+        events.append(ev("response.output_text.delta", {"output_index": 0, "item_id": "msg_1", "content_index": 0,
+                                                         "delta": decision[1]}))
+        events.append(ev("response.output_text.done", {"output_index": 0, "item_id": "msg_1", "content_index": 0,
+                                                        "text": decision[1]}))
+        events.append(ev("response.content_part.done", {"output_index": 0, "item_id": "msg_1", "content_index": 0,
+                                                         "part": item["content"][0]}))
+    else:
+        events.append(ev("response.output_item.added", {"output_index": 0, "item": dict(item, arguments="", status="in_progress")}))
+        events.append(ev("response.function_call_arguments.delta", {"output_index": 0, "item_id": "fc_1", "delta": item["arguments"]}))
+        events.append(ev("response.function_call_arguments.done", {"output_index": 0, "item_id": "fc_1", "arguments": item["arguments"]}))
+    events.append(ev("response.output_item.done", {"output_index": 0, "item": item}))
+    events.append(ev("response.completed", {"response": response}))
+    self.sse(events)
+
+
+Handler.responses = responses_handler
 
 
 def main():

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The real coding agents against a running llm-bridge: Claude Code (npm, its linux-x64
-# native binary, offline) through a translated OpenAI-compatible upstream and through an
-# Anthropic upstream (pass-through), each for a plain answer and a Bash tool loop. The
-# upstream is tests/agents/mock_llm.py; the test asserts what the agent printed and what the
-# upstream received.
+# The real coding agents against a running llm-bridge, from the npm registry with their
+# linux-x64 native binaries, offline:
+# - Claude Code through a translated OpenAI-compatible upstream and through an Anthropic
+#   upstream (pass-through);
+# - Codex through a translated OpenAI-compatible upstream and through a native Responses
+#   upstream (pass-through);
+# each for a plain answer and a shell tool loop. The upstream is tests/agents/mock_llm.py; the
+# test asserts what the agent printed and what the upstream received.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 CLAUDE_CODE_VERSION=2.1.328
+CODEX_VERSION=0.169.0
 
 cargo build --quiet -p llm-bridge --bin llm-bridge
 
@@ -19,6 +23,11 @@ if [ ! -x "$CLAUDE" ]; then
     (cd "$AGENTS" && npm install --no-audit --no-fund --silent "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION")
 fi
 "$CLAUDE" --version
+CODEX=$AGENTS/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex
+if [ ! -x "$CODEX" ]; then
+    (cd "$AGENTS" && npm install --no-audit --no-fund --silent "@openai/codex@$CODEX_VERSION")
+fi
+"$CODEX" --version
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -46,6 +55,12 @@ providers:
     base_url: http://127.0.0.1:$MOCK_PORT
     models:
       "*": {}
+  openai:
+    adapter: openai
+    base_url: http://127.0.0.1:$MOCK_PORT/v1
+    responses: native
+    models:
+      "*": {}
 logging: { format: json, level: debug }
 usage: { database: $WORK/usage.db }
 YAML
@@ -53,6 +68,7 @@ YAML
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 KEY=sk-agent-test-$RANDOM$RANDOM
 ACCESS_API_KEYS=$KEY CHAT_API_KEY=sk-chat-upstream-secret CLAUDE_API_KEY=sk-ant-upstream-secret \
+    OPENAI_API_KEY=sk-openai-upstream-secret \
     "$TARGET/debug/llm-bridge" --config "$WORK/config.yaml" --port "$PORT" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 300); do
@@ -92,8 +108,44 @@ for provider in chat claude; do
     python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" "$provider" tools || fail "upstream check ($provider, tools)"
 done
 
+# codex exec with a fresh CODEX_HOME whose config names the gateway as its provider.
+codex_exec() {
+    local home model=$1
+    shift
+    home=$(mktemp -d -p "$WORK")
+    cat >"$home/config.toml" <<TOML
+model = "$model"
+model_provider = "llmbridge"
+
+[model_providers.llmbridge]
+name = "llm-bridge"
+base_url = "http://127.0.0.1:$PORT/v1"
+wire_api = "responses"
+env_key = "LLM_BRIDGE_AGENT_KEY"
+TOML
+    CODEX_HOME=$home LLM_BRIDGE_AGENT_KEY=$KEY timeout 120 "$CODEX" exec --skip-git-repo-check \
+        --color never "$@" </dev/null
+}
+
+for provider in chat openai; do
+    : >"$WORK/upstream.jsonl"
+    echo "== Codex through '$provider': a plain answer"
+    out=$(cd "$WORK" && codex_exec "$provider/gpt-5" "Say hi") || fail "codex exited $? ($provider, plain)"
+    echo "$out"
+    grep -q "llm-bridge says hi" <<<"$out" || fail "Codex did not print the answer ($provider)"
+    python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" "$provider" plain gpt-5 || fail "upstream check ($provider, plain)"
+
+    : >"$WORK/upstream.jsonl"
+    echo "== Codex through '$provider': an exec_command tool loop"
+    out=$(cd "$WORK" && codex_exec "$provider/gpt-5" --sandbox danger-full-access \
+        "Please run-bash and tell me what it printed") || fail "codex exited $? ($provider, tools)"
+    echo "$out"
+    grep -q "The command printed: llm-bridge-ok" <<<"$out" || fail "Codex did not print the tool result ($provider)"
+    python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" "$provider" tools gpt-5 || fail "upstream check ($provider, tools)"
+done
+
 # No secret in the gateway's log; every request left an access event.
-for secret in "$KEY" sk-chat-upstream-secret sk-ant-upstream-secret; do
+for secret in "$KEY" sk-chat-upstream-secret sk-ant-upstream-secret sk-openai-upstream-secret; do
     grep -q -- "$secret" "$WORK/gateway.log" && fail "a secret appears in the gateway log"
 done
 if [ "$failures" -ne 0 ]; then

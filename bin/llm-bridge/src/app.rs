@@ -165,9 +165,10 @@ impl App {
             usage,
         )
         // The dialects served in front besides chat completions.
-        .with_ingresses(vec![Arc::new(
-            llm_bridge_dialect_anthropic::MessagesIngress,
-        )]);
+        .with_ingresses(vec![
+            Arc::new(llm_bridge_dialect_anthropic::MessagesIngress),
+            Arc::new(llm_bridge_dialect_responses::ResponsesIngress),
+        ]);
         Ok(App {
             gateway,
             generated_key,

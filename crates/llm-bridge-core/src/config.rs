@@ -57,6 +57,21 @@ pub struct ProviderConfig {
     /// header.
     #[serde(default)]
     pub anthropic_beta: Vec<String>,
+    /// `adapter: openai`: whether the upstream speaks OpenAI's Responses API itself
+    /// (`native`: `/v1/responses` requests go through as bytes) or only chat completions
+    /// (`translate`). Default: `native` for `api.openai.com`, else `translate`.
+    #[serde(default)]
+    pub responses: Option<ResponsesMode>,
+}
+
+/// How an OpenAI-compatible provider serves `/v1/responses`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponsesMode {
+    /// The upstream speaks Responses: requests are forwarded as bytes.
+    Native,
+    /// The upstream speaks only chat completions: requests are translated.
+    Translate,
 }
 
 impl ProviderConfig {

@@ -38,11 +38,12 @@ pub trait Ingress: Send + Sync + 'static {
     fn request(&self, body: &[u8]) -> Result<IngressRequest>;
 
     /// Renders a complete pivot answer (`chat.completion` JSON) in the dialect; `model` is
-    /// the name the client asked for.
-    fn response(&self, completion: &[u8], model: &str) -> Result<Bytes>;
+    /// the name the client asked for, `request` the client's own request body (some
+    /// dialects echo its fields in the answer).
+    fn response(&self, completion: &[u8], model: &str, request: &[u8]) -> Result<Bytes>;
 
     /// A writer that renders a pivot chunk stream as the dialect's event stream.
-    fn stream(&self, model: &str) -> Box<dyn IngressStream>;
+    fn stream(&self, model: &str, request: &[u8]) -> Box<dyn IngressStream>;
 
     /// The status and body of an error answered before any byte of the answer was sent.
     fn error(&self, error: &Error) -> (u16, Bytes);

@@ -83,7 +83,7 @@ mod retry;
 
 pub use config::{
     ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ParamConfig, Price,
-    ProviderConfig, Seconds, TlsConfig, api_key_env_var,
+    ProviderConfig, ResponsesMode, Seconds, TlsConfig, api_key_env_var,
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
 pub use ingress::{Ingress, IngressRequest, IngressStream, NativeMeter};

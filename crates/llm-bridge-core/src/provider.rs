@@ -67,7 +67,8 @@ pub trait ChatProvider: Send + Sync + 'static {
 /// A request in a provider's own dialect, for [`ChatProvider::forward`].
 #[derive(Debug, Clone)]
 pub struct NativeRequest {
-    /// Which endpoint of the dialect (`messages`, `count_tokens`).
+    /// Which endpoint of the dialect: `main` (`/v1/messages`, `/v1/responses`) or
+    /// `count_tokens`.
     pub operation: &'static str,
     /// The body as the client sent it.
     pub body: Bytes,

@@ -83,7 +83,7 @@ async fn serve_in(
     }
     let model = pivot.model().to_owned();
     let native = NativeRequest {
-        operation: "messages",
+        operation: "main",
         body: bytes,
         headers: forwarded_headers(ingress, &parts.headers),
         stream: pivot.stream(),
@@ -93,17 +93,19 @@ async fn serve_in(
     let dialect = Dialect::Ingress(ingress, &native);
     let exchanged = exchange::run_as(gateway, log, &principal, pivot, dialect).await;
     let mut response = match exchanged.result {
-        Ok(Answer::Complete { body, upstream }) => match ingress.response(&body, &model) {
-            Ok(rendered) => {
-                let mut response = json_response(StatusCode::OK, rendered);
-                server_timing(&mut response, started.elapsed(), upstream);
-                response
+        Ok(Answer::Complete { body, upstream }) => {
+            match ingress.response(&body, &model, &native.body) {
+                Ok(rendered) => {
+                    let mut response = json_response(StatusCode::OK, rendered);
+                    server_timing(&mut response, started.elapsed(), upstream);
+                    response
+                }
+                Err(e) => ingress_error(ingress, &e),
             }
-            Err(e) => ingress_error(ingress, &e),
-        },
+        }
         Ok(Answer::Stream { stream, upstream }) => {
             let body = SseBody::new(*stream, gateway.ws_connections.subscribe_cut())
-                .rendered_by(ingress.stream(&model));
+                .rendered_by(ingress.stream(&model, &native.body));
             let mut response = Response::new(GatewayBody::Sse(Box::new(body)));
             server_timing(&mut response, started.elapsed(), upstream);
             let h = response.headers_mut();

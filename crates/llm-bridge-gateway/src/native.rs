@@ -50,7 +50,7 @@ impl NativeBody {
         NativeBody::Stream(Box::new(NativeStream {
             pieces,
             meter: ingress.native_meter(),
-            errors: ingress.stream(log.model.as_deref().unwrap_or_default()),
+            errors: ingress.stream(log.model.as_deref().unwrap_or_default(), b"{}"),
             span: log.span.clone(),
             log: Some(log),
             cut: None,

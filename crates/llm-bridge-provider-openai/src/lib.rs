@@ -15,14 +15,15 @@ use std::task::{Context, Poll, ready};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{
     ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind,
-    ModelCatalog, ModelEntry, ProviderConfig, Result, api_key_env_var,
+    ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, ResponsesMode, Result,
+    api_key_env_var, with_model,
 };
 use llm_bridge_http::{IdleBody, KeyRing, MAX_ERROR_BYTES, SseStream, UpstreamClient};
 
@@ -39,6 +40,8 @@ pub struct OpenAiProvider {
     client: UpstreamClient,
     catalog: ModelCatalog,
     stream_usage: bool,
+    /// Where `/v1/responses` requests go, when the upstream speaks Responses itself.
+    responses: Option<Uri>,
 }
 
 impl OpenAiProvider {
@@ -61,8 +64,22 @@ impl OpenAiProvider {
                 Ok(v)
             })
             .collect::<Result<Vec<_>>>()?;
+        let native_responses = match config.responses {
+            Some(mode) => mode == ResponsesMode::Native,
+            None => endpoint.host() == Some("api.openai.com"),
+        };
+        let responses = if native_responses {
+            let url = endpoint.to_string();
+            let root = url.strip_suffix("/chat/completions").unwrap_or(&url);
+            Some(format!("{root}/responses").parse::<Uri>().map_err(|e| {
+                Error::invalid_request(format!("base_url: no Responses URL from it: {e}"))
+            })?)
+        } else {
+            None
+        };
         Ok(OpenAiProvider {
             name: name.into(),
+            responses,
             endpoint,
             keys: KeyRing::new(keys),
             client,
@@ -176,6 +193,71 @@ impl ChatProvider for OpenAiProvider {
 
     fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         self.keys.redact(text)
+    }
+
+    fn speaks(&self, dialect: &str) -> bool {
+        dialect == "responses" && self.responses.is_some()
+    }
+
+    async fn forward(&self, model: &str, request: NativeRequest) -> Result<NativeResponse> {
+        let Some(url) = self
+            .responses
+            .clone()
+            .filter(|_| request.operation == "main")
+        else {
+            return Err(Error::internal(format!(
+                "provider '{}' forwards only Responses requests",
+                self.name
+            )));
+        };
+        let entry = self.entry(model)?;
+        let body = with_model(&request.body, entry.upstream_name())?;
+        let (key_index, key) = self.key(request.session)?;
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                ACCEPT,
+                if request.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .header(AUTHORIZATION, key.clone());
+        for (name, value) in &request.headers {
+            if let Ok(v) = HeaderValue::try_from(value.as_str()) {
+                builder = builder.header(*name, v);
+            }
+        }
+        let http_request = builder
+            .body(Full::new(body))
+            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
+        let response = self
+            .client
+            .send_keyed(
+                http_request,
+                entry.config.timeout(),
+                &self.name,
+                &self.keys,
+                key_index,
+                |status, headers, body| errors::from_status(&self.name, status, headers, body),
+            )
+            .await?;
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        let provider = self.name.clone();
+        let body = IdleBody::new(response.into_body(), entry.config.timeout())
+            .map(move |piece| piece.map_err(|e| e.with_provider(&*provider)));
+        Ok(NativeResponse {
+            content_type,
+            body: Box::pin(body),
+        })
     }
 
     async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {

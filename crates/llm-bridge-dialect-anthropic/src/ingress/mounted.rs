@@ -36,11 +36,11 @@ impl Ingress for MessagesIngress {
         })
     }
 
-    fn response(&self, completion: &[u8], model: &str) -> Result<Bytes> {
+    fn response(&self, completion: &[u8], model: &str, _request: &[u8]) -> Result<Bytes> {
         messages_response(completion, model)
     }
 
-    fn stream(&self, model: &str) -> Box<dyn IngressStream> {
+    fn stream(&self, model: &str, _request: &[u8]) -> Box<dyn IngressStream> {
         Box::new(EventWriter::new(model))
     }
 

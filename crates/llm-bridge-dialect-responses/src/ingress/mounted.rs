@@ -35,12 +35,12 @@ impl Ingress for ResponsesIngress {
         })
     }
 
-    fn response(&self, completion: &[u8], model: &str) -> Result<Bytes> {
-        responses_response(completion, model, &Echo::default())
+    fn response(&self, completion: &[u8], model: &str, request: &[u8]) -> Result<Bytes> {
+        responses_response(completion, model, &Echo::from_slice(request))
     }
 
-    fn stream(&self, model: &str) -> Box<dyn IngressStream> {
-        Box::new(EventWriter::new(model))
+    fn stream(&self, model: &str, request: &[u8]) -> Box<dyn IngressStream> {
+        Box::new(EventWriter::with_echo(model, Echo::from_slice(request)))
     }
 
     fn error(&self, error: &Error) -> (u16, Bytes) {

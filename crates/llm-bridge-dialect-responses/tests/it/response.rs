@@ -223,6 +223,7 @@ fn the_mounted_ingress() {
                 .to_string()
                 .as_bytes(),
             "m",
+            b"{}",
         )
         .unwrap();
     check_response(&serde_json::from_slice(&body).unwrap());

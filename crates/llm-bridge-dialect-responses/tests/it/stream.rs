@@ -9,7 +9,7 @@ use crate::response::check_response;
 use crate::{chat_chunks, fixture, sse_events, validate};
 
 fn render(chunks: &[String]) -> Vec<u8> {
-    let mut w = ResponsesIngress.stream("client-model");
+    let mut w = ResponsesIngress.stream("client-model", b"{}");
     let mut out = Vec::new();
     for c in chunks {
         out.extend_from_slice(&w.chunk(c.as_bytes()).unwrap());

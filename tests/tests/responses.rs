@@ -1,0 +1,190 @@
+//! OpenAI's Responses API in front (`/v1/responses`): translated to a chat-completions
+//! upstream, and passed through to an upstream that speaks Responses itself.
+
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use testkit::{Answer, Behavior, MockUpstream, TestGateway, config_with, openai_provider};
+
+async fn gateway(chat: &MockUpstream, native: &MockUpstream) -> TestGateway {
+    let native_provider = format!(
+        "  native:\n    adapter: openai\n    base_url: \"{}/v1\"\n    api_key: sk-upstream-native\n    responses: native\n    models:\n      gpt-5: {{}}\n",
+        native.url()
+    );
+    TestGateway::start(&config_with(&[
+        openai_provider("up", &chat.url(), "      m: {}\n"),
+        native_provider,
+    ]))
+    .await
+}
+
+async fn post(gw: &TestGateway, body: &str) -> Answer {
+    let request = gw
+        .client
+        .request(http::Method::POST, "/v1/responses")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    gw.client.call(request).await
+}
+
+/// `(event, data)` pairs of a Responses event stream.
+fn events(body: &[u8]) -> Vec<(String, Value)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default()
+                .to_owned();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_responses_request_is_served_by_a_chat_upstream() {
+    let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = gateway(&chat, &native).await;
+    let answer = post(
+        &gw,
+        r#"{"model": "up/m", "instructions": "be brief", "input": "hi", "store": false}"#,
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let body = answer.json();
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "completed");
+    assert!(body["id"].as_str().unwrap().starts_with("resp_"));
+    let message = body["output"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["type"], "output_text");
+    assert_eq!(message["content"][0]["text"], "echo: hi");
+    assert_eq!(body["usage"]["input_tokens"], 11);
+    assert_eq!(body["usage"]["output_tokens"], 7);
+    let sent = chat.last().json();
+    assert_eq!(sent["messages"][0]["role"], "system");
+    assert_eq!(sent["messages"][0]["content"], "be brief");
+    assert_eq!(sent["messages"][1]["content"], "hi");
+    assert_eq!(native.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_streamed_responses_request_gets_the_typed_event_sequence() {
+    let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = gateway(&chat, &native).await;
+    let answer = post(&gw, r#"{"model": "up/m", "input": "hi", "stream": true}"#).await;
+    assert_eq!(answer.status, 200);
+    let events = events(&answer.body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        &names[..2],
+        ["response.created", "response.in_progress"],
+        "{names:?}"
+    );
+    assert_eq!(names.last(), Some(&"response.completed"), "{names:?}");
+    assert!(names.contains(&"response.output_text.delta"));
+    assert!(names.contains(&"response.output_text.done"));
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .filter_map(|(_, d)| d["delta"].as_str())
+        .collect();
+    assert_eq!(text, "echo: hi");
+    let done = &events.last().unwrap().1["response"];
+    assert_eq!(done["usage"]["output_tokens"], 7);
+}
+
+#[tokio::test]
+async fn a_native_responses_upstream_gets_the_body_but_the_model_unaltered() {
+    let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
+    let recorded = json!({"id": "resp_upstream", "object": "response", "status": "completed",
+        "model": "gpt-5-2025-08-07", "output": [],
+        "usage": {"input_tokens": 30, "input_tokens_details": {"cached_tokens": 12},
+                  "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 4}, "total_tokens": 39}});
+    native.push(Behavior::json(200, recorded.clone()));
+    let gw = gateway(&chat, &native).await;
+    // Spaces inside values, an escape, a built-in tool: all must arrive as sent.
+    let body = r#"{"model":"native/gpt-5","input":[{"type": "message", "role": "user", "content": "caf\u00e9"}],"store":false,"include":["reasoning.encrypted_content"],"tools":[{"type": "web_search"}],"prompt_cache_key":"session-1"}"#;
+    let answer = post(&gw, body).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json(), recorded, "the answer comes back unaltered");
+    let sent = native.last();
+    assert!(sent.uri.ends_with("/v1/responses"), "{}", sent.uri);
+    assert_eq!(
+        String::from_utf8_lossy(&sent.body),
+        body.replace("native/gpt-5", "gpt-5")
+    );
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer sk-upstream-native")
+    );
+    assert_eq!(chat.request_count(), 0);
+    let db = gw.shutdown().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let row: (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens FROM usage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(row, (30, 9, 12, 4));
+}
+
+#[tokio::test]
+async fn codexs_first_turn_reaches_a_chat_upstream_without_built_in_tools() {
+    let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = gateway(&chat, &native).await;
+    let recorded: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crates/llm-bridge-dialect-responses/tests/fixtures/codex-0.169.0.first-turn.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut body = recorded["body"].clone();
+    body["model"] = json!("up/m");
+    let answer = post(&gw, &body.to_string()).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let names: Vec<String> = events(&answer.body).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.last().map(String::as_str), Some("response.completed"));
+    let sent = chat.last().json();
+    let tools: Vec<&str> = sent["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"exec_command"), "{tools:?}");
+    assert!(!sent.to_string().contains("web_search"));
+    assert_eq!(
+        sent["prompt_cache_key"],
+        recorded["body"]["prompt_cache_key"]
+    );
+}
