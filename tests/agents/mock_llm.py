@@ -25,7 +25,7 @@ def text_of(content):
     out = []
     for part in content or []:
         if isinstance(part, dict):
-            if part.get("type") == "text":
+            if part.get("type") in ("text", "input_text", "output_text"):
                 out.append(part.get("text", ""))
             elif part.get("type") == "tool_result":
                 out.append(text_of(part.get("content")))
@@ -85,7 +85,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path.endswith("/messages"):
             self.anthropic(body)
         elif path.endswith("/responses"):
-            self.responses(body)
+            self.openai_responses(body)
         else:
             self.reply(404, {"error": {"message": "unknown path " + path}})
 
@@ -271,7 +271,7 @@ def responses_handler(self, body):
     self.sse(events)
 
 
-Handler.responses = responses_handler
+Handler.openai_responses = responses_handler
 
 
 def main():
