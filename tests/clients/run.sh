@@ -59,6 +59,13 @@ providers:
     api_key: sk-ant-script-upstream-secret
     models:
       "*": {}
+  native:
+    adapter: openai
+    base_url: http://127.0.0.1:$SCRIPT_PORT/v1
+    api_key: sk-native-upstream-secret
+    responses: native
+    models:
+      "*": {}
   dead:
     adapter: openai
     base_url: http://127.0.0.1:9/v1
@@ -90,7 +97,7 @@ LLM_BRIDGE_URL=http://127.0.0.1:$PORT LLM_BRIDGE_KEY=$KEY LLM_BRIDGE_SCRIPT_LOG=
     "$VENV/bin/python" -m unittest discover -s tests/clients -p 'test_*.py' -v || status=$?
 
 # No secret may appear in the gateway's logs.
-for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream AIzaSy-gemini-upstream-secret sk-script-upstream-secret sk-ant-script-upstream-secret; do
+for secret in "$KEY" sk-mock-upstream-secret sk-dead-upstream AIzaSy-gemini-upstream-secret sk-script-upstream-secret sk-ant-script-upstream-secret sk-native-upstream-secret; do
     if grep -q -- "$secret" "$WORK/gateway.log"; then
         echo "FAIL: a secret appears in the gateway log" >&2
         status=1

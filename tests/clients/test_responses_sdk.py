@@ -1,0 +1,112 @@
+"""The official OpenAI Python SDK's Responses API against a running llm-bridge (started by
+run.sh): translated to chat-completions upstreams (`mock`, the echo mock; `script`, the
+scripted mock that asks for tools) and passed through to an upstream that speaks Responses
+(`native`, the scripted mock with `responses: native`)."""
+
+import json
+import os
+import unittest
+
+import openai
+from openai import OpenAI
+
+URL = os.environ["LLM_BRIDGE_URL"] + "/v1"
+KEY = os.environ["LLM_BRIDGE_KEY"]
+
+TOOL = {
+    "type": "function",
+    "name": "exec_command",
+    "description": "Runs a shell command",
+    "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]},
+}
+
+
+def client(key=KEY):
+    return OpenAI(base_url=URL, api_key=key, max_retries=0, timeout=30)
+
+
+def upstream_requests():
+    with open(os.environ["LLM_BRIDGE_SCRIPT_LOG"]) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class ResponsesSdkTranslated(unittest.TestCase):
+    def test_create(self):
+        response = client().responses.create(
+            model="mock/gpt-4o", instructions="be brief", input="hello responses")
+        self.assertEqual(response.status, "completed")
+        self.assertEqual(response.output_text, "echo: hello responses")
+        self.assertEqual(response.usage.input_tokens, 11)
+        self.assertEqual(response.usage.output_tokens, 7)
+        self.assertEqual(response.instructions, "be brief")
+
+    def test_stream(self):
+        events = list(client().responses.create(model="mock/gpt-4o", input="stream it", stream=True))
+        kinds = [e.type for e in events]
+        self.assertEqual(kinds[0], "response.created")
+        self.assertEqual(kinds[-1], "response.completed")
+        numbers = [e.sequence_number for e in events]
+        self.assertEqual(numbers, list(range(len(events))))
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        self.assertEqual(text, "echo: stream it")
+        self.assertEqual(events[-1].response.output_text, "echo: stream it")
+
+    def test_tools_with_function_call_output(self):
+        first = client().responses.create(
+            model="script/m", tools=[TOOL], input="please run-bash")
+        calls = [o for o in first.output if o.type == "function_call"]
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0].name, "exec_command")
+        self.assertEqual(json.loads(calls[0].arguments), {"cmd": "echo llm-bridge-ok"})
+        second = client().responses.create(
+            model="script/m", tools=[TOOL],
+            input=[
+                {"role": "user", "content": "please run-bash"},
+                {"type": "function_call", "call_id": calls[0].call_id, "name": calls[0].name,
+                 "arguments": calls[0].arguments},
+                {"type": "function_call_output", "call_id": calls[0].call_id, "output": "llm-bridge-ok"},
+            ])
+        self.assertEqual(second.output_text, "The command printed: llm-bridge-ok")
+        sent = upstream_requests()[-1]["body"]
+        self.assertEqual(sent["messages"][-1]["role"], "tool")
+        self.assertEqual(sent["messages"][-1]["tool_call_id"], calls[0].call_id)
+
+    def test_structured_output_reaches_the_upstream_as_a_json_schema(self):
+        schema = {"type": "object", "properties": {"answer": {"type": "string"}},
+                  "required": ["answer"], "additionalProperties": False}
+        client().responses.create(
+            model="script/m", input="hello",
+            text={"format": {"type": "json_schema", "name": "reply", "schema": schema, "strict": True}})
+        sent = upstream_requests()[-1]["body"]
+        self.assertEqual(sent["response_format"]["type"], "json_schema")
+        self.assertEqual(sent["response_format"]["json_schema"]["schema"], schema)
+
+    def test_errors(self):
+        with self.assertRaises(openai.AuthenticationError):
+            client("sk-wrong").responses.create(model="mock/gpt-4o", input="x")
+        with self.assertRaises(openai.NotFoundError) as caught:
+            client().responses.create(model="nobody/nothing", input="x")
+        self.assertEqual(caught.exception.body["code"], "model_not_found")
+
+
+class ResponsesSdkNative(unittest.TestCase):
+    def test_create_passes_through(self):
+        response = client().responses.create(model="native/gpt-5", input="hello", store=False)
+        self.assertEqual(response.output_text, "llm-bridge says hi")
+        self.assertEqual(response.id, "resp_mock1", "the upstream's answer, unaltered")
+        sent = upstream_requests()[-1]
+        self.assertEqual(sent["path"], "/v1/responses")
+        self.assertEqual(sent["body"]["model"], "gpt-5")
+        self.assertIs(sent["body"]["store"], False)
+
+    def test_stream_passes_through(self):
+        events = list(client().responses.create(model="native/gpt-5", input="please run-bash",
+                                                tools=[TOOL], stream=True))
+        self.assertEqual(events[-1].type, "response.completed")
+        item = events[-1].response.output[0]
+        self.assertEqual(item.type, "function_call")
+        self.assertEqual(item.name, "exec_command")
+
+
+if __name__ == "__main__":
+    unittest.main()
