@@ -397,6 +397,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         .to_string()
     };
     let (native_body, translated_body) = (messages_body("claude/m"), messages_body("fast/m"));
+    let responses_body = json!({"model": "fast/m", "max_output_tokens": 64,
+        "input": "Say something short about gateways."})
+    .to_string();
     let variants = [
         (
             "llm-bridge, static key",
@@ -429,6 +432,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
             gw_pid,
             "/v1/messages",
             Some(translated_body.as_str()),
+        ),
+        (
+            "llm-bridge, /v1/responses translated",
+            gw_port,
+            "sk-bench-static",
+            gw_pid,
+            "/v1/responses",
+            Some(responses_body.as_str()),
         ),
     ];
     std::thread::sleep(Duration::from_millis(500));
@@ -814,6 +825,7 @@ fn print_table(r: &Value) {
     for dialect in [
         "llm-bridge, /v1/messages pass-through",
         "llm-bridge, /v1/messages translated",
+        "llm-bridge, /v1/responses translated",
     ] {
         println!(
             "CPU per request, {} vs chat completions (static key): {} vs {} µs ({}×)",
