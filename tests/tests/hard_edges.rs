@@ -443,3 +443,43 @@ async fn silent_connections_are_closed_after_the_header_read_timeout_whatever_th
         .unwrap();
     assert!(String::from_utf8_lossy(&sink).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn one_model_is_answered_as_openai_does() {
+    let mock = MockUpstream::start().await;
+    let gw = TestGateway::start(&config_with(&[openai_provider(
+        "up",
+        &mock.url(),
+        "      m: {}\n      other: {}\n",
+    )]))
+    .await;
+    for path in ["/v1/models/up/m", "/v1/models/up%2Fm"] {
+        let answer = gw.client.get(path).await;
+        assert_eq!(answer.status, 200, "{path}");
+        let model = answer.json();
+        assert_eq!(model["id"], "up/m");
+        assert_eq!(model["object"], "model");
+        assert_eq!(model["owned_by"], "up");
+        assert!(model["created"].is_u64());
+    }
+    let missing = gw.client.get("/v1/models/up/nope").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["code"], "model_not_found");
+    // A key that may not use a model does not learn that it exists.
+    let created = gw
+        .client
+        .with_key(Some(ADMIN_KEY))
+        .post(
+            "/admin/keys",
+            &json!({"name": "narrow", "models": ["up/m"]}),
+        )
+        .await;
+    let key = created.json()["key"].as_str().unwrap().to_owned();
+    let narrow = gw.client.with_key(Some(&key));
+    assert_eq!(narrow.get("/v1/models/up/m").await.status, 200);
+    assert_eq!(narrow.get("/v1/models/up/other").await.status, 404);
+    assert_eq!(
+        gw.client.with_key(None).get("/v1/models/up/m").await.status,
+        401
+    );
+}

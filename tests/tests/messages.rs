@@ -392,3 +392,64 @@ async fn count_tokens_goes_to_an_anthropic_target() {
     assert_eq!(answer.header("x-llm-bridge-estimated"), None);
     assert!(anthropic.last().uri.ends_with("/v1/messages/count_tokens"));
 }
+
+#[tokio::test]
+async fn a_messages_stream_is_translated_to_gemini_with_thinking_and_a_tool_call() {
+    use testkit::gemini::{event, gemini_provider, sse, usage};
+    let mock = MockUpstream::start().await;
+    mock.push(sse(&[
+        event(
+            json!([{"text": "Planning the call.", "thought": true}]),
+            None,
+            None,
+        ),
+        event(
+            json!([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                    "thoughtSignature": "c2lnLWdlbWluaQ=="}]),
+            Some("STOP"),
+            Some(usage(20, 6, 4)),
+        ),
+    ]));
+    let gw = TestGateway::start(&config_with(&[gemini_provider(
+        "gem",
+        &mock.url(),
+        "      gemini-2.5-flash: {}\n",
+    )]))
+    .await;
+    let body = json!({"model": "gem/gemini-2.5-flash", "max_tokens": 256, "stream": true,
+        "tools": [{"name": "get_weather", "description": "weather",
+                   "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "messages": [{"role": "user", "content": "weather in Paris?"}]});
+    let answer = messages(&gw.client, Some(testkit::TEST_KEY), "/v1/messages", &body).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let events = events(&answer.body);
+    let blocks: Vec<&str> = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_start")
+        .filter_map(|(_, d)| d["content_block"]["type"].as_str())
+        .collect();
+    assert_eq!(blocks, ["thinking", "tool_use"], "{events:?}");
+    let input: String = events
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["partial_json"].as_str())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&input).unwrap(),
+        json!({"city": "Paris"})
+    );
+    let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(events.last().unwrap().0, "message_stop");
+    // Gemini got its own request, translated twice (Messages → pivot → Gemini).
+    let sent = mock.last().json();
+    assert_eq!(
+        sent["tools"][0]["functionDeclarations"][0]["name"],
+        "get_weather"
+    );
+    assert_eq!(sent["contents"][0]["parts"][0]["text"], "weather in Paris?");
+}

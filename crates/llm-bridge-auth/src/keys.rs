@@ -213,11 +213,6 @@ impl Authenticator {
         self.managed.as_ref()
     }
 
-    /// Number of static keys.
-    pub fn static_key_count(&self) -> usize {
-        self.static_keys.len()
-    }
-
     /// The principal for a presented key, or a 401.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal> {
         let Some(presented) = presented.filter(|k| !k.is_empty()) else {

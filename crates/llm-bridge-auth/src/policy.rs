@@ -98,18 +98,8 @@ fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
 
 /// `90s`, `15m`, `12h`, `7d`, `2w` in milliseconds.
 pub fn parse_duration_ms(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let unit = t.chars().last()?;
-    let n: i64 = t[..t.len() - unit.len_utf8()].parse().ok()?;
-    let per = match unit {
-        's' => 1000,
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' => 86_400_000,
-        'w' => 7 * 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(per).filter(|v| *v > 0)
+    // A key's expiry must lie in the future.
+    llm_bridge_core::calendar::parse_duration_ms(text).filter(|v| *v > 0)
 }
 
 /// `*` matches any run of characters (including `/`), `?` one character; everything else

@@ -4,6 +4,23 @@
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// `30s`, `15m`, `12h`, `7d`, `2w` in milliseconds; `None` for anything else (or an
+/// overflow). Zero is allowed; callers that need a positive span check for it.
+pub fn parse_duration_ms(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let unit = t.chars().last()?;
+    let n: i64 = t[..t.len() - unit.len_utf8()].parse().ok()?;
+    let per = match unit {
+        's' => 1000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => DAY_MS,
+        'w' => 7 * DAY_MS,
+        _ => return None,
+    };
+    n.checked_mul(per).filter(|v| *v >= 0)
+}
+
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's `days_from_civil`).
 pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_json::{Map, Value};
@@ -148,16 +148,6 @@ impl ApiKeys {
     /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    /// Whether `other` holds the same keys (for tests and change detection).
-    pub fn same_as(&self, other: &ApiKeys) -> bool {
-        self.0.len() == other.0.len()
-            && self
-                .0
-                .iter()
-                .zip(&other.0)
-                .all(|(a, b)| a.expose_secret() == b.expose_secret())
     }
 }
 

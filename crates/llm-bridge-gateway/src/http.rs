@@ -19,17 +19,23 @@ use crate::errors::error_response;
 use crate::exchange::{self, Answer};
 use crate::sse::SseBody;
 
+/// The token of an `Authorization`-style value: what follows `Bearer ` (any case), or the
+/// whole value.
+pub fn bearer_token(value: &str) -> &str {
+    let v = value.trim();
+    match v.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
+        _ => v,
+    }
+}
+
 /// The access key a request presents: `Authorization: Bearer <key>` or `x-api-key: <key>`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        let v = v.trim();
-        return Some(match v.split_once(' ') {
-            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
-            _ => v,
-        });
+        return Some(bearer_token(v));
     }
     headers
         .get("x-api-key")
@@ -157,18 +163,13 @@ pub fn server_timing(
     }
 }
 
-/// `GET /v1/models`.
-pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
-    let principal: Principal = match gateway.auth.authenticate(presented_key(headers)) {
-        Ok(p) => p,
-        Err(e) => return error_response(&e),
-    };
-    let data: Vec<_> = gateway
+/// The models a key may use, as `/v1/models` lists them: a route is listed when the key may
+/// use its alias or every one of its targets (as for a chat request).
+fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_json::Value> {
+    gateway
         .router
         .models()
         .into_iter()
-        // As for a chat request: a route is listed when the key may use its alias or every
-        // one of its targets.
         .filter(|m| {
             principal.allows(&m.id)
                 || gateway.router.resolve(&m.id).is_ok_and(|plan| {
@@ -183,11 +184,44 @@ pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
                 "owned_by": m.owned_by,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// `GET /v1/models`.
+pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
+    let principal: Principal = match gateway.auth.authenticate(presented_key(headers)) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let data = models_for(gateway, &principal);
     json_response(
         StatusCode::OK,
         Bytes::from(json!({"object": "list", "data": data}).to_string()),
     )
+}
+
+/// `GET /v1/models/{id}`, as OpenAI answers it; the id's `/` may come literal or as `%2F`
+/// (the OpenAI SDK sends the latter). Unknown models and models the key may not use are
+/// both 404, so that a key learns nothing about models it cannot use.
+pub fn model(gateway: &Gateway, headers: &HeaderMap, id: &str) -> Response<GatewayBody> {
+    let principal: Principal = match gateway.auth.authenticate(presented_key(headers)) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+    match models_for(gateway, &principal)
+        .into_iter()
+        .find(|m| m["id"] == *id)
+    {
+        Some(m) => json_response(StatusCode::OK, Bytes::from(m.to_string())),
+        None => error_response(
+            &Error::new(
+                ErrorKind::ModelNotFound,
+                format!("the model '{id}' does not exist or this key may not use it"),
+            )
+            .with_param("model"),
+        ),
+    }
 }
 
 /// `GET /healthz` and `GET /readyz`.
@@ -252,7 +286,7 @@ pub async fn usage(
 fn usage_query(query: Option<&str>, principal: &Principal) -> Result<UsageQuery, Error> {
     let now = time::now_ms();
     let mut q = UsageQuery {
-        from_ms: now - 30 * 86_400_000,
+        from_ms: now - 30 * llm_bridge_core::calendar::DAY_MS,
         to_ms: now + 1,
         group_by: GroupBy::None,
         key: None,
@@ -288,30 +322,9 @@ fn usage_query(query: Option<&str>, principal: &Principal) -> Result<UsageQuery,
     Ok(q)
 }
 
-/// Decodes `%XX` escapes and `+` in a query value.
+/// Decodes `%XX` escapes and `+` (a space, in a query) in a query value.
 fn percent_decode(v: &str) -> String {
-    let hex = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    };
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&v.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }

@@ -115,6 +115,9 @@ async fn route(
     }
     match (method, path) {
         (&Method::GET, "/v1/models" | "/models") => models(gateway, request.headers()),
+        (&Method::GET, p) if p.starts_with("/v1/models/") => {
+            crate::http::model(gateway, request.headers(), &p["/v1/models/".len()..])
+        }
         (&Method::GET, "/v1/usage") => {
             usage(gateway, request.headers(), request.uri().query()).await
         }

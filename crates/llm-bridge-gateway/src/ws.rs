@@ -415,7 +415,7 @@ async fn on_text(
                 .await;
             };
             let principal = match frame.api_key.as_deref() {
-                Some(k) => ctx.gateway.auth.authenticate(Some(k.trim().strip_prefix("Bearer ").unwrap_or(k.trim()))),
+                Some(k) => ctx.gateway.auth.authenticate(Some(crate::http::bearer_token(k))),
                 None => ctx.principal.cloned().ok_or_else(|| {
                     Error::new(ErrorKind::Authentication, "missing API key: send 'api_key' in the frame or 'Authorization' on the upgrade")
                 }),

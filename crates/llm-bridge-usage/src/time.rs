@@ -80,18 +80,7 @@ pub fn parse_instant(text: &str, now_ms: i64) -> Result<i64, String> {
 
 /// `90s`, `15m`, `12h`, `7d`, `2w` in milliseconds.
 pub fn parse_duration_ms(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let unit = t.chars().last()?;
-    let n: i64 = t[..t.len() - unit.len_utf8()].parse().ok()?;
-    let per = match unit {
-        's' => 1000,
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' => DAY_MS,
-        'w' => 7 * DAY_MS,
-        _ => return None,
-    };
-    n.checked_mul(per).filter(|v| *v >= 0)
+    llm_bridge_core::calendar::parse_duration_ms(text)
 }
 
 #[cfg(test)]
