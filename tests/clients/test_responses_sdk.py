@@ -81,6 +81,22 @@ class ResponsesSdkTranslated(unittest.TestCase):
         self.assertEqual(sent["response_format"]["type"], "json_schema")
         self.assertEqual(sent["response_format"]["json_schema"]["schema"], schema)
 
+    def test_previous_response_id_retrieve_input_items_and_delete(self):
+        first = client().responses.create(model="mock/gpt-4o", input="first turn")
+        again = client().responses.retrieve(first.id)
+        self.assertEqual(again.output_text, "echo: first turn")
+        items = client().responses.input_items.list(first.id)
+        self.assertEqual(len(items.data), 1)
+        second = client().responses.create(
+            model="script/m", input="second turn", previous_response_id=first.id)
+        self.assertEqual(second.status, "completed")
+        sent = upstream_requests()[-1]["body"]["messages"]
+        self.assertEqual([m["role"] for m in sent], ["user", "assistant", "user"])
+        self.assertEqual(sent[1]["content"], "echo: first turn")
+        client().responses.delete(first.id)
+        with self.assertRaises(openai.NotFoundError):
+            client().responses.retrieve(first.id)
+
     def test_errors(self):
         with self.assertRaises(openai.AuthenticationError):
             client("sk-wrong").responses.create(model="mock/gpt-4o", input="x")

@@ -188,3 +188,125 @@ async fn codexs_first_turn_reaches_a_chat_upstream_without_built_in_tools() {
         recorded["body"]["prompt_cache_key"]
     );
 }
+
+#[tokio::test]
+async fn kept_answers_are_read_continued_and_deleted() {
+    let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = gateway(&chat, &native).await;
+    let first = post(&gw, r#"{"model": "up/m", "input": "hi"}"#)
+        .await
+        .json();
+    let id = first["id"].as_str().unwrap().to_owned();
+
+    let read = gw.client.get(&format!("/v1/responses/{id}")).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json(), first);
+    let items = gw
+        .client
+        .get(&format!("/v1/responses/{id}/input_items"))
+        .await;
+    assert_eq!(items.status, 200);
+    assert_eq!(items.json()["object"], "list");
+    assert_eq!(items.json()["data"][0]["content"], "hi");
+
+    // The next turn continues it: the upstream gets the whole conversation.
+    let second = post(
+        &gw,
+        &json!({"model": "up/m", "previous_response_id": id, "input": "again"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        second.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
+    let sent = chat.last().json();
+    let turns: Vec<(String, String)> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            ("user".to_owned(), "hi".to_owned()),
+            ("assistant".to_owned(), "echo: hi".to_owned()),
+            ("user".to_owned(), "again".to_owned())
+        ]
+    );
+    // And a third continues the second (the chain is kept whole).
+    let second_id = second.json()["id"].as_str().unwrap().to_owned();
+    post(
+        &gw,
+        &json!({"model": "up/m", "previous_response_id": second_id, "input": "third", "stream": true}).to_string(),
+    )
+    .await;
+    assert_eq!(chat.last().json()["messages"].as_array().unwrap().len(), 5);
+
+    // Another key does not see it; a deleted one is gone.
+    let other = gw
+        .client
+        .with_key(Some(testkit::ADMIN_KEY))
+        .post("/admin/keys", &json!({"name": "other"}))
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        gw.client
+            .with_key(Some(&other))
+            .get(&format!("/v1/responses/{id}"))
+            .await
+            .status,
+        404
+    );
+    let request = gw
+        .client
+        .request(http::Method::DELETE, &format!("/v1/responses/{id}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let deleted = gw.client.call(request).await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.json()["deleted"], true);
+    let gone = gw.client.get(&format!("/v1/responses/{id}")).await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.json()["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn streamed_answers_are_kept_and_store_false_keeps_nothing() {
+    let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = gateway(&chat, &native).await;
+    let streamed = post(&gw, r#"{"model": "up/m", "input": "hi", "stream": true}"#).await;
+    let events = events(&streamed.body);
+    let done = &events.last().unwrap().1["response"];
+    let id = done["id"].as_str().unwrap();
+    let read = gw.client.get(&format!("/v1/responses/{id}")).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json()["output"], done["output"]);
+
+    let unkept = post(&gw, r#"{"model": "up/m", "input": "hi", "store": false}"#)
+        .await
+        .json();
+    let id = unkept["id"].as_str().unwrap();
+    assert_eq!(
+        gw.client.get(&format!("/v1/responses/{id}")).await.status,
+        404
+    );
+    // Continuing an answer nobody kept is the client's mistake.
+    let missing = post(
+        &gw,
+        r#"{"model": "up/m", "input": "x", "previous_response_id": "resp_nobody"}"#,
+    )
+    .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.json()["error"]["param"], "previous_response_id");
+}

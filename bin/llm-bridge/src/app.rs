@@ -14,7 +14,9 @@ use llm_bridge_core::{ApiKeys, ChatProvider, ProviderConfig, api_key_env_var};
 use llm_bridge_gateway::{Gateway, UsageHandles};
 use llm_bridge_http::{ClientOptions, ProxyEnv, ProxyRules, TlsRoots, UpstreamClient};
 use llm_bridge_router::{Router, RouterConfig};
-use llm_bridge_usage::{GroupBy, SqliteStore, UsageQuery, UsageReader, UsageStore, UsageWriter};
+use llm_bridge_usage::{
+    GroupBy, SqliteResponses, SqliteStore, UsageQuery, UsageReader, UsageStore, UsageWriter,
+};
 use tokio::net::TcpListener;
 
 use crate::config::{AppConfig, ConfigError};
@@ -169,6 +171,17 @@ impl App {
             Arc::new(llm_bridge_dialect_anthropic::MessagesIngress),
             Arc::new(llm_bridge_dialect_responses::ResponsesIngress),
         ]);
+        // Kept Responses answers live in the usage database.
+        let gateway = match SqliteResponses::open(
+            &config.usage.database,
+            config.responses.ttl.duration(),
+        ) {
+            Ok(store) => gateway.with_response_store(Arc::new(store)),
+            Err(e) => {
+                tracing::error!(error = %e, "kept Responses answers unavailable (store, previous_response_id)");
+                gateway
+            }
+        };
         Ok(App {
             gateway,
             generated_key,

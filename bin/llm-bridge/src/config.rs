@@ -16,7 +16,7 @@ use llm_bridge_core::{ProviderConfig, TlsConfig};
 use llm_bridge_gateway::{MetricsConfig, ServerConfig};
 pub use llm_bridge_http::ProxyConfig;
 use llm_bridge_router::{CooldownConfig, RouteConfig};
-use llm_bridge_usage::UsageConfig;
+use llm_bridge_usage::{ResponsesConfig, UsageConfig};
 use serde::Deserialize;
 
 /// The whole config file.
@@ -57,6 +57,9 @@ pub struct AppConfig {
     /// How keys' budgets are enforced.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Answers kept for OpenAI Responses' `store`.
+    #[serde(default)]
+    pub responses: ResponsesConfig,
     /// `GET /metrics`.
     #[serde(default)]
     pub metrics: MetricsConfig,

@@ -255,12 +255,13 @@ impl KeyState {
         if let Some(e) = c.tokens.iter_mut().find(|e| e.id == id) {
             let old = e.tokens;
             e.tokens = tokens;
-            c.tokens_in_window = c.tokens_in_window - old + tokens;
+            c.tokens_in_window = (c.tokens_in_window - old).saturating_add(tokens);
         }
         c.spend.roll(now);
-        c.spend.day_tokens += tokens;
-        c.spend.month_tokens += tokens;
-        c.spend.total_tokens += tokens;
+        // An upstream may report any count: saturate rather than overflow.
+        c.spend.day_tokens = c.spend.day_tokens.saturating_add(tokens);
+        c.spend.month_tokens = c.spend.month_tokens.saturating_add(tokens);
+        c.spend.total_tokens = c.spend.total_tokens.saturating_add(tokens);
         c.spend.day_cost += cost;
         c.spend.month_cost += cost;
         c.spend.total_cost += cost;

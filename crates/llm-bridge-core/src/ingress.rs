@@ -68,6 +68,38 @@ pub trait Ingress: Send + Sync + 'static {
     fn native_meter(&self) -> Box<dyn NativeMeter> {
         Box::new(NoUsage)
     }
+
+    /// How the dialect's answers are kept on the gateway, if it keeps them (OpenAI
+    /// Responses' `store`, `previous_response_id` and `GET /v1/responses/{id}`).
+    fn state(&self) -> Option<&dyn IngressState> {
+        None
+    }
+}
+
+/// A dialect whose answers the gateway keeps, so that a later request can continue one and a
+/// client can read it again. The gateway stores opaque JSON; this says what it means.
+pub trait IngressState: Send + Sync {
+    /// The id of the earlier answer a request continues (`previous_response_id`).
+    fn continues(&self, body: &[u8]) -> Option<String>;
+
+    /// The request with the earlier exchange (its request's input items and its answer)
+    /// put before its own input, and no longer naming the earlier answer.
+    fn expand(&self, body: &[u8], earlier_input: &str, earlier_answer: &str) -> Result<Bytes>;
+
+    /// Whether the client wants this exchange kept (`store`, true unless `false`).
+    fn keeps(&self, body: &[u8]) -> bool;
+
+    /// The request's input items, as a JSON array, to keep.
+    fn input_items(&self, body: &[u8]) -> String;
+
+    /// The id of a rendered answer.
+    fn answer_id(&self, answer: &[u8]) -> Option<String>;
+
+    /// The body listing a kept exchange's input items (`GET …/{id}/input_items`).
+    fn input_items_page(&self, input: &str) -> Bytes;
+
+    /// The body answering the deletion of a kept answer.
+    fn deleted(&self, id: &str) -> Bytes;
 }
 
 /// Reads usage from a native event stream as its bytes go by (in any pieces).
@@ -107,4 +139,10 @@ pub trait IngressStream: Send {
 
     /// The stream failed after it started; nothing follows.
     fn error(&mut self, error: &Error) -> Bytes;
+
+    /// The whole answer the stream rendered, once it completed (for dialects that keep
+    /// answers; see [`Ingress::state`]).
+    fn final_answer(&self) -> Option<Bytes> {
+        None
+    }
 }

@@ -57,7 +57,7 @@ impl Usage {
         Usage {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
             ..Usage::default()
         }
     }
@@ -120,7 +120,7 @@ impl From<WireUsage> for Usage {
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: w.total_tokens.unwrap_or(prompt + completion),
+            total_tokens: w.total_tokens.unwrap_or(prompt.saturating_add(completion)),
             cached_tokens: details
                 .as_ref()
                 .and_then(|d| d.cached_tokens)

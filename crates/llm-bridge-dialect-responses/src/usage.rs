@@ -53,7 +53,7 @@ impl WireUsage {
         Some(Usage {
             prompt_tokens: input,
             completion_tokens: output,
-            total_tokens: self.total_tokens.unwrap_or(input + output),
+            total_tokens: self.total_tokens.unwrap_or(input.saturating_add(output)),
             cached_tokens: details.and_then(|d| d.cached_tokens).unwrap_or(0),
             reasoning_tokens: self
                 .output_tokens_details

@@ -5,12 +5,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use llm_bridge_core::{Error, Ingress, NativeRequest};
+use llm_bridge_auth::Principal;
+use llm_bridge_core::{Error, ErrorKind, Ingress, IngressState, NativeRequest};
 use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
+use llm_bridge_usage::{ResponseStore, StoredResponse};
 use tracing::Instrument;
 
 use crate::Gateway;
@@ -40,17 +43,18 @@ pub async fn serve(
 ) -> Response<GatewayBody> {
     let log = RequestLog::new(gateway.telemetry.clone(), request_id, "http");
     let span = log.span.clone();
-    serve_in(gateway, &*ingress, request, log)
+    serve_in(gateway, &ingress, request, log)
         .instrument(span)
         .await
 }
 
 async fn serve_in(
     gateway: &Arc<Gateway>,
-    ingress: &dyn Ingress,
+    shared: &Arc<dyn Ingress>,
     request: Request<Incoming>,
     mut log: RequestLog,
 ) -> Response<GatewayBody> {
+    let ingress = &**shared;
     let (parts, body) = request.into_parts();
     let principal = match gateway.auth.authenticate(presented_key(&parts.headers)) {
         Ok(p) => p,
@@ -62,10 +66,46 @@ async fn serve_in(
         Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
     };
     log.request_body = Some(bytes.clone());
-    let translated = match ingress.request(&bytes) {
+    let mut translated = match ingress.request(&bytes) {
         Ok(t) => t,
         Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
     };
+    // A dialect that keeps answers: continue an earlier one, and keep this one.
+    let kept = ingress.state().zip(gateway.responses.clone());
+    let mut bytes = bytes;
+    if let Some((state, store)) = &kept {
+        if let Some(earlier_id) = state.continues(&bytes) {
+            match continued(
+                gateway,
+                ingress,
+                *state,
+                store,
+                &earlier_id,
+                &principal,
+                &bytes,
+            )
+            .await
+            {
+                Ok(Some(expanded)) => {
+                    translated = match ingress.request(&expanded) {
+                        Ok(t) => t,
+                        Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
+                    };
+                    bytes = expanded;
+                }
+                // Not kept here: a target that speaks the dialect may know it.
+                Ok(None) => {}
+                Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
+            }
+        }
+    }
+    let keeper = kept
+        .filter(|(state, _)| state.keeps(&bytes))
+        .map(|(state, store)| Keeper {
+            store,
+            key: principal.name.to_string(),
+            input: state.input_items(&bytes),
+        });
     if !translated.dropped.is_empty() {
         tracing::debug!(
             dialect = ingress.name(),
@@ -96,6 +136,14 @@ async fn serve_in(
         Ok(Answer::Complete { body, upstream }) => {
             match ingress.response(&body, &model, &native.body) {
                 Ok(rendered) => {
+                    if let (Some(keeper), Some(state)) = (keeper, ingress.state()) {
+                        // Kept before it is answered: the client may continue it at once.
+                        if let Some(id) = state.answer_id(&rendered) {
+                            let answer = String::from_utf8_lossy(&rendered).into_owned();
+                            let _ =
+                                tokio::task::spawn_blocking(move || keeper.keep(id, answer)).await;
+                        }
+                    }
                     let mut response = json_response(StatusCode::OK, rendered);
                     server_timing(&mut response, started.elapsed(), upstream);
                     response
@@ -104,8 +152,18 @@ async fn serve_in(
             }
         }
         Ok(Answer::Stream { stream, upstream }) => {
-            let body = SseBody::new(*stream, gateway.ws_connections.subscribe_cut())
+            let mut body = SseBody::new(*stream, gateway.ws_connections.subscribe_cut())
                 .rendered_by(ingress.stream(&model, &native.body));
+            if let Some(keeper) = keeper {
+                let shared = shared.clone();
+                body = body.then(Box::new(move |answer: Bytes| {
+                    if let Some(id) = shared.state().and_then(|s| s.answer_id(&answer)) {
+                        // At the end of the stream, on its own task: one small insert, so
+                        // that the answer is kept before its last event reaches the client.
+                        keeper.keep(id, String::from_utf8_lossy(&answer).into_owned());
+                    }
+                }));
+            }
             let mut response = Response::new(GatewayBody::Sse(Box::new(body)));
             server_timing(&mut response, started.elapsed(), upstream);
             let h = response.headers_mut();
@@ -226,4 +284,143 @@ fn forwarded_headers(
             Some((*name, value.to_owned()))
         })
         .collect()
+}
+
+/// Where and whose an answer is kept.
+struct Keeper {
+    store: Arc<dyn ResponseStore>,
+    key: String,
+    input: String,
+}
+
+impl Keeper {
+    fn keep(self, id: String, response: String) {
+        let record = StoredResponse {
+            id,
+            created_ms: llm_bridge_usage::time::now_ms(),
+            key: self.key,
+            input: self.input,
+            response,
+        };
+        if let Err(e) = self.store.put(&record) {
+            tracing::error!(error = %e, "could not keep the answer (store)");
+        }
+    }
+}
+
+/// The request continuing the kept answer `earlier_id`, expanded with it; `None` when it is
+/// not kept here (or not this key's) but a target that speaks the dialect may know it; an
+/// error when no target could.
+async fn continued(
+    gateway: &Gateway,
+    ingress: &dyn Ingress,
+    state: &dyn IngressState,
+    store: &Arc<dyn ResponseStore>,
+    earlier_id: &str,
+    principal: &Principal,
+    body: &[u8],
+) -> Result<Option<Bytes>, Error> {
+    if let Some(earlier) = kept_answer(store, earlier_id, principal).await? {
+        return state
+            .expand(body, &earlier.input, &earlier.response)
+            .map(Some);
+    }
+    let model = ingress
+        .request(body)
+        .map(|t| t.request.model().to_owned())?;
+    let native = gateway.router.resolve(&model).is_ok_and(|plan| {
+        plan.targets
+            .iter()
+            .any(|t| t.provider.speaks(ingress.name()))
+    });
+    if native {
+        return Ok(None);
+    }
+    Err(Error::invalid_request(format!(
+        "Previous response with id '{earlier_id}' not found."
+    ))
+    .with_param("previous_response_id"))
+}
+
+/// The kept answer with this id, if this key (or an admin) may read it.
+async fn kept_answer(
+    store: &Arc<dyn ResponseStore>,
+    id: &str,
+    principal: &Principal,
+) -> Result<Option<StoredResponse>, Error> {
+    let (store, id) = (store.clone(), id.to_owned());
+    let found =
+        tokio::task::spawn_blocking(move || store.get(&id, llm_bridge_usage::time::now_ms()))
+            .await
+            .map_err(|_| Error::internal("reading the kept answers failed"))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "kept answers cannot be read");
+                Error::new(
+                    ErrorKind::Unavailable,
+                    "kept answers cannot be read right now",
+                )
+            })?;
+    Ok(found.filter(|r| principal.admin || r.key == *principal.name))
+}
+
+/// `GET /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`,
+/// `DELETE /v1/responses/{id}`: a kept answer, read or forgotten.
+pub async fn kept(
+    gateway: &Gateway,
+    ingress: &dyn Ingress,
+    method: &http::Method,
+    rest: &str,
+    headers: &http::HeaderMap,
+) -> Response<GatewayBody> {
+    let (Some(state), Some(store)) = (ingress.state(), gateway.responses.as_ref()) else {
+        return ingress_error(ingress, &Error::new(ErrorKind::NotFound, "not found"));
+    };
+    let principal = match gateway.auth.authenticate(presented_key(headers)) {
+        Ok(p) => p,
+        Err(e) => return ingress_error(ingress, &e),
+    };
+    let (id, items) = match rest.strip_suffix("/input_items") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    let found = match kept_answer(store, id, &principal).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return ingress_error(
+                ingress,
+                &Error::new(
+                    ErrorKind::NotFound,
+                    format!("Response with id '{id}' not found."),
+                ),
+            );
+        }
+        Err(e) => return ingress_error(ingress, &e),
+    };
+    match (method, items) {
+        (&http::Method::GET, false) => json_response(StatusCode::OK, found.response.into()),
+        (&http::Method::GET, true) => {
+            json_response(StatusCode::OK, state.input_items_page(&found.input))
+        }
+        (&http::Method::DELETE, false) => {
+            let (store, id) = (store.clone(), id.to_owned());
+            match tokio::task::spawn_blocking(move || store.delete(&id)).await {
+                Ok(Ok(_)) => json_response(StatusCode::OK, state.deleted(&found.id)),
+                _ => ingress_error(
+                    ingress,
+                    &Error::new(
+                        ErrorKind::Unavailable,
+                        "kept answers cannot be changed right now",
+                    ),
+                ),
+            }
+        }
+        _ => {
+            let mut r = ingress_error(
+                ingress,
+                &Error::invalid_request(format!("method {method} is not allowed here")),
+            );
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r
+        }
+    }
 }

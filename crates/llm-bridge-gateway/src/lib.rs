@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use llm_bridge_auth::Authenticator;
 use llm_bridge_core::Ingress;
 use llm_bridge_router::Router;
-use llm_bridge_usage::{Estimator, UsageReader, UsageSink};
+use llm_bridge_usage::{Estimator, ResponseStore, UsageReader, UsageSink};
 
 use crate::access::Telemetry;
 
@@ -61,6 +61,7 @@ pub struct Gateway {
     metrics_config: MetricsConfig,
     ws_connections: drain::Drain,
     ingresses: Vec<Arc<dyn Ingress>>,
+    responses: Option<Arc<dyn ResponseStore>>,
 }
 
 impl Gateway {
@@ -97,7 +98,18 @@ impl Gateway {
             metrics_config,
             ws_connections: drain::Drain::default(),
             ingresses: Vec::new(),
+            responses: None,
         })
+    }
+
+    /// The same gateway keeping the answers of dialects that keep them (OpenAI Responses'
+    /// `store`) in `store` (before it serves).
+    pub fn with_response_store(self: Arc<Self>, store: Arc<dyn ResponseStore>) -> Arc<Self> {
+        let mut gateway = Arc::try_unwrap(self).unwrap_or_else(|_| {
+            panic!("Gateway::with_response_store must be called before the gateway is shared")
+        });
+        gateway.responses = Some(store);
+        Arc::new(gateway)
     }
 
     /// The same gateway also serving these dialects at their paths (before it serves).
@@ -107,6 +119,15 @@ impl Gateway {
         });
         gateway.ingresses = ingresses;
         Arc::new(gateway)
+    }
+
+    /// The dialect that keeps answers under `path` (`/v1/responses/{id}…`), and the rest.
+    fn kept_at<'p>(&self, path: &'p str) -> Option<(&Arc<dyn Ingress>, &'p str)> {
+        self.ingresses.iter().find_map(|i| {
+            i.state()?;
+            let rest = path.strip_prefix(i.path())?.strip_prefix('/')?;
+            (!rest.is_empty()).then_some((i, rest))
+        })
     }
 
     /// The dialect mounted at `path`, and whether `path` is its token-counting endpoint.

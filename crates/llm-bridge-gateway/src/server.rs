@@ -56,6 +56,22 @@ pub async fn serve(
     );
     let graceful = GracefulShutdown::new();
     let mut accept_errors = AcceptErrors::default();
+    // Expired kept answers are pruned every hour, off the async threads.
+    let pruner = gateway.responses.clone().map(|store| {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                let store = store.clone();
+                let now = llm_bridge_usage::time::now_ms();
+                match tokio::task::spawn_blocking(move || store.prune(now)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(pruned = n, "expired kept answers pruned"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "pruning kept answers failed"),
+                    _ => {}
+                }
+            }
+        })
+    });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -123,6 +139,9 @@ pub async fn serve(
         }
     }
     drop(listener);
+    if let Some(pruner) = pruner {
+        pruner.abort();
+    }
     gateway.set_ready(false);
     // WebSocket connections left hyper's care when they upgraded: tell them too.
     gateway.ws_connections.start();

@@ -113,6 +113,10 @@ async fn route(
             return crate::ingress::count_tokens(gateway, &**ingress, request).await;
         }
     }
+    // A dialect's kept answers: `<path>/{id}` and `<path>/{id}/input_items`.
+    if let Some((ingress, rest)) = gateway.kept_at(path) {
+        return crate::ingress::kept(gateway, &**ingress, method, rest, request.headers()).await;
+    }
     match (method, path) {
         (&Method::GET, "/v1/models" | "/models") => models(gateway, request.headers()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {

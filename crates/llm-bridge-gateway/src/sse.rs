@@ -23,6 +23,8 @@ pub struct SseBody {
     ended: bool,
     /// Renders the stream in a dialect's events; `None`: chat completion chunks.
     writer: Option<Box<dyn IngressStream>>,
+    /// Given the writer's whole answer once the stream completed (to keep it).
+    on_answer: Option<Box<dyn FnOnce(Bytes) + Send>>,
     /// Resolves when the drain timeout passed during shutdown: the stream is cut.
     cut: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -34,6 +36,7 @@ impl SseBody {
             stream,
             ended: false,
             writer: None,
+            on_answer: None,
             cut: Box::pin(async move {
                 let _ = cut.wait_for(|cut| *cut).await;
             }),
@@ -45,6 +48,12 @@ impl SseBody {
     /// The same stream rendered by a dialect's writer instead of as chat completion chunks.
     pub fn rendered_by(mut self, writer: Box<dyn IngressStream>) -> Self {
         self.writer = Some(writer);
+        self
+    }
+
+    /// Calls `f` with the dialect writer's whole answer when the stream completes.
+    pub fn then(mut self, f: Box<dyn FnOnce(Bytes) + Send>) -> Self {
+        self.on_answer = Some(f);
         self
     }
 
@@ -80,6 +89,13 @@ impl SseBody {
                 writer.finish()
             }
         };
+        if self.on_answer.is_some() {
+            if let Some(answer) = writer.final_answer() {
+                if let Some(f) = self.on_answer.take() {
+                    f(answer);
+                }
+            }
+        }
         (!bytes.is_empty() || self.ended).then_some(bytes)
     }
 }

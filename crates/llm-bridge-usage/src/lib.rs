@@ -13,6 +13,7 @@ pub mod count;
 mod estimator;
 mod query;
 mod record;
+mod responses;
 mod store;
 pub mod time;
 mod writer;
@@ -24,8 +25,31 @@ use serde::Deserialize;
 pub use estimator::Estimator;
 pub use query::{GroupBy, UsageGroup, UsageQuery, UsageReport};
 pub use record::{UsageRecord, UsageSource};
+pub use responses::{ResponseStore, SqliteResponses, StoredResponse};
 pub use store::{SqliteStore, StoreError, UsageReader, UsageStore, migrate, open_database};
 pub use writer::{StoreOpener, UsageSink, UsageWriter};
+
+/// The `responses` section: answers kept for OpenAI Responses' `store`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesConfig {
+    /// How long kept answers stay readable (`GET /v1/responses/{id}`, `previous_response_id`)
+    /// before they are pruned.
+    #[serde(default = "default_responses_ttl")]
+    pub ttl: llm_bridge_core::Seconds,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        ResponsesConfig {
+            ttl: default_responses_ttl(),
+        }
+    }
+}
+
+fn default_responses_ttl() -> llm_bridge_core::Seconds {
+    llm_bridge_core::Seconds(30.0 * 86_400.0)
+}
 
 /// The `usage` section of the config.
 #[derive(Debug, Clone, Deserialize)]

@@ -77,6 +77,8 @@ pub struct EventWriter {
     calls: BTreeSet<u64>,
     finish_reason: Option<String>,
     usage: Option<Value>,
+    /// The whole response, once `response.completed` / `.incomplete` was written.
+    final_response: Option<Value>,
 }
 
 impl EventWriter {
@@ -100,6 +102,7 @@ impl EventWriter {
             calls: BTreeSet::new(),
             finish_reason: None,
             usage: None,
+            final_response: None,
         }
     }
 
@@ -537,9 +540,15 @@ impl EventWriter {
         self.done = true;
         let (status, incomplete) = status_for(self.finish_reason.as_deref());
         let response = self.response(status, Value::Null, incomplete);
+        self.final_response = Some(response.clone());
         self.event(
             out,
             json!({"type": format!("response.{status}"), "response": response}),
         );
+    }
+
+    /// The whole response, once the stream completed (or ended incomplete).
+    pub fn final_response(&self) -> Option<&Value> {
+        self.final_response.as_ref()
     }
 }

@@ -1,20 +1,20 @@
 //! The Responses API as the gateway mounts it (`POST /v1/responses`).
 
 use bytes::Bytes;
-use llm_bridge_core::{Error, Ingress, IngressRequest, IngressStream, NativeMeter, Result, Usage};
+use llm_bridge_core::{
+    Error, Ingress, IngressRequest, IngressState, IngressStream, NativeMeter, Result, Usage,
+};
+use serde_json::{Map, Value, json};
 
 use crate::errors::error_response;
 use crate::ingress::events::EventWriter;
-use crate::ingress::request::chat_request;
+use crate::ingress::request::{chat_request, prepend_items};
 use crate::ingress::response::{Echo, responses_response};
 use crate::usage::{final_event, usage_from_response};
 
-/// OpenAI's Responses API in front of the gateway.
-///
-/// The trait gives [`Ingress::response`] and [`Ingress::stream`] only the client's model, so
-/// the answers it renders echo OpenAI's defaults for the request fields (`tools: []`,
-/// `tool_choice: "auto"`, …); a caller that keeps the request can render with its
-/// [`Echo`] through [`responses_response`] and [`EventWriter::with_echo`].
+/// OpenAI's Responses API in front of the gateway: answers echo the client's request fields
+/// ([`Echo`]), and are kept for `previous_response_id` and `GET /v1/responses/{id}` unless
+/// the request says `store: false` ([`IngressState`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ResponsesIngress;
 
@@ -57,6 +57,92 @@ impl Ingress for ResponsesIngress {
 
     fn native_meter(&self) -> Box<dyn NativeMeter> {
         Box::new(ResponsesMeter::default())
+    }
+
+    fn state(&self) -> Option<&dyn IngressState> {
+        Some(self)
+    }
+}
+
+/// The top-level fields of a request body, or none when it is not a JSON object.
+fn fields(body: &[u8]) -> Map<String, Value> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+impl IngressState for ResponsesIngress {
+    fn continues(&self, body: &[u8]) -> Option<String> {
+        fields(body)
+            .get("previous_response_id")?
+            .as_str()
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+    }
+
+    fn expand(&self, body: &[u8], earlier_input: &str, earlier_answer: &str) -> Result<Bytes> {
+        let mut map = fields(body);
+        let input: Vec<Value> = serde_json::from_str(earlier_input).unwrap_or_default();
+        let answer: Value = serde_json::from_str(earlier_answer).unwrap_or(Value::Null);
+        let output = answer["output"].as_array().cloned().unwrap_or_default();
+        prepend_items(&mut map, input, output);
+        serde_json::to_vec(&map)
+            .map(Bytes::from)
+            .map_err(|e| Error::internal(format!("could not expand the request: {e}")))
+    }
+
+    fn keeps(&self, body: &[u8]) -> bool {
+        fields(body).get("store").and_then(Value::as_bool) != Some(false)
+    }
+
+    fn input_items(&self, body: &[u8]) -> String {
+        let items = match fields(body).remove("input") {
+            Some(Value::String(text)) => {
+                vec![json!({"type": "message", "role": "user", "content": text})]
+            }
+            Some(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
+        Value::Array(items).to_string()
+    }
+
+    fn answer_id(&self, answer: &[u8]) -> Option<String> {
+        fields(answer).get("id")?.as_str().map(str::to_owned)
+    }
+
+    fn input_items_page(&self, input: &str) -> Bytes {
+        let items: Vec<Value> = serde_json::from_str(input).unwrap_or_default();
+        // Items get ids as OpenAI gives them; the newest first, as OpenAI lists them.
+        let data: Vec<Value> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut item)| {
+                if let Some(map) = item.as_object_mut() {
+                    map.entry("id")
+                        .or_insert_with(|| json!(format!("item_{i}")));
+                    map.entry("type").or_insert_with(|| json!("message"));
+                }
+                item
+            })
+            .rev()
+            .collect();
+        let first = data
+            .first()
+            .and_then(|i| i["id"].as_str())
+            .map(str::to_owned);
+        let last = data
+            .last()
+            .and_then(|i| i["id"].as_str())
+            .map(str::to_owned);
+        Bytes::from(
+            json!({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": false})
+                .to_string(),
+        )
+    }
+
+    fn deleted(&self, id: &str) -> Bytes {
+        Bytes::from(json!({"id": id, "object": "response", "deleted": true}).to_string())
     }
 }
 
@@ -184,6 +270,10 @@ impl IngressStream for EventWriter {
 
     fn error(&mut self, error: &Error) -> Bytes {
         self.error_event(error)
+    }
+
+    fn final_answer(&self) -> Option<Bytes> {
+        self.final_response().map(|r| Bytes::from(r.to_string()))
     }
 }
 

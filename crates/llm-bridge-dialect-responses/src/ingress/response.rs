@@ -173,7 +173,7 @@ pub fn response_usage(pivot: Option<&Value>) -> Value {
     let total = u
         .get("total_tokens")
         .and_then(Value::as_u64)
-        .unwrap_or(input + output);
+        .unwrap_or(input.saturating_add(output));
     let cached = u
         .get("prompt_tokens_details")
         .and_then(|d| d.get("cached_tokens"))
