@@ -144,6 +144,21 @@ for provider in chat openai; do
     python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" "$provider" tools gpt-5 || fail "upstream check ($provider, tools)"
 done
 
+# Codex's built-in OpenAI provider pointed at the gateway (`openai_base_url`) tries a WebSocket
+# to /v1/responses first; the gateway's 426 must send it to HTTP at once, not after retries.
+echo "== Codex's built-in provider at the gateway: WebSocket answered 426, then HTTP"
+home=$(mktemp -d -p "$WORK")
+printf 'model = "chat/gpt-5"\nopenai_base_url = "http://127.0.0.1:%s/v1"\n' "$PORT" >"$home/config.toml"
+echo "$KEY" | CODEX_HOME=$home "$CODEX" login --with-api-key >/dev/null 2>&1 || fail "codex login"
+started=$(date +%s)
+out=$(cd "$WORK" && CODEX_HOME=$home timeout 120 "$CODEX" exec --skip-git-repo-check --color never \
+    "Say hi" </dev/null) || fail "codex exited $? (built-in provider)"
+elapsed=$(( $(date +%s) - started ))
+echo "$out"
+grep -q "llm-bridge says hi" <<<"$out" || fail "Codex did not print the answer (built-in provider)"
+[ "$elapsed" -le 10 ] || fail "Codex took ${elapsed} s: the fallback from WebSocket to HTTP was not immediate"
+grep -q '"path":"/v1/responses","status":426' "$WORK/gateway.log" || fail "no WebSocket attempt was answered 426"
+
 # No secret in the gateway's log; every request left an access event.
 for secret in "$KEY" sk-chat-upstream-secret sk-ant-upstream-secret sk-openai-upstream-secret; do
     grep -q -- "$secret" "$WORK/gateway.log" && fail "a secret appears in the gateway log"

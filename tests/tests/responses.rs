@@ -310,3 +310,23 @@ async fn streamed_answers_are_kept_and_store_false_keeps_nothing() {
     assert_eq!(missing.status, 400);
     assert_eq!(missing.json()["error"]["param"], "previous_response_id");
 }
+
+#[tokio::test]
+async fn a_websocket_asked_of_responses_is_told_to_use_http_at_once() {
+    let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = gateway(&chat, &native).await;
+    let request = gw
+        .client
+        .request(http::Method::GET, "/v1/responses")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("openai-beta", "responses_websockets=2026-02-06")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = gw.client.call(request).await;
+    // Codex falls back to HTTP for the session on a 426 (any other answer costs it retries).
+    assert_eq!(answer.status, 426);
+    assert_eq!(answer.json()["error"]["type"], "invalid_request_error");
+}

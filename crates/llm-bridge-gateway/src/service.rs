@@ -140,6 +140,26 @@ async fn route(
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
+        // A WebSocket asked of a dialect's endpoint (Codex tries `GET /v1/responses` with
+        // `OpenAI-Beta: responses_websockets=…` first): 426 tells it at once to use HTTP,
+        // where any other answer costs it retries.
+        (&Method::GET, p)
+            if gateway.ingress_at(p).is_some()
+                && request
+                    .headers()
+                    .get(http::header::UPGRADE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("websocket")) =>
+        {
+            let mut r = error_response(&Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "{path} is served over HTTP only: POST it (server-sent events for streams)"
+                ),
+            ));
+            *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
+            r
+        }
         (_, p)
             if (KNOWN.contains(&p) && (p != "/metrics" || gateway.metrics_config.enabled))
                 || gateway.ingress_at(p).is_some() =>
