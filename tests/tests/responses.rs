@@ -330,3 +330,104 @@ async fn a_websocket_asked_of_responses_is_told_to_use_http_at_once() {
     assert_eq!(answer.status, 426);
     assert_eq!(answer.json()["error"]["type"], "invalid_request_error");
 }
+
+#[tokio::test]
+async fn gemini_thought_signatures_survive_a_stateless_round_trip_sealed() {
+    use testkit::gemini::{event, gemini_provider, sse, usage};
+    let gemini = MockUpstream::start().await;
+    gemini.push(sse(&[event(
+        json!([{"functionCall": {"name": "exec_command", "args": {"cmd": "echo hi"}},
+                "thoughtSignature": "c2lnbmF0dXJlLWZyb20tZ2VtaW5p"}]),
+        Some("STOP"),
+        Some(usage(20, 6, 4)),
+    )]));
+    let gw = TestGateway::start(&config_with(&[gemini_provider(
+        "gem",
+        &gemini.url(),
+        "      gemini-3-pro-preview: {}\n",
+    )]))
+    .await;
+    let tool = json!({"type": "function", "name": "exec_command", "parameters":
+        {"type": "object", "properties": {"cmd": {"type": "string"}}}});
+    // As Codex asks: nothing kept on the gateway, the state sealed into the answer.
+    let first = post(
+        &gw,
+        &json!({"model": "gem/gemini-3-pro-preview", "stream": true, "store": false,
+                "include": ["reasoning.encrypted_content"], "tools": [tool],
+                "input": [{"type": "message", "role": "user", "content": "run it"}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    let text = String::from_utf8_lossy(&first.body).into_owned();
+    assert!(
+        !text.contains("c2lnbmF0dXJlLWZyb20tZ2VtaW5p"),
+        "sealed, not shown"
+    );
+    let done = events(&first.body).last().unwrap().1["response"]["output"].clone();
+    let reasoning = done
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "reasoning")
+        .unwrap_or_else(|| panic!("no reasoning item: {done}"))
+        .clone();
+    let sealed = reasoning["encrypted_content"].as_str().unwrap().to_owned();
+    assert!(sealed.starts_with("llmb1."), "{sealed}");
+    let call = done
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap()
+        .clone();
+
+    // The next turn sends the items back: Gemini gets its own signature, not a stand-in.
+    gemini.push(Behavior::json(
+        200,
+        testkit::gemini::answer(json!([{"text": "done"}]), "STOP", usage(30, 2, 0)),
+    ));
+    let input = json!([
+        {"type": "message", "role": "user", "content": "run it"},
+        reasoning,
+        {"type": "function_call", "call_id": call["call_id"], "name": "exec_command", "arguments": call["arguments"]},
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "hi"}
+    ]);
+    let second = post(
+        &gw,
+        &json!({"model": "gem/gemini-3-pro-preview", "store": false, "tools": [tool],
+                "include": ["reasoning.encrypted_content"], "input": input})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(
+        second.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
+    let sent = gemini.last().json();
+    let part = &sent["contents"][1]["parts"][0];
+    assert_eq!(part["functionCall"]["name"], "exec_command", "{sent}");
+    assert_eq!(
+        part["thoughtSignature"], "c2lnbmF0dXJlLWZyb20tZ2VtaW5p",
+        "{sent}"
+    );
+
+    // An altered blob is refused.
+    let mut forged = input.clone();
+    let mut blob = sealed.clone();
+    blob.replace_range(8..10, if &blob[8..10] == "AA" { "BB" } else { "AA" });
+    forged[1]["encrypted_content"] = json!(blob);
+    let refused = post(
+        &gw,
+        &json!({"model": "gem/gemini-3-pro-preview", "store": false, "input": forged}).to_string(),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+}

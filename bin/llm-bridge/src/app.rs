@@ -57,7 +57,10 @@ impl Environment {
             vars: BTreeMap::new(),
         };
         for (k, v) in std::env::vars() {
-            if k.ends_with("_API_KEY") || k.to_ascii_uppercase().ends_with("_PROXY") {
+            if k.ends_with("_API_KEY")
+                || k.to_ascii_uppercase().ends_with("_PROXY")
+                || k == SEALING_KEY_VAR
+            {
                 env.vars.insert(k, SecretString::from(v));
             }
         }
@@ -179,6 +182,13 @@ impl App {
             Ok(store) => gateway.with_response_store(Arc::new(store)),
             Err(e) => {
                 tracing::error!(error = %e, "kept Responses answers unavailable (store, previous_response_id)");
+                gateway
+            }
+        };
+        let gateway = match sealing_key(env, &config.usage.database) {
+            Ok(key) => gateway.with_sealing_key(&key),
+            Err(e) => {
+                tracing::error!(error = %e, "no sealing key: encrypted_content is not offered");
                 gateway
             }
         };
@@ -396,4 +406,50 @@ fn client_options(
         tls,
         ..ClientOptions::default()
     })
+}
+
+/// The environment variable holding the key that seals provider state into
+/// `encrypted_content` (64 hex digits); without it, a key is generated once and kept beside
+/// the usage database (`sealing.key`, readable by its owner only).
+pub const SEALING_KEY_VAR: &str = "LLM_BRIDGE_SEALING_KEY";
+
+fn sealing_key(env: &Environment, database: &std::path::Path) -> Result<[u8; 32], String> {
+    let parse = |text: &str| -> Result<[u8; 32], String> {
+        let text = text.trim();
+        let mut key = [0u8; 32];
+        if text.len() != 64 {
+            return Err(format!("{SEALING_KEY_VAR}: expected 64 hex digits"));
+        }
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("{SEALING_KEY_VAR}: expected 64 hex digits"))?;
+        }
+        Ok(key)
+    };
+    if let Some(text) = env.var(SEALING_KEY_VAR) {
+        return parse(text);
+    }
+    let path = database.with_file_name("sealing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return parse(&text).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for a sealing key: {e}"))?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    write_private(&path, &hex).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated the key that seals encrypted_content");
+    Ok(key)
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }

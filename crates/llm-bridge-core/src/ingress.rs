@@ -69,6 +69,14 @@ pub trait Ingress: Send + Sync + 'static {
         Box::new(NoUsage)
     }
 
+    /// Whether the client asked for the provider state of translated answers to come back
+    /// sealed (Responses' `include: ["reasoning.encrypted_content"]`), so that it can send
+    /// it back on the next turn without the gateway keeping anything.
+    fn wants_sealed_state(&self, body: &[u8]) -> bool {
+        let _ = body;
+        false
+    }
+
     /// How the dialect's answers are kept on the gateway, if it keeps them (OpenAI
     /// Responses' `store`, `previous_response_id` and `GET /v1/responses/{id}`).
     fn state(&self) -> Option<&dyn IngressState> {

@@ -114,6 +114,16 @@ async fn serve_in(
         );
     }
     let mut pivot = translated.request;
+    // Provider state the client carried back sealed goes back where it was.
+    if let Some(sealer) = &gateway.sealer {
+        if let Err(e) = sealer.unseal_request(&mut pivot) {
+            return ingress_error(ingress, &exchange::failed(log, e));
+        }
+    }
+    let sealer = gateway
+        .sealer
+        .clone()
+        .filter(|_| ingress.wants_sealed_state(&bytes));
     if let Some(session) = session_header(&parts.headers) {
         pivot.set_session(session);
     }
@@ -134,6 +144,10 @@ async fn serve_in(
     let exchanged = exchange::run_as(gateway, log, &principal, pivot, dialect).await;
     let mut response = match exchanged.result {
         Ok(Answer::Complete { body, upstream }) => {
+            let body = match &sealer {
+                Some(sealer) => crate::seal::seal_answer(sealer, &body).unwrap_or(body),
+                None => body,
+            };
             match ingress.response(&body, &model, &native.body) {
                 Ok(rendered) => {
                     if let (Some(keeper), Some(state)) = (keeper, ingress.state()) {
@@ -154,6 +168,9 @@ async fn serve_in(
         Ok(Answer::Stream { stream, upstream }) => {
             let mut body = SseBody::new(*stream, gateway.ws_connections.subscribe_cut())
                 .rendered_by(ingress.stream(&model, &native.body));
+            if let Some(sealer) = sealer {
+                body = body.sealing(sealer);
+            }
             if let Some(keeper) = keeper {
                 let shared = shared.clone();
                 body = body.then(Box::new(move |answer: Bytes| {

@@ -20,6 +20,7 @@ mod ingress;
 mod meter;
 mod metrics;
 mod native;
+mod seal;
 mod server;
 mod service;
 mod sse;
@@ -62,6 +63,7 @@ pub struct Gateway {
     ws_connections: drain::Drain,
     ingresses: Vec<Arc<dyn Ingress>>,
     responses: Option<Arc<dyn ResponseStore>>,
+    sealer: Option<Arc<seal::Sealer>>,
 }
 
 impl Gateway {
@@ -99,7 +101,18 @@ impl Gateway {
             ws_connections: drain::Drain::default(),
             ingresses: Vec::new(),
             responses: None,
+            sealer: None,
         })
+    }
+
+    /// The same gateway sealing translated answers' provider state for clients that ask for
+    /// it (Responses' `encrypted_content`) with this 256-bit key (before it serves).
+    pub fn with_sealing_key(self: Arc<Self>, key: &[u8; 32]) -> Arc<Self> {
+        let mut gateway = Arc::try_unwrap(self).unwrap_or_else(|_| {
+            panic!("Gateway::with_sealing_key must be called before the gateway is shared")
+        });
+        gateway.sealer = Some(Arc::new(seal::Sealer::new(key)));
+        Arc::new(gateway)
     }
 
     /// The same gateway keeping the answers of dialects that keep them (OpenAI Responses'

@@ -11,8 +11,11 @@ use http_body::{Body, Frame};
 use llm_bridge_core::{Error, ErrorKind, IngressStream};
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
 use crate::errors::error_body;
 use crate::meter::{MeteredStream, StreamItem};
+use crate::seal::{Sealer, seal_answer};
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -25,6 +28,8 @@ pub struct SseBody {
     writer: Option<Box<dyn IngressStream>>,
     /// Given the writer's whole answer once the stream completed (to keep it).
     on_answer: Option<Box<dyn FnOnce(Bytes) + Send>>,
+    /// Seals each chunk's provider state before the writer renders it.
+    sealer: Option<Arc<Sealer>>,
     /// Resolves when the drain timeout passed during shutdown: the stream is cut.
     cut: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -37,6 +42,7 @@ impl SseBody {
             ended: false,
             writer: None,
             on_answer: None,
+            sealer: None,
             cut: Box::pin(async move {
                 let _ = cut.wait_for(|cut| *cut).await;
             }),
@@ -48,6 +54,12 @@ impl SseBody {
     /// The same stream rendered by a dialect's writer instead of as chat completion chunks.
     pub fn rendered_by(mut self, writer: Box<dyn IngressStream>) -> Self {
         self.writer = Some(writer);
+        self
+    }
+
+    /// Seals each chunk's provider state (see [`crate::seal`]) before it is rendered.
+    pub fn sealing(mut self, sealer: Arc<Sealer>) -> Self {
+        self.sealer = Some(sealer);
         self
     }
 
@@ -73,7 +85,13 @@ impl SseBody {
             });
         };
         let bytes = match next {
-            Some(StreamItem::Chunk(data)) => match writer.chunk(&data) {
+            Some(StreamItem::Chunk(data)) => match writer.chunk(
+                &self
+                    .sealer
+                    .as_ref()
+                    .and_then(|s| seal_answer(s, &data))
+                    .unwrap_or(data),
+            ) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     self.ended = true;

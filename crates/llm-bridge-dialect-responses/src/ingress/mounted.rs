@@ -62,6 +62,13 @@ impl Ingress for ResponsesIngress {
     fn state(&self) -> Option<&dyn IngressState> {
         Some(self)
     }
+
+    fn wants_sealed_state(&self, body: &[u8]) -> bool {
+        fields(body)
+            .get("include")
+            .and_then(Value::as_array)
+            .is_some_and(|list| list.iter().any(|i| i == "reasoning.encrypted_content"))
+    }
 }
 
 /// The top-level fields of a request body, or none when it is not a JSON object.
