@@ -39,7 +39,7 @@ for r in main:
 bodies = json.dumps([r["body"] for r in main])
 if provider == "openai" and "prompt_cache_key" not in bodies:
     problems.append("pass-through lost Codex's prompt_cache_key")
-if provider == "claude" and "cache_control" not in bodies:
+if provider == "claude" and model.startswith("claude") and "cache_control" not in bodies:
     problems.append("pass-through lost the agent's cache_control")
 if provider == "chat" and "cache_control" in bodies:
     problems.append("cache_control reached a chat-completions upstream")
@@ -50,6 +50,10 @@ if kind == "tools":
             "tool_result" in text or '"tool"' in text or "function_call_output" in text)
     if not any(has_result(r) for r in main):
         problems.append("no request carried the Bash tool's result back")
+if provider == "claude" and not model.startswith("claude") and kind == "tools":
+    # Codex through a translated Anthropic target: the signed thinking came back sealed.
+    if "EqQBCgYIAhgCIkD+llm/bridge==sig" not in bodies:
+        problems.append("the thinking signature did not come back through encrypted_content")
 for p in problems:
     print("upstream check:", p, file=sys.stderr)
 sys.exit(1 if problems else 0)

@@ -158,6 +158,17 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(400, {"type": "error", "error": {"type": "invalid_request_error",
                                                         "message": "messages: the mock refuses fail-400"}})
             return
+        thinking_on = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+        if thinking_on:
+            # As Anthropic does: with thinking on, an assistant turn that used a tool must
+            # bring its signed thinking block back.
+            for m in body.get("messages") or []:
+                blocks = m.get("content") if isinstance(m.get("content"), list) else []
+                if m.get("role") == "assistant" and any(b.get("type") == "tool_use" for b in blocks):
+                    if not any(b.get("type") == "thinking" and b.get("signature") == SIGNATURE for b in blocks):
+                        self.reply(400, {"type": "error", "error": {"type": "invalid_request_error",
+                            "message": "messages: an assistant turn with tool_use must start with its signed thinking block"}})
+                        return
         tools = body.get("tools") or []
         names = {t.get("name") for t in tools}
         decision = decide(body.get("messages") or [], tools, names)

@@ -116,6 +116,7 @@ codex_exec() {
     cat >"$home/config.toml" <<TOML
 model = "$model"
 model_provider = "llmbridge"
+model_reasoning_effort = "high"
 
 [model_providers.llmbridge]
 name = "llm-bridge"
@@ -127,7 +128,7 @@ TOML
         --color never "$@" </dev/null
 }
 
-for provider in chat openai; do
+for provider in chat openai claude; do
     : >"$WORK/upstream.jsonl"
     echo "== Codex through '$provider': a plain answer"
     out=$(cd "$WORK" && codex_exec "$provider/gpt-5" "Say hi") || fail "codex exited $? ($provider, plain)"
