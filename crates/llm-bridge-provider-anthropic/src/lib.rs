@@ -31,24 +31,21 @@
 
 mod stream;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
-use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
-    ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result, api_key_env_var, with_model,
+    ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result, with_model,
 };
 use llm_bridge_dialect_anthropic::{
     ChunkTranslator, DEFAULT_MAX_TOKENS, chat_completion, error_from_event, error_from_status,
     messages_request,
 };
-use llm_bridge_http::{IdleBody, KeyRing, MAX_ERROR_BYTES, SseStream, UpstreamClient};
+use llm_bridge_http::{IdleBody, MAX_ERROR_BYTES, ProviderKit, SseStream, UpstreamClient};
 use serde_json::Value;
 
 use crate::stream::AnthropicChunks;
@@ -63,11 +60,9 @@ const API_KEY_HEADER: &str = "x-api-key";
 
 /// One configured Anthropic (or Messages-compatible) provider.
 pub struct AnthropicProvider {
-    name: Arc<str>,
+    kit: ProviderKit,
     endpoint: Uri,
-    keys: KeyRing,
     client: UpstreamClient,
-    catalog: ModelCatalog,
     version: HeaderValue,
     beta: Option<HeaderValue>,
 }
@@ -77,20 +72,7 @@ impl AnthropicProvider {
     pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
         let endpoint = messages_url(&config.base_url)
             .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
-        let keys = config
-            .api_key
-            .keys()
-            .iter()
-            .map(|k| {
-                let mut v = HeaderValue::try_from(k.expose_secret()).map_err(|_| {
-                    Error::invalid_request(
-                        "api_key: contains characters not allowed in an HTTP header",
-                    )
-                })?;
-                v.set_sensitive(true);
-                Ok(v)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let kit = ProviderKit::new(name, config, str::to_owned)?;
         let version = config
             .anthropic_version
             .as_deref()
@@ -114,11 +96,9 @@ impl AnthropicProvider {
             })?)
         };
         Ok(AnthropicProvider {
-            name: name.into(),
+            kit,
             endpoint,
-            keys: KeyRing::new(keys),
             client,
-            catalog: config.catalog(),
             version,
             beta,
         })
@@ -127,34 +107,6 @@ impl AnthropicProvider {
     /// The Messages URL requests go to.
     pub fn endpoint(&self) -> &Uri {
         &self.endpoint
-    }
-
-    fn entry<'a>(&'a self, model: &'a str) -> Result<ModelEntry<'a>> {
-        self.catalog.lookup(model).ok_or_else(|| {
-            Error::new(
-                ErrorKind::ModelNotFound,
-                format!("provider '{}' has no model '{model}'", self.name),
-            )
-            .with_provider(&*self.name)
-        })
-    }
-
-    fn key(&self, session: Option<u64>) -> Result<(usize, &HeaderValue)> {
-        if self.keys.is_empty() {
-            return Err(Error::new(
-                ErrorKind::UpstreamAuth,
-                format!(
-                    "provider '{}' has no API key configured (set {} or providers.{}.api_key)",
-                    self.name,
-                    api_key_env_var(&self.name),
-                    self.name
-                ),
-            )
-            .with_provider(&*self.name));
-        }
-        self.keys
-            .pick_for(session)
-            .ok_or_else(|| Error::internal("no API key to pick"))
     }
 
     /// Applies the model's settings, translates and sends a request; a non-2xx answer is
@@ -169,7 +121,7 @@ impl AnthropicProvider {
         entry.config.apply(&mut request);
         let default_max_tokens = entry.config.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let mut body = messages_request(&request, entry.upstream_name(), default_max_tokens)
-            .map_err(|e| e.with_provider(&*self.name))?;
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
         if let Some(b) = body.as_object_mut() {
             if stream {
                 b.insert("stream".into(), Value::Bool(true));
@@ -177,7 +129,7 @@ impl AnthropicProvider {
                 b.remove("stream");
             }
         }
-        let (key_index, key) = self.key(session)?;
+        let (key_index, key) = self.kit.key(session)?;
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(self.endpoint.clone())
@@ -202,12 +154,12 @@ impl AnthropicProvider {
             .send_keyed(
                 http_request,
                 entry.config.timeout(),
-                &self.name,
-                &self.keys,
+                &self.kit.name,
+                &self.kit.keys,
                 key_index,
                 |status, headers, body| {
                     error_from_status(
-                        &self.name,
+                        &self.kit.name,
                         status.as_u16(),
                         llm_bridge_http::retry_after(headers),
                         body,
@@ -244,15 +196,15 @@ pub fn messages_url(base_url: &str) -> Result<Uri> {
 #[async_trait]
 impl ChatProvider for AnthropicProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.kit.name
     }
 
     fn catalog(&self) -> &ModelCatalog {
-        &self.catalog
+        &self.kit.catalog
     }
 
     fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        self.keys.redact(text)
+        self.kit.keys.redact(text)
     }
 
     fn speaks(&self, dialect: &str) -> bool {
@@ -260,9 +212,9 @@ impl ChatProvider for AnthropicProvider {
     }
 
     async fn forward(&self, model: &str, request: NativeRequest) -> Result<NativeResponse> {
-        let entry = self.entry(model)?;
+        let entry = self.kit.entry(model)?;
         let body = with_model(&request.body, entry.upstream_name())?;
-        let (key_index, key) = self.key(request.session)?;
+        let (key_index, key) = self.kit.key(request.session)?;
         let uri = match request.operation {
             "count_tokens" => format!("{}/count_tokens", self.endpoint)
                 .parse::<Uri>()
@@ -305,12 +257,12 @@ impl ChatProvider for AnthropicProvider {
             .send_keyed(
                 http_request,
                 entry.config.timeout(),
-                &self.name,
-                &self.keys,
+                &self.kit.name,
+                &self.kit.keys,
                 key_index,
                 |status, headers, body| {
                     error_from_status(
-                        &self.name,
+                        &self.kit.name,
                         status.as_u16(),
                         llm_bridge_http::retry_after(headers),
                         body,
@@ -324,7 +276,7 @@ impl ChatProvider for AnthropicProvider {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_owned();
-        let provider = self.name.clone();
+        let provider = self.kit.name.clone();
         let body = IdleBody::new(response.into_body(), entry.config.timeout())
             .map(move |piece| piece.map_err(|e| e.with_provider(&*provider)));
         Ok(NativeResponse {
@@ -334,17 +286,17 @@ impl ChatProvider for AnthropicProvider {
     }
 
     async fn chat(&self, model: &str, request: ChatRequest) -> Result<ChatResponse> {
-        let entry = self.entry(model)?;
+        let entry = self.kit.entry(model)?;
         let response = self.send(&entry, request, false).await?;
         let bytes = IdleBody::new(response.into_body(), entry.config.timeout())
             .collect(MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| e.with_provider(&*self.name))?;
-        chat_completion(&bytes, entry.upstream_name()).map_err(|e| e.with_provider(&*self.name))
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
+        chat_completion(&bytes, entry.upstream_name()).map_err(|e| e.with_provider(&*self.kit.name))
     }
 
     async fn chat_stream(&self, model: &str, request: ChatRequest) -> Result<ChunkStream> {
-        let entry = self.entry(model)?;
+        let entry = self.kit.entry(model)?;
         let response = self.send(&entry, request, true).await?;
         let timeout = entry.config.timeout();
         let is_sse = response
@@ -361,20 +313,20 @@ impl ChatProvider for AnthropicProvider {
             let is_error = serde_json::from_slice::<Value>(&body)
                 .is_ok_and(|v| v.get("error").is_some() || v["type"] == "error");
             if is_error {
-                return Err(error_from_event(&body).with_provider(&*self.name));
+                return Err(error_from_event(&body).with_provider(&*self.kit.name));
             }
             return Err(Error::new(
                 ErrorKind::UpstreamBadResponse,
                 format!(
                     "provider '{}' answered a stream request without an event stream",
-                    self.name
+                    self.kit.name
                 ),
             )
-            .with_provider(&*self.name));
+            .with_provider(&*self.kit.name));
         }
         let translator = ChunkTranslator::new(entry.upstream_name());
         let events = SseStream::new(response.into_body(), timeout);
-        let mut chunks = AnthropicChunks::new(events, translator, self.name.clone());
+        let mut chunks = AnthropicChunks::new(events, translator, self.kit.name.clone());
         chunks.first().await?;
         Ok(Box::pin(chunks))
     }

@@ -74,19 +74,16 @@ mod response;
 mod stream;
 mod wire;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Uri};
+use http::{Method, Request, Uri};
 use http_body_util::Full;
-use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
-    ModelEntry, ProviderConfig, Result, api_key_env_var,
+    ModelEntry, ProviderConfig, Result,
 };
-use llm_bridge_http::{IdleBody, KeyRing, MAX_ERROR_BYTES, SseStream, UpstreamClient};
+use llm_bridge_http::{IdleBody, MAX_ERROR_BYTES, ProviderKit, SseStream, UpstreamClient};
 
 pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
 pub use request::request_body;
@@ -101,11 +98,9 @@ const API_KEY_HEADER: &str = "x-goog-api-key";
 
 /// One configured Gemini provider.
 pub struct GeminiProvider {
-    name: Arc<str>,
+    kit: ProviderKit,
     root: String,
-    keys: KeyRing,
     client: UpstreamClient,
-    catalog: ModelCatalog,
 }
 
 impl GeminiProvider {
@@ -113,27 +108,8 @@ impl GeminiProvider {
     pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
         let root = api_root(&config.base_url)
             .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
-        let keys = config
-            .api_key
-            .keys()
-            .iter()
-            .map(|k| {
-                let mut v = HeaderValue::try_from(k.expose_secret()).map_err(|_| {
-                    Error::invalid_request(
-                        "api_key: contains characters not allowed in an HTTP header",
-                    )
-                })?;
-                v.set_sensitive(true);
-                Ok(v)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(GeminiProvider {
-            name: name.into(),
-            root,
-            keys: KeyRing::new(keys),
-            client,
-            catalog: config.catalog(),
-        })
+        let kit = ProviderKit::new(name, config, str::to_owned)?;
+        Ok(GeminiProvider { kit, root, client })
     }
 
     /// The URL of `generateContent` (or `streamGenerateContent?alt=sse`) for a model.
@@ -151,34 +127,6 @@ impl GeminiProvider {
             .map_err(|e| Error::internal(format!("could not build the Gemini URL: {e}")))
     }
 
-    fn entry<'a>(&'a self, model: &'a str) -> Result<ModelEntry<'a>> {
-        self.catalog.lookup(model).ok_or_else(|| {
-            Error::new(
-                ErrorKind::ModelNotFound,
-                format!("provider '{}' has no model '{model}'", self.name),
-            )
-            .with_provider(&*self.name)
-        })
-    }
-
-    fn key(&self, session: Option<u64>) -> Result<(usize, &HeaderValue)> {
-        if self.keys.is_empty() {
-            return Err(Error::new(
-                ErrorKind::UpstreamAuth,
-                format!(
-                    "provider '{}' has no API key configured (set {} or providers.{}.api_key)",
-                    self.name,
-                    api_key_env_var(&self.name),
-                    self.name
-                ),
-            )
-            .with_provider(&*self.name));
-        }
-        self.keys
-            .pick_for(session)
-            .ok_or_else(|| Error::internal("no API key to pick"))
-    }
-
     /// Translates and sends a request; a non-2xx answer is returned as its error.
     async fn send(
         &self,
@@ -187,11 +135,11 @@ impl GeminiProvider {
         stream: bool,
     ) -> Result<http::Response<llm_bridge_http::Incoming>> {
         let upstream = entry.upstream_name();
-        let body = request_body(request, upstream).map_err(|e| e.with_provider(&*self.name))?;
+        let body = request_body(request, upstream).map_err(|e| e.with_provider(&*self.kit.name))?;
         let uri = self
             .endpoint(upstream, stream)
-            .map_err(|e| e.with_provider(&*self.name))?;
-        let (key_index, key) = self.key(request.session())?;
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
+        let (key_index, key) = self.kit.key(request.session())?;
         let accept = if stream {
             "text/event-stream"
         } else {
@@ -210,10 +158,10 @@ impl GeminiProvider {
             .send_keyed(
                 http_request,
                 timeout,
-                &self.name,
-                &self.keys,
+                &self.kit.name,
+                &self.kit.keys,
                 key_index,
-                |status, headers, body| errors::from_status(&self.name, status, headers, body),
+                |status, headers, body| errors::from_status(&self.kit.name, status, headers, body),
             )
             .await
     }
@@ -258,32 +206,32 @@ fn model_path(name: &str) -> Result<&str> {
 #[async_trait]
 impl ChatProvider for GeminiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.kit.name
     }
 
     fn catalog(&self) -> &ModelCatalog {
-        &self.catalog
+        &self.kit.catalog
     }
 
     fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        self.keys.redact(text)
+        self.kit.keys.redact(text)
     }
 
     async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
-        let entry = self.entry(model)?;
+        let entry = self.kit.entry(model)?;
         entry.config.apply(&mut request);
         let response = self.send(&entry, &request, false).await?;
         let bytes = IdleBody::new(response.into_body(), entry.config.timeout())
             .collect(MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| e.with_provider(&*self.name))?;
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
         let body = completion(&bytes, model_path(entry.upstream_name())?)
-            .map_err(|e| e.with_provider(&*self.name))?;
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
         Ok(ChatResponse { body })
     }
 
     async fn chat_stream(&self, model: &str, mut request: ChatRequest) -> Result<ChunkStream> {
-        let entry = self.entry(model)?;
+        let entry = self.kit.entry(model)?;
         entry.config.apply(&mut request);
         let response = self.send(&entry, &request, true).await?;
         let timeout = entry.config.timeout();
@@ -299,20 +247,20 @@ impl ChatProvider for GeminiProvider {
                 .await
                 .unwrap_or_default();
             if memchr_error(&body) {
-                return Err(errors::from_stream_event(&self.name, &body));
+                return Err(errors::from_stream_event(&self.kit.name, &body));
             }
             return Err(Error::new(
                 ErrorKind::UpstreamBadResponse,
                 format!(
                     "provider '{}' answered a stream request without an event stream",
-                    self.name
+                    self.kit.name
                 ),
             )
-            .with_provider(&*self.name));
+            .with_provider(&*self.kit.name));
         }
         let translator = ChunkTranslator::new(model_path(entry.upstream_name())?);
         let events = SseStream::new(response.into_body(), timeout);
-        let mut chunks = GeminiChunks::new(events, translator, self.name.clone());
+        let mut chunks = GeminiChunks::new(events, translator, self.kit.name.clone());
         chunks.first().await?;
         Ok(Box::pin(chunks))
     }

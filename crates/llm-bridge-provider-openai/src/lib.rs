@@ -19,13 +19,12 @@ use futures_util::{Stream, StreamExt};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
-use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{
     ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind,
     ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, ResponsesMode, Result,
-    api_key_env_var, with_model,
+    with_model,
 };
-use llm_bridge_http::{IdleBody, KeyRing, MAX_ERROR_BYTES, SseStream, UpstreamClient};
+use llm_bridge_http::{IdleBody, MAX_ERROR_BYTES, ProviderKit, SseStream, UpstreamClient};
 
 pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
 
@@ -34,11 +33,9 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One configured OpenAI-compatible provider.
 pub struct OpenAiProvider {
-    name: Arc<str>,
+    kit: ProviderKit,
     endpoint: Uri,
-    keys: KeyRing,
     client: UpstreamClient,
-    catalog: ModelCatalog,
     stream_usage: bool,
     /// Where `/v1/responses` requests go, when the upstream speaks Responses itself.
     responses: Option<Uri>,
@@ -49,21 +46,7 @@ impl OpenAiProvider {
     pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
         let endpoint = chat_completions_url(&config.base_url)
             .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
-        let keys = config
-            .api_key
-            .keys()
-            .iter()
-            .map(|k| {
-                let mut v = HeaderValue::try_from(format!("Bearer {}", k.expose_secret()))
-                    .map_err(|_| {
-                        Error::invalid_request(
-                            "api_key: contains characters not allowed in an HTTP header",
-                        )
-                    })?;
-                v.set_sensitive(true);
-                Ok(v)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let kit = ProviderKit::new(name, config, |k| format!("Bearer {k}"))?;
         let native_responses = match config.responses {
             Some(mode) => mode == ResponsesMode::Native,
             None => endpoint.host() == Some("api.openai.com"),
@@ -78,12 +61,10 @@ impl OpenAiProvider {
             None
         };
         Ok(OpenAiProvider {
-            name: name.into(),
+            kit,
             responses,
             endpoint,
-            keys: KeyRing::new(keys),
             client,
-            catalog: config.catalog(),
             stream_usage: config.stream_usage,
         })
     }
@@ -91,34 +72,6 @@ impl OpenAiProvider {
     /// The chat completions URL requests go to.
     pub fn endpoint(&self) -> &Uri {
         &self.endpoint
-    }
-
-    fn entry<'a>(&'a self, model: &'a str) -> Result<ModelEntry<'a>> {
-        self.catalog.lookup(model).ok_or_else(|| {
-            Error::new(
-                ErrorKind::ModelNotFound,
-                format!("provider '{}' has no model '{model}'", self.name),
-            )
-            .with_provider(&*self.name)
-        })
-    }
-
-    fn key(&self, session: Option<u64>) -> Result<(usize, &HeaderValue)> {
-        if self.keys.is_empty() {
-            return Err(Error::new(
-                ErrorKind::UpstreamAuth,
-                format!(
-                    "provider '{}' has no API key configured (set {} or providers.{}.api_key)",
-                    self.name,
-                    api_key_env_var(&self.name),
-                    self.name
-                ),
-            )
-            .with_provider(&*self.name));
-        }
-        self.keys
-            .pick_for(session)
-            .ok_or_else(|| Error::internal("no API key to pick"))
     }
 
     fn build(&self, body: Bytes, stream: bool, key: &HeaderValue) -> Result<Request<Full<Bytes>>> {
@@ -147,16 +100,16 @@ impl OpenAiProvider {
         session: Option<u64>,
     ) -> Result<http::Response<llm_bridge_http::Incoming>> {
         let timeout = entry.config.timeout();
-        let (key_index, key) = self.key(session)?;
+        let (key_index, key) = self.kit.key(session)?;
         let request = self.build(body, stream, key)?;
         self.client
             .send_keyed(
                 request,
                 timeout,
-                &self.name,
-                &self.keys,
+                &self.kit.name,
+                &self.kit.keys,
                 key_index,
-                |status, headers, body| errors::from_status(&self.name, status, headers, body),
+                |status, headers, body| errors::from_status(&self.kit.name, status, headers, body),
             )
             .await
     }
@@ -184,15 +137,15 @@ pub fn chat_completions_url(base_url: &str) -> Result<Uri> {
 #[async_trait]
 impl ChatProvider for OpenAiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.kit.name
     }
 
     fn catalog(&self) -> &ModelCatalog {
-        &self.catalog
+        &self.kit.catalog
     }
 
     fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        self.keys.redact(text)
+        self.kit.keys.redact(text)
     }
 
     fn speaks(&self, dialect: &str) -> bool {
@@ -207,12 +160,12 @@ impl ChatProvider for OpenAiProvider {
         else {
             return Err(Error::internal(format!(
                 "provider '{}' forwards only Responses requests",
-                self.name
+                self.kit.name
             )));
         };
-        let entry = self.entry(model)?;
+        let entry = self.kit.entry(model)?;
         let body = with_model(&request.body, entry.upstream_name())?;
-        let (key_index, key) = self.key(request.session)?;
+        let (key_index, key) = self.kit.key(request.session)?;
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(url)
@@ -239,10 +192,10 @@ impl ChatProvider for OpenAiProvider {
             .send_keyed(
                 http_request,
                 entry.config.timeout(),
-                &self.name,
-                &self.keys,
+                &self.kit.name,
+                &self.kit.keys,
                 key_index,
-                |status, headers, body| errors::from_status(&self.name, status, headers, body),
+                |status, headers, body| errors::from_status(&self.kit.name, status, headers, body),
             )
             .await?;
         let content_type = response
@@ -251,7 +204,7 @@ impl ChatProvider for OpenAiProvider {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_owned();
-        let provider = self.name.clone();
+        let provider = self.kit.name.clone();
         let body = IdleBody::new(response.into_body(), entry.config.timeout())
             .map(move |piece| piece.map_err(|e| e.with_provider(&*provider)));
         Ok(NativeResponse {
@@ -261,7 +214,7 @@ impl ChatProvider for OpenAiProvider {
     }
 
     async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
-        let entry = self.entry(model)?;
+        let entry = self.kit.entry(model)?;
         entry.config.apply(&mut request);
         request.set_model(entry.upstream_name());
         let response = self
@@ -270,12 +223,12 @@ impl ChatProvider for OpenAiProvider {
         let body = IdleBody::new(response.into_body(), entry.config.timeout())
             .collect(MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| e.with_provider(&*self.name))?;
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
         Ok(ChatResponse { body })
     }
 
     async fn chat_stream(&self, model: &str, mut request: ChatRequest) -> Result<ChunkStream> {
-        let entry = self.entry(model)?;
+        let entry = self.kit.entry(model)?;
         entry.config.apply(&mut request);
         request.set_model(entry.upstream_name());
         request.set_stream(true);
@@ -298,20 +251,20 @@ impl ChatProvider for OpenAiProvider {
                 .await
                 .unwrap_or_default();
             if body.starts_with(b"{\"error\"") {
-                return Err(errors::from_stream_event(&self.name, &body));
+                return Err(errors::from_stream_event(&self.kit.name, &body));
             }
             return Err(Error::new(
                 ErrorKind::UpstreamBadResponse,
                 format!(
                     "provider '{}' answered a stream request without an event stream",
-                    self.name
+                    self.kit.name
                 ),
             )
-            .with_provider(&*self.name));
+            .with_provider(&*self.kit.name));
         }
         Ok(Box::pin(Chunks {
             events: SseStream::new(response.into_body(), timeout),
-            provider: self.name.clone(),
+            provider: self.kit.name.clone(),
             done: false,
             finished: false,
         }))
