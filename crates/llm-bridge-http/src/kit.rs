@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use http::HeaderValue;
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{
-    Error, ErrorKind, ModelCatalog, ModelEntry, ProviderConfig, Result, api_key_env_var,
+    Error, ErrorKind, ModelCatalog, ModelEntry, NativeResponse, ProviderConfig, Result,
+    api_key_env_var,
 };
+
+use crate::body::IdleBody;
 
 use crate::keyring::KeyRing;
 
@@ -69,6 +73,28 @@ impl ProviderKit {
             )
             .with_provider(&*self.name)
         })
+    }
+
+    /// A forwarded answer as it came ([`llm_bridge_core::ChatProvider::forward`]): its
+    /// content type and its body piece by piece, failing when nothing arrives for `idle`.
+    pub fn native_answer(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+        idle: std::time::Duration,
+    ) -> NativeResponse {
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        let provider = self.name.clone();
+        let body = IdleBody::new(response.into_body(), idle)
+            .map(move |piece| piece.map_err(|e| e.with_provider(&*provider)));
+        NativeResponse {
+            content_type,
+            body: Box::pin(body),
+        }
     }
 
     /// The key for a request of `session` and its index (see [`KeyRing::pick_for`]), or the

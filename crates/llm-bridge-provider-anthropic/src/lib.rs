@@ -33,7 +33,6 @@ mod stream;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
@@ -270,19 +269,7 @@ impl ChatProvider for AnthropicProvider {
                 },
             )
             .await?;
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_owned();
-        let provider = self.kit.name.clone();
-        let body = IdleBody::new(response.into_body(), entry.config.timeout())
-            .map(move |piece| piece.map_err(|e| e.with_provider(&*provider)));
-        Ok(NativeResponse {
-            content_type,
-            body: Box::pin(body),
-        })
+        Ok(self.kit.native_answer(response, entry.config.timeout()))
     }
 
     async fn chat(&self, model: &str, request: ChatRequest) -> Result<ChatResponse> {

@@ -15,7 +15,7 @@ use std::task::{Context, Poll, ready};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
@@ -198,19 +198,7 @@ impl ChatProvider for OpenAiProvider {
                 |status, headers, body| errors::from_status(&self.kit.name, status, headers, body),
             )
             .await?;
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_owned();
-        let provider = self.kit.name.clone();
-        let body = IdleBody::new(response.into_body(), entry.config.timeout())
-            .map(move |piece| piece.map_err(|e| e.with_provider(&*provider)));
-        Ok(NativeResponse {
-            content_type,
-            body: Box::pin(body),
-        })
+        Ok(self.kit.native_answer(response, entry.config.timeout()))
     }
 
     async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
