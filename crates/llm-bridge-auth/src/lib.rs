@@ -7,6 +7,7 @@
 //! ([`ManagedKeys`]), so that a request never waits for the database.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod clock;
 mod keys;

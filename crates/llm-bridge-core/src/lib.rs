@@ -67,6 +67,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod calendar;
 mod config;

@@ -70,6 +70,7 @@
 //! `service_tier`, `container`, `mcp_servers`, server tools, unknown fields.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod egress;
 mod errors;

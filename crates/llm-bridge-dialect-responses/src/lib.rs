@@ -60,6 +60,7 @@
 //! by its `.done`.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod errors;
 mod ids;

@@ -6,6 +6,7 @@
 //! with the right status, and emits one access event per request.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod access;
 mod admin;

@@ -6,6 +6,7 @@
 //! [`llm_bridge_core::Error`].
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod body;
 mod client;

@@ -28,6 +28,7 @@
 //! starts is a real status too (and a retry); after that it ends the stream as an error event.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod stream;
 

@@ -66,6 +66,7 @@
 //! 400 Gemini would answer.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod errors;
 mod messages;

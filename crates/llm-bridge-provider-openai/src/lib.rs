@@ -6,6 +6,7 @@
 //! `stream_options.include_usage`); the upstream's bytes come back untouched.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod errors;
 

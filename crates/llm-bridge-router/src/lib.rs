@@ -11,6 +11,7 @@
 //! the same embedded in another program (see `examples/embed.rs`).
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod affinity;
 mod config;

@@ -8,6 +8,7 @@
 //! - [`SqliteStore`] / [`UsageReader`]: the database (WAL, versioned migrations) and queries.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod count;
 mod estimator;
