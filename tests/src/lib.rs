@@ -13,7 +13,7 @@ pub mod process;
 pub mod proxy;
 pub mod tls;
 
-pub use client::{Answer, Client, sse_data};
+pub use client::{Answer, Client, sse_data, sse_events};
 pub use gateway::{ADMIN_KEY, TEST_KEY, TestGateway, config_with, openai_provider};
 pub use mock::{Behavior, Echo, MockUpstream, Recorded, StreamEnd};
 

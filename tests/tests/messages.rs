@@ -7,7 +7,9 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use testkit::{Answer, Client, Echo, MockUpstream, TestGateway, config_with, openai_provider};
+use testkit::{
+    Answer, Client, Echo, MockUpstream, TestGateway, config_with, openai_provider, sse_events,
+};
 
 async fn gateway(mock: &MockUpstream) -> TestGateway {
     TestGateway::start(&format!(
@@ -42,23 +44,6 @@ async fn messages(client: &Client, key: Option<&str>, path: &str, body: &Value) 
 fn hello(stream: bool) -> Value {
     json!({"model": "up/m", "max_tokens": 100, "stream": stream,
            "system": "be brief", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-/// `(event name, data)` of an Anthropic event stream.
-fn events(body: &[u8]) -> Vec<(String, Value)> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or_default()
-                .to_owned();
-            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-            (name, serde_json::from_str(data).unwrap())
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -123,7 +108,7 @@ async fn a_streamed_messages_request_gets_anthropics_event_sequence() {
     .await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("content-type"), Some("text/event-stream"));
-    let events = events(&answer.body);
+    let events = sse_events(&answer.body);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
@@ -427,7 +412,7 @@ async fn a_messages_stream_is_translated_to_gemini_with_thinking_and_a_tool_call
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
-    let events = events(&answer.body);
+    let events = sse_events(&answer.body);
     let blocks: Vec<&str> = events
         .iter()
         .filter(|(n, _)| n == "content_block_start")

@@ -6,7 +6,9 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use testkit::{Answer, Behavior, MockUpstream, TestGateway, config_with, openai_provider};
+use testkit::{
+    Answer, Behavior, MockUpstream, TestGateway, config_with, openai_provider, sse_events,
+};
 
 async fn gateway(chat: &MockUpstream, native: &MockUpstream) -> TestGateway {
     let native_provider = format!(
@@ -27,23 +29,6 @@ async fn post(gw: &TestGateway, body: &str) -> Answer {
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
     gw.client.call(request).await
-}
-
-/// `(event, data)` pairs of a Responses event stream.
-fn events(body: &[u8]) -> Vec<(String, Value)> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or_default()
-                .to_owned();
-            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-            (name, serde_json::from_str(data).unwrap())
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -84,7 +69,7 @@ async fn a_streamed_responses_request_gets_the_typed_event_sequence() {
     let gw = gateway(&chat, &native).await;
     let answer = post(&gw, r#"{"model": "up/m", "input": "hi", "stream": true}"#).await;
     assert_eq!(answer.status, 200);
-    let events = events(&answer.body);
+    let events = sse_events(&answer.body);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         &names[..2],
@@ -172,7 +157,10 @@ async fn codexs_first_turn_reaches_a_chat_upstream_without_built_in_tools() {
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
-    let names: Vec<String> = events(&answer.body).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = sse_events(&answer.body)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names.last().map(String::as_str), Some("response.completed"));
     let sent = chat.last().json();
     let tools: Vec<&str> = sent["tools"]
@@ -286,7 +274,7 @@ async fn streamed_answers_are_kept_and_store_false_keeps_nothing() {
     let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
     let gw = gateway(&chat, &native).await;
     let streamed = post(&gw, r#"{"model": "up/m", "input": "hi", "stream": true}"#).await;
-    let events = events(&streamed.body);
+    let events = sse_events(&streamed.body);
     let done = &events.last().unwrap().1["response"];
     let id = done["id"].as_str().unwrap();
     let read = gw.client.get(&format!("/v1/responses/{id}")).await;
@@ -369,7 +357,7 @@ async fn gemini_thought_signatures_survive_a_stateless_round_trip_sealed() {
         !text.contains("c2lnbmF0dXJlLWZyb20tZ2VtaW5p"),
         "sealed, not shown"
     );
-    let done = events(&first.body).last().unwrap().1["response"]["output"].clone();
+    let done = sse_events(&first.body).last().unwrap().1["response"]["output"].clone();
     let reasoning = done
         .as_array()
         .unwrap()
