@@ -31,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("llm-bridge-auth", &["llm-bridge-core"]),
     ("llm-bridge-usage", &["llm-bridge-core"]),
+    ("llm-bridge-redis", &["llm-bridge-core", "llm-bridge-auth"]),
     ("llm-bridge-router", &["llm-bridge-core"]),
     (
         "llm-bridge-gateway",

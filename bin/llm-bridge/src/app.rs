@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use llm_bridge_auth::{
-    Authenticator, ManagedKeys, SecretString, SystemClock, generate_key, parse_access_keys,
+    Authenticator, LimitsBackend, ManagedKeys, SecretString, SystemClock, generate_key, parse_access_keys,
     parse_admin_keys,
 };
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{ApiKeys, ChatProvider, ProviderConfig, api_key_env_var};
 use llm_bridge_gateway::{Gateway, UsageHandles};
 use llm_bridge_http::{ClientOptions, ProxyEnv, ProxyRules, TlsRoots, UpstreamClient};
+use llm_bridge_redis::{RedisLimits, SpendSource, Spent};
 use llm_bridge_router::{Router, RouterConfig};
 use llm_bridge_usage::{
     GroupBy, SqliteResponses, SqliteStore, UsageQuery, UsageReader, UsageStore, UsageWriter,
@@ -81,6 +82,7 @@ pub struct App {
     gateway: Arc<Gateway>,
     generated_key: Option<SecretString>,
     usage_writer: Option<UsageWriter>,
+    shared_limits: Option<Arc<RedisLimits>>,
 }
 
 impl App {
@@ -141,6 +143,19 @@ impl App {
             // Static keys still work; managed keys come back when the database does.
             Err(e) => tracing::error!(error = %e, "managed keys unavailable"),
         }
+        let shared_limits = match (&config.limits.backend, &config.limits.url) {
+            (LimitsBackend::Redis, Some(url)) => {
+                let reader = UsageReader::new(config.usage.database.clone());
+                let source: SpendSource = Arc::new(move |name: &str| spent_by(&reader, name));
+                let limits =
+                    RedisLimits::new(url, config.limits.on_unavailable, Arc::new(SystemClock), source)
+                        .map_err(ConfigError::new)?;
+                authenticator = authenticator
+                    .with_shared_limits(limits.clone(), config.limits.on_unavailable);
+                Some(limits)
+            }
+            _ => None,
+        };
         let auth = Arc::new(authenticator);
 
         let (usage, usage_writer) = if config.usage.enabled {
@@ -196,12 +211,18 @@ impl App {
             gateway,
             generated_key,
             usage_writer,
+            shared_limits,
         })
     }
 
     /// The gateway.
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// The Redis limits, with `limits.backend: redis`.
+    pub fn shared_limits(&self) -> Option<&Arc<RedisLimits>> {
+        self.shared_limits.as_ref()
     }
 
     /// The access key generated because none was configured, if any.
@@ -283,6 +304,30 @@ impl RunningApp {
         }
         let _ = (&mut self.task).await;
     }
+}
+
+/// What a key has spent today, this month and in total, from the usage records (to seed
+/// the budget counters Redis lost).
+fn spent_by(reader: &UsageReader, name: &str) -> Result<Spent, String> {
+    let now = llm_bridge_usage::time::now_ms();
+    let spent = |from_ms: i64| -> Result<(u64, f64), String> {
+        let q = UsageQuery {
+            from_ms,
+            to_ms: now + 1,
+            group_by: GroupBy::None,
+            key: Some(name.to_owned()),
+        };
+        let report = reader.query(&q).map_err(|e| e.to_string())?;
+        Ok(report
+            .data
+            .first()
+            .map_or((0, 0.0), |g| (g.total_tokens, g.cost.unwrap_or(0.0))))
+    };
+    Ok(Spent {
+        day: spent(llm_bridge_auth::clock::start_of_day(now))?,
+        month: spent(llm_bridge_auth::clock::start_of_month(now))?,
+        total: spent(0)?,
+    })
 }
 
 /// The managed keys of the database, with what each has spent so far (from the usage

@@ -247,6 +247,15 @@ fn check(config: &mut AppConfig, env: &Environment, source: &ConfigSource) -> Ex
             println!("  {name}/* (any other model name is passed through)");
         }
     }
+    if let Some(limits) = app.shared_limits() {
+        match runtime.block_on(limits.ping()) {
+            Ok(()) => println!("limits: redis: reachable"),
+            Err(e) => {
+                println!("limits: redis: FAILED: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     ExitCode::SUCCESS
 }
 
@@ -335,6 +344,9 @@ pub struct KeyLimits {
     /// Tokens per minute.
     #[arg(long)]
     pub tpm: Option<String>,
+    /// Requests in flight at once (across every instance, with `limits.backend: redis`).
+    #[arg(long)]
+    pub max_concurrent: Option<String>,
     /// Token budget for the key's whole life.
     #[arg(long)]
     pub budget_tokens: Option<String>,

@@ -242,6 +242,23 @@ impl AppConfig {
             }
         }
         level_directive(&self.logging.level).map_err(|m| at("logging.level".into(), &m))?;
+        if self.limits.backend == llm_bridge_auth::LimitsBackend::Redis {
+            match self.limits.url.as_deref() {
+                None | Some("") => {
+                    return Err(at(
+                        "limits.url".into(),
+                        "backend: redis needs the Redis URL (redis://host:6379/0)",
+                    ));
+                }
+                Some(url) if !url.starts_with("redis://") && !url.starts_with("redis+unix://") => {
+                    return Err(at(
+                        "limits.url".into(),
+                        "must be a redis:// or redis+unix:// URL (TLS is not built in)",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         Ok(())
     }
 }

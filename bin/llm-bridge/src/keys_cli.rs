@@ -135,7 +135,11 @@ fn patch(l: &KeyLimits) -> Result<Value, String> {
             .collect();
         p.insert("models".into(), json!(list));
     }
-    for (flag, key, v) in [("rpm", "rpm", &l.rpm), ("tpm", "tpm", &l.tpm)] {
+    for (flag, key, v) in [
+        ("rpm", "rpm", &l.rpm),
+        ("tpm", "tpm", &l.tpm),
+        ("max-concurrent", "max_concurrent", &l.max_concurrent),
+    ] {
         if let Some(v) = v {
             p.insert(key.into(), number(flag, v, false)?);
         }
@@ -204,6 +208,9 @@ fn limits_text(p: &KeyPolicy) -> String {
     }
     if let Some(t) = p.tpm {
         parts.push(format!("tpm={t}"));
+    }
+    if let Some(c) = p.max_concurrent {
+        parts.push(format!("concurrent={c}"));
     }
     for (name, b) in [
         ("day", p.budget_tokens.day),

@@ -1,11 +1,13 @@
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use llm_bridge_core::{Error, ErrorKind, Result};
 
 use crate::clock::{Clock, SystemClock};
-use crate::limits::{Admission, Rejection};
+use crate::limits::{Admission, LimitsUnavailable, Rejection, SharedLimits};
 use crate::managed::{ManagedKey, ManagedKeys};
+use crate::policy::KeyPolicy;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -144,25 +146,77 @@ pub struct Authenticator {
     managed: Option<Arc<ManagedKeys>>,
     clock: Arc<dyn Clock>,
     reservation: u64,
+    shared: Option<(Arc<dyn SharedLimits>, OnUnavailable)>,
+    /// Admissions decided without the shared limits because they could not be asked.
+    unavailable: AtomicU64,
+    /// When the last "shared limits unavailable" warning was logged (ms), to log it at most
+    /// every 10 s.
+    warned_at: AtomicI64,
 }
 
 /// Output tokens reserved at most per request against a key's budgets, by default.
 pub const DEFAULT_RESERVATION: u64 = 4096;
 
 /// The `limits` section of the config.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Output tokens a request reserves at most against its key's token budgets (a stream
     /// that needs more reserves more as it goes).
     #[serde(default = "default_reservation")]
     pub budget_reservation: u64,
+    /// Where limits are counted: in this process, or in Redis for every instance.
+    #[serde(default)]
+    pub backend: LimitsBackend,
+    /// The Redis URL (`redis://host:6379/0`), for `backend: redis`. May hold a password:
+    /// never logged.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// What to do while the shared backend cannot be reached.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+}
+
+/// Where limits are counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    /// In this process (one instance).
+    #[default]
+    Local,
+    /// In Redis, shared by every instance.
+    Redis,
+}
+
+/// What to do while the shared limits backend cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// Keep serving, counting limits in this process alone.
+    #[default]
+    Local,
+    /// Refuse requests of limited keys with a 503.
+    Deny,
+}
+
+impl fmt::Debug for LimitsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitsConfig")
+            .field("budget_reservation", &self.budget_reservation)
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "<hidden>"))
+            .field("on_unavailable", &self.on_unavailable)
+            .finish()
+    }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             budget_reservation: DEFAULT_RESERVATION,
+            backend: LimitsBackend::Local,
+            url: None,
+            on_unavailable: OnUnavailable::Local,
         }
     }
 }
@@ -198,6 +252,9 @@ impl Authenticator {
             managed: None,
             reservation: DEFAULT_RESERVATION,
             clock: Arc::new(SystemClock),
+            shared: None,
+            unavailable: AtomicU64::new(0),
+            warned_at: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -206,6 +263,22 @@ impl Authenticator {
         self.clock = managed.clock().clone();
         self.managed = Some(managed);
         self
+    }
+
+    /// Counts limits in `shared` (for every instance); while it cannot be reached,
+    /// `on_unavailable` decides.
+    pub fn with_shared_limits(
+        mut self,
+        shared: Arc<dyn SharedLimits>,
+        on_unavailable: OnUnavailable,
+    ) -> Self {
+        self.shared = Some((shared, on_unavailable));
+        self
+    }
+
+    /// Admissions decided without the shared limits because they could not be reached.
+    pub fn shared_limits_unavailable(&self) -> u64 {
+        self.unavailable.load(Ordering::Relaxed)
     }
 
     /// The managed keys, if any.
@@ -260,25 +333,85 @@ impl Authenticator {
 
     /// Admits a request for `models` (the name the client used and the `provider/model` it
     /// resolved to: either may be allowed) expecting `estimate` tokens, under the key's
-    /// permissions, rate limits and budgets.
+    /// permissions, rate limits and budgets: counted in the shared limits backend when there
+    /// is one (one round trip), else in this process.
     ///
     /// A request is reserved `prompt` tokens plus the output it may produce (`max_output`,
     /// the `max_tokens` it asked for), capped by the reservation (see
     /// [`Authenticator::with_reservation`]) so that agents asking for huge `max_tokens` are
     /// not refused while their real spend is small.
-    pub fn admit(
+    pub async fn admit(
         &self,
         principal: &Principal,
         models: &[&str],
         prompt: u64,
         max_output: Option<u64>,
     ) -> std::result::Result<Admission, Rejection> {
-        let estimate = prompt + max_output.unwrap_or(self.reservation).min(self.reservation);
-        let Some(key) = &principal.managed else {
+        let Some((key, estimate)) = self.permit(principal, models, prompt, max_output)? else {
             return Ok(Admission::unlimited());
         };
         let policy = &key.record.policy;
-        if !models.iter().any(|m| policy.allows(m)) {
+        // A key without limits has nothing to share: its spending is counted here only.
+        let Some((shared, on_unavailable)) = self.shared.as_ref().filter(|_| !limitless(policy))
+        else {
+            return key.state.admit(policy, &self.clock, estimate);
+        };
+        match shared.admit(key, estimate).await {
+            Ok(decided) => decided,
+            Err(LimitsUnavailable(why)) => {
+                self.unavailable.fetch_add(1, Ordering::Relaxed);
+                let now = self.clock.now_ms();
+                let last = self.warned_at.load(Ordering::Relaxed);
+                if now.saturating_sub(last) >= 10_000
+                    && self
+                        .warned_at
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(reason = %why, on_unavailable = ?on_unavailable, "shared limits unavailable");
+                }
+                match on_unavailable {
+                    OnUnavailable::Local => key.state.admit(policy, &self.clock, estimate),
+                    OnUnavailable::Deny => Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "rate limits cannot be checked right now; try again shortly",
+                    )
+                    .with_retry_after(std::time::Duration::from_secs(1))
+                    .into()),
+                }
+            }
+        }
+    }
+
+    /// [`Authenticator::admit`] counted in this process only, whatever the backend (no
+    /// waiting: for tests and tools).
+    pub fn admit_local(
+        &self,
+        principal: &Principal,
+        models: &[&str],
+        prompt: u64,
+        max_output: Option<u64>,
+    ) -> std::result::Result<Admission, Rejection> {
+        match self.permit(principal, models, prompt, max_output)? {
+            Some((key, estimate)) => key.state.admit(&key.record.policy, &self.clock, estimate),
+            None => Ok(Admission::unlimited()),
+        }
+    }
+
+    /// The permission check: the managed key to count and the tokens to reserve, or `None`
+    /// for a key that is not counted (static keys).
+    fn permit<'p>(
+        &self,
+        principal: &'p Principal,
+        models: &[&str],
+        prompt: u64,
+        max_output: Option<u64>,
+    ) -> std::result::Result<Option<(&'p Arc<ManagedKey>, u64)>, Rejection> {
+        let estimate = prompt + max_output.unwrap_or(self.reservation).min(self.reservation);
+        let Some(key) = &principal.managed else {
+            return Ok(None);
+        };
+        if !models.iter().any(|m| key.record.policy.allows(m)) {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
                 format!(
@@ -289,7 +422,7 @@ impl Authenticator {
             .with_param("model")
             .into());
         }
-        key.state.admit(policy, &self.clock, estimate)
+        Ok(Some((key, estimate)))
     }
 
     /// Caps the output tokens a request reserves against its key's budgets (default
@@ -303,6 +436,15 @@ impl Authenticator {
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
+}
+
+/// Whether a policy limits nothing that must be counted (models aside).
+fn limitless(p: &KeyPolicy) -> bool {
+    p.rpm.is_none()
+        && p.tpm.is_none()
+        && p.max_concurrent.is_none()
+        && p.budget_tokens.is_unlimited()
+        && p.budget_cost.is_unlimited()
 }
 
 /// SHA-256 of a key.

@@ -18,10 +18,13 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use keys::{
-    AccessKey, Authenticator, DEFAULT_RESERVATION, LimitsConfig, Principal, generate_key,
-    parse_access_keys, parse_admin_keys,
+    AccessKey, Authenticator, DEFAULT_RESERVATION, LimitsBackend, LimitsConfig, OnUnavailable,
+    Principal, generate_key, parse_access_keys, parse_admin_keys,
 };
-pub use limits::{Admission, KeyState, RateInfo, Rejection};
+pub use limits::{
+    Admission, KeyState, Ledger, LimitsUnavailable, Period, RateInfo, Refusal, Rejection,
+    SharedAdmission, SharedLimits,
+};
 pub use managed::{ManagedKey, ManagedKeys};
 pub use policy::{Budget, KeyPolicy, glob, parse_duration_ms};
 pub use secrecy::SecretString;

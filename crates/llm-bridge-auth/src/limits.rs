@@ -5,15 +5,51 @@
 //! A request reserves an estimate of its tokens when it is admitted and settles with the
 //! real count when it ends; a request is admitted while the window is below the limit, so
 //! concurrent requests overshoot by at most one request's worth.
+//!
+//! The counters here are one process's. With several instances, a [`SharedLimits`]
+//! backend (Redis) counts for all of them; its admissions settle through the same
+//! [`Ledger`] shape, so the rest of the gateway cannot tell the two apart.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use llm_bridge_core::{Error, ErrorKind};
 
 use crate::clock::{Clock, day_of, month_of, ms_to_next_day, ms_to_next_month};
+use crate::managed::ManagedKey;
 use crate::policy::{Budget, KeyPolicy};
+
+/// Where an admitted request's spending is settled: this process's counters, or a service
+/// shared by every instance.
+pub trait Ledger: Send + Sync {
+    /// Reserves up to `extra` more tokens for request `ticket` within `budget`; returns how
+    /// many were granted.
+    fn extend(&self, ticket: u64, budget: &Budget<u64>, extra: u64, now: i64) -> u64;
+    /// Records what request `ticket` used, releasing its `reserved` tokens and its place.
+    fn settle(&self, ticket: u64, reserved: u64, tokens: u64, cost: f64, now: i64);
+    /// Ends request `ticket` without a count: releases its reservation and its place.
+    fn release(&self, ticket: u64, reserved: u64);
+}
+
+/// The shared limits service could not be asked (why, without secrets).
+#[derive(Debug, Clone)]
+pub struct LimitsUnavailable(pub String);
+
+/// What a [`SharedLimits::admit`] returns.
+pub type SharedAdmission<'a> = Pin<
+    Box<dyn Future<Output = Result<Result<Admission, Rejection>, LimitsUnavailable>> + Send + 'a>,
+>;
+
+/// Limits counted in a service shared by every instance, so that N instances allow what
+/// one would.
+pub trait SharedLimits: Send + Sync {
+    /// Checks and counts a request of `key` expecting `estimate` tokens, in one round trip.
+    /// `Err` when the service cannot be reached.
+    fn admit<'a>(&'a self, key: &'a ManagedKey, estimate: u64) -> SharedAdmission<'a>;
+}
 
 const WINDOW_MS: i64 = 60_000;
 
@@ -98,6 +134,8 @@ struct Counters {
     tokens: VecDeque<TokenEntry>,
     tokens_in_window: u64,
     next_id: u64,
+    /// Requests admitted and not yet ended.
+    in_flight: u64,
     spend: Spend,
 }
 
@@ -162,20 +200,25 @@ impl KeyState {
             limit_tokens: policy.tpm,
             remaining_tokens: policy.tpm.map(|t| t.saturating_sub(c.tokens_in_window)),
         };
-        if let Some(e) = budget_error(policy, &c.spend, now) {
+        if let Some(refusal) = budget_refusal(policy, &c.spend) {
             return Err(Rejection {
-                error: Box::new(e),
+                error: Box::new(refusal.error(now)),
                 rate: Some(rate(c)).filter(RateInfo::is_limited),
             });
+        }
+        if let Some(max) = policy.max_concurrent {
+            if c.in_flight >= max {
+                return Err(Rejection {
+                    error: Box::new(Refusal::Concurrency(max).error(now)),
+                    rate: Some(rate(c)).filter(RateInfo::is_limited),
+                });
+            }
         }
         if let Some(rpm) = policy.rpm {
             if c.requests.len() as u64 >= rpm {
                 let wait = c.requests.front().map_or(0, |t| t + WINDOW_MS - now);
                 return Err(Rejection {
-                    error: Box::new(limited(
-                        format!("rate limit reached: {rpm} requests per minute"),
-                        wait,
-                    )),
+                    error: Box::new(Refusal::Requests(rpm, wait).error(now)),
                     rate: Some(rate(c)),
                 });
             }
@@ -193,15 +236,13 @@ impl KeyState {
                     }
                 }
                 return Err(Rejection {
-                    error: Box::new(limited(
-                        format!("rate limit reached: {tpm} tokens per minute"),
-                        wait,
-                    )),
+                    error: Box::new(Refusal::Tokens(tpm, wait).error(now)),
                     rate: Some(rate(c)),
                 });
             }
         }
         c.requests.push_back(now);
+        c.in_flight += 1;
         let id = c.next_id;
         c.next_id += 1;
         if policy.tpm.is_some() {
@@ -217,18 +258,20 @@ impl KeyState {
         c.spend.reserved += reserved;
         let info = rate(c);
         drop(guard);
-        Ok(Admission {
-            state: Some((self.clone(), clock.clone())),
+        let ledger: Arc<dyn Ledger> = self.clone();
+        Ok(Admission::new(
+            ledger,
+            clock.clone(),
             id,
-            estimate: reserved,
+            reserved,
             budget,
-            rate: info,
-        })
+            info,
+        ))
     }
 
     /// Reserves up to `extra` more tokens for a running request, as far as the token budgets
     /// allow; returns how many were granted.
-    fn extend(&self, budget: &Budget<u64>, extra: u64, now: i64) -> u64 {
+    fn reserve_more(&self, budget: &Budget<u64>, extra: u64, now: i64) -> u64 {
         let mut guard = self.lock();
         let c = &mut *guard;
         c.spend.roll(now);
@@ -248,9 +291,10 @@ impl KeyState {
         )
     }
 
-    fn settle(&self, id: u64, estimate: u64, tokens: u64, cost: f64, now: i64) {
+    fn count(&self, id: u64, estimate: u64, tokens: u64, cost: f64, now: i64) {
         let mut guard = self.lock();
         let c = &mut *guard;
+        c.in_flight = c.in_flight.saturating_sub(1);
         c.spend.reserved = c.spend.reserved.saturating_sub(estimate);
         if let Some(e) = c.tokens.iter_mut().find(|e| e.id == id) {
             let old = e.tokens;
@@ -268,6 +312,27 @@ impl KeyState {
     }
 }
 
+impl Ledger for KeyState {
+    fn extend(&self, _ticket: u64, budget: &Budget<u64>, extra: u64, now: i64) -> u64 {
+        self.reserve_more(budget, extra, now)
+    }
+
+    fn settle(&self, ticket: u64, reserved: u64, tokens: u64, cost: f64, now: i64) {
+        self.count(ticket, reserved, tokens, cost, now);
+    }
+
+    fn release(&self, ticket: u64, reserved: u64) {
+        let mut guard = self.lock();
+        let c = &mut *guard;
+        c.in_flight = c.in_flight.saturating_sub(1);
+        c.spend.reserved = c.spend.reserved.saturating_sub(reserved);
+        if let Some(e) = c.tokens.iter_mut().find(|e| e.id == ticket) {
+            c.tokens_in_window -= e.tokens;
+            e.tokens = 0;
+        }
+    }
+}
+
 /// Tokens left in the tightest token budget, after what is spent and reserved
 /// (`u64::MAX` without token budgets).
 fn room(budget: &Budget<u64>, s: &Spend) -> u64 {
@@ -282,42 +347,101 @@ fn room(budget: &Budget<u64>, s: &Spend) -> u64 {
     .unwrap_or(u64::MAX)
 }
 
+/// Why a backend refuses a request; one wording whichever backend decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    /// `max_concurrent` requests are in flight.
+    Concurrency(u64),
+    /// The requests-per-minute limit, and the ms until a request leaves the window.
+    Requests(u64, i64),
+    /// The tokens-per-minute limit, and the ms until enough tokens leave the window.
+    Tokens(u64, i64),
+    /// A token (`cost: false`) or cost budget of this period is spent.
+    Budget {
+        /// A cost budget, not a token budget.
+        cost: bool,
+        /// Which one.
+        period: Period,
+    },
+}
+
+/// The period of a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// The UTC day.
+    Day,
+    /// The UTC month.
+    Month,
+    /// The key's whole life.
+    Total,
+}
+
+impl Refusal {
+    /// The error the client gets (429 for limits, 429 `insufficient_quota` for budgets),
+    /// with a `Retry-After` where waiting helps.
+    pub fn error(self, now: i64) -> Error {
+        match self {
+            Refusal::Concurrency(max) => limited(
+                format!("concurrency limit reached: {max} requests in flight"),
+                1000,
+            ),
+            Refusal::Requests(rpm, wait) => limited(
+                format!("rate limit reached: {rpm} requests per minute"),
+                wait,
+            ),
+            Refusal::Tokens(tpm, wait) => limited(
+                format!("rate limit reached: {tpm} tokens per minute"),
+                wait,
+            ),
+            Refusal::Budget { cost, period } => {
+                let what = if cost { "cost" } else { "token" };
+                let (name, wait) = match period {
+                    Period::Total => ("total", None),
+                    Period::Month => ("monthly", Some(ms_to_next_month(now))),
+                    Period::Day => ("daily", Some(ms_to_next_day(now))),
+                };
+                let mut e = Error::new(
+                    ErrorKind::QuotaExceeded,
+                    format!("the key's {name} {what} budget is spent"),
+                );
+                if let Some(ms) = wait {
+                    e = e.with_retry_after(Duration::from_millis(
+                        u64::try_from(ms.max(1)).unwrap_or(1),
+                    ));
+                }
+                e
+            }
+        }
+    }
+}
+
 fn limited(message: String, wait_ms: i64) -> Error {
     let ms = u64::try_from(wait_ms.max(1)).unwrap_or(1);
     Error::new(ErrorKind::RateLimited, message).with_retry_after(Duration::from_millis(ms))
 }
 
-fn budget_error(policy: &KeyPolicy, s: &Spend, now: i64) -> Option<Error> {
+fn budget_refusal(policy: &KeyPolicy, s: &Spend) -> Option<Refusal> {
     let used = |spent: u64| spent + s.reserved;
-    let over = |what: &str, period: &str, wait: Option<i64>| {
-        let mut e = Error::new(
-            ErrorKind::QuotaExceeded,
-            format!("the key's {period} {what} budget is spent"),
-        );
-        if let Some(ms) = wait {
-            e = e.with_retry_after(Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1)));
-        }
-        Some(e)
-    };
     let t = &policy.budget_tokens;
     let c = &policy.budget_cost;
+    let over = |cost: bool, period: Period| Some(Refusal::Budget { cost, period });
     if t.total.is_some_and(|b| used(s.total_tokens) >= b) {
-        return over("token", "total", None);
+        return over(false, Period::Total);
     }
     if c.total.is_some_and(|b| s.total_cost >= b) {
-        return over("cost", "total", None);
+        return over(true, Period::Total);
     }
     if t.month.is_some_and(|b| used(s.month_tokens) >= b) {
-        return over("token", "monthly", Some(ms_to_next_month(now)));
+        return over(false, Period::Month);
     }
     if c.month.is_some_and(|b| s.month_cost >= b) {
-        return over("cost", "monthly", Some(ms_to_next_month(now)));
+        return over(true, Period::Month);
     }
     if t.day.is_some_and(|b| used(s.day_tokens) >= b) {
-        return over("token", "daily", Some(ms_to_next_day(now)));
+        return over(false, Period::Day);
     }
     if c.day.is_some_and(|b| s.day_cost >= b) {
-        return over("cost", "daily", Some(ms_to_next_day(now)));
+        return over(true, Period::Day);
     }
     None
 }
@@ -326,7 +450,7 @@ fn budget_error(policy: &KeyPolicy, s: &Spend, now: i64) -> Option<Error> {
 /// releases its reservation and counts nothing.
 #[derive(Default)]
 pub struct Admission {
-    state: Option<(Arc<KeyState>, Arc<dyn Clock>)>,
+    ledger: Option<(Arc<dyn Ledger>, Arc<dyn Clock>)>,
     id: u64,
     /// Tokens reserved against the key's budgets.
     estimate: u64,
@@ -340,6 +464,25 @@ impl Admission {
         Admission::default()
     }
 
+    /// An admission settled through `ledger`: request `ticket`, with `reserved` tokens held
+    /// against `budget`.
+    pub fn new(
+        ledger: Arc<dyn Ledger>,
+        clock: Arc<dyn Clock>,
+        ticket: u64,
+        reserved: u64,
+        budget: Budget<u64>,
+        rate: RateInfo,
+    ) -> Self {
+        Admission {
+            ledger: Some((ledger, clock)),
+            id: ticket,
+            estimate: reserved,
+            budget,
+            rate,
+        }
+    }
+
     /// The rate figures at admission.
     pub fn rate(&self) -> RateInfo {
         self.rate
@@ -348,7 +491,7 @@ impl Admission {
     /// Whether the key has a token budget, so that a running stream must keep within
     /// [`Admission::reserved`] (extending it as it goes).
     pub fn has_token_budget(&self) -> bool {
-        self.state.is_some() && !self.budget.is_unlimited()
+        self.ledger.is_some() && !self.budget.is_unlimited()
     }
 
     /// Tokens reserved for this request.
@@ -359,18 +502,18 @@ impl Admission {
     /// Reserves up to `extra` more tokens, as far as the budgets allow; returns how many were
     /// granted (0: the budget is used up, the request must stop).
     pub fn extend(&mut self, extra: u64) -> u64 {
-        let Some((state, clock)) = &self.state else {
+        let Some((ledger, clock)) = &self.ledger else {
             return extra;
         };
-        let granted = state.extend(&self.budget, extra, clock.now_ms());
+        let granted = ledger.extend(self.id, &self.budget, extra, clock.now_ms());
         self.estimate += granted;
         granted
     }
 
     /// Records what the request really used.
     pub fn settle(mut self, tokens: u64, cost: f64) {
-        if let Some((state, clock)) = self.state.take() {
-            state.settle(self.id, self.estimate, tokens, cost, clock.now_ms());
+        if let Some((ledger, clock)) = self.ledger.take() {
+            ledger.settle(self.id, self.estimate, tokens, cost, clock.now_ms());
         }
     }
 }
@@ -387,14 +530,8 @@ impl std::fmt::Debug for Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Some((state, _)) = self.state.take() {
-            let mut guard = state.lock();
-            let c = &mut *guard;
-            c.spend.reserved = c.spend.reserved.saturating_sub(self.estimate);
-            if let Some(e) = c.tokens.iter_mut().find(|e| e.id == self.id) {
-                c.tokens_in_window -= e.tokens;
-                e.tokens = 0;
-            }
+        if let Some((ledger, _)) = self.ledger.take() {
+            ledger.release(self.id, self.estimate);
         }
     }
 }

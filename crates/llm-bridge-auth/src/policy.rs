@@ -15,6 +15,9 @@ pub struct KeyPolicy {
     /// Tokens per minute.
     #[serde(default)]
     pub tpm: Option<u64>,
+    /// Requests in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u64>,
     /// Token budgets.
     #[serde(default)]
     pub budget_tokens: Budget<u64>,
@@ -69,8 +72,10 @@ impl KeyPolicy {
         let mut current = serde_json::to_value(&*self).map_err(|e| e.to_string())?;
         merge(&mut current, &serde_json::Value::Object(patch));
         *self = serde_json::from_value(current).map_err(|e| e.to_string())?;
-        if self.rpm == Some(0) || self.tpm == Some(0) {
-            return Err("rpm and tpm must be at least 1 (leave them out for no limit)".into());
+        if self.rpm == Some(0) || self.tpm == Some(0) || self.max_concurrent == Some(0) {
+            return Err(
+                "rpm, tpm and max_concurrent must be at least 1 (leave them out for no limit)".into(),
+            );
         }
         Ok(())
     }

@@ -61,7 +61,7 @@ fn exactly_rpm_requests_pass_under_concurrency() {
     std::thread::scope(|scope| {
         for _ in 0..50 {
             scope.spawn(|| {
-                if let Ok(a) = s.auth.admit(&p, &["m/x"], 1, Some(0)) {
+                if let Ok(a) = s.auth.admit_local(&p, &["m/x"], 1, Some(0)) {
                     passed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     a.settle(1, 0.0);
                 }
@@ -69,7 +69,7 @@ fn exactly_rpm_requests_pass_under_concurrency() {
         }
     });
     assert_eq!(passed.into_inner(), 10);
-    let refused = s.auth.admit(&p, &["m/x"], 1, Some(0)).unwrap_err();
+    let refused = s.auth.admit_local(&p, &["m/x"], 1, Some(0)).unwrap_err();
     assert_eq!(refused.error.status(), 429);
     assert_eq!(refused.error.code(), Some("rate_limit_exceeded"));
     assert_eq!(refused.error.retry_after(), Some(Duration::from_secs(60)));
@@ -80,7 +80,7 @@ fn exactly_rpm_requests_pass_under_concurrency() {
     );
     // The window slides.
     s.clock.advance_ms(60_001);
-    assert!(s.auth.admit(&p, &["m/x"], 1, Some(0)).is_ok());
+    assert!(s.auth.admit_local(&p, &["m/x"], 1, Some(0)).is_ok());
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn exactly_tpm_worth_of_requests_pass_under_concurrency_and_settle_with_real_usa
     std::thread::scope(|scope| {
         for _ in 0..50 {
             scope.spawn(|| {
-                if let Ok(a) = s.auth.admit(&p, &["m/x"], 100, Some(0)) {
+                if let Ok(a) = s.auth.admit_local(&p, &["m/x"], 100, Some(0)) {
                     admitted.lock().unwrap().push(a);
                 }
             });
@@ -111,7 +111,7 @@ fn exactly_tpm_worth_of_requests_pass_under_concurrency_and_settle_with_real_usa
         10,
         "1000 tokens per minute hold ten 100-token estimates"
     );
-    let refused = s.auth.admit(&p, &["m/x"], 100, Some(0)).unwrap_err();
+    let refused = s.auth.admit_local(&p, &["m/x"], 100, Some(0)).unwrap_err();
     assert_eq!(refused.error.status(), 429);
     assert_eq!(refused.rate.unwrap().remaining_tokens, Some(0));
     // Nine requests used nothing after all: their room comes back; the tenth used 250.
@@ -121,7 +121,7 @@ fn exactly_tpm_worth_of_requests_pass_under_concurrency_and_settle_with_real_usa
         a.settle(0, 0.0);
     }
     tenth.settle(250, 0.0);
-    let a = s.auth.admit(&p, &["m/x"], 100, Some(0)).unwrap();
+    let a = s.auth.admit_local(&p, &["m/x"], 100, Some(0)).unwrap();
     assert_eq!(a.rate().remaining_tokens, Some(650));
 }
 
@@ -149,10 +149,10 @@ fn budgets_reset_at_the_day_and_month_boundaries() {
     );
     s.clock.set_ms(NOON + 4 * 86_400_000);
     s.auth
-        .admit(&p, &["m/x"], 10, Some(0))
+        .admit_local(&p, &["m/x"], 10, Some(0))
         .unwrap()
         .settle(1000, 0.0);
-    let refused = s.auth.admit(&p, &["m/x"], 10, Some(0)).unwrap_err();
+    let refused = s.auth.admit_local(&p, &["m/x"], 10, Some(0)).unwrap_err();
     assert_eq!(refused.error.status(), 429);
     assert_eq!(refused.error.code(), Some("insufficient_quota"));
     assert_eq!(
@@ -162,25 +162,25 @@ fn budgets_reset_at_the_day_and_month_boundaries() {
     );
     // One millisecond before midnight: still spent. At midnight: a new day.
     s.clock.set_ms(NOON + 4 * 86_400_000 + 12 * 3_600_000 - 1);
-    assert!(s.auth.admit(&p, &["m/x"], 10, Some(0)).is_err());
+    assert!(s.auth.admit_local(&p, &["m/x"], 10, Some(0)).is_err());
     s.clock.advance_ms(1);
     // 2026-12-01: also a new month.
     s.auth
-        .admit(&p, &["m/x"], 10, Some(0))
+        .admit_local(&p, &["m/x"], 10, Some(0))
         .unwrap()
         .settle(900, 0.0);
     s.clock.advance_ms(86_400_000);
     s.auth
-        .admit(&p, &["m/x"], 10, Some(0))
+        .admit_local(&p, &["m/x"], 10, Some(0))
         .unwrap()
         .settle(900, 0.0);
     s.clock.advance_ms(86_400_000);
     s.auth
-        .admit(&p, &["m/x"], 10, Some(0))
+        .admit_local(&p, &["m/x"], 10, Some(0))
         .unwrap()
         .settle(800, 0.0);
     s.clock.advance_ms(86_400_000);
-    let monthly = s.auth.admit(&p, &["m/x"], 10, Some(0)).unwrap_err();
+    let monthly = s.auth.admit_local(&p, &["m/x"], 10, Some(0)).unwrap_err();
     assert!(
         monthly.error.message().contains("monthly"),
         "{}",
@@ -204,14 +204,14 @@ fn cost_and_total_budgets() {
     );
     let p = principal(&s, &key);
     s.auth
-        .admit(&p, &["m/x"], 1, Some(0))
+        .admit_local(&p, &["m/x"], 1, Some(0))
         .unwrap()
         .settle(10, 0.6);
     s.auth
-        .admit(&p, &["m/x"], 1, Some(0))
+        .admit_local(&p, &["m/x"], 1, Some(0))
         .unwrap()
         .settle(10, 0.6);
-    let refused = s.auth.admit(&p, &["m/x"], 1, Some(0)).unwrap_err();
+    let refused = s.auth.admit_local(&p, &["m/x"], 1, Some(0)).unwrap_err();
     assert_eq!(refused.error.code(), Some("insufficient_quota"));
     assert_eq!(
         refused.error.retry_after(),
@@ -235,17 +235,17 @@ fn models_expiry_and_revocation() {
     let p = principal(&s, &key);
     assert!(
         s.auth
-            .admit(&p, &["deepseek/deepseek-chat"], 1, Some(0))
+            .admit_local(&p, &["deepseek/deepseek-chat"], 1, Some(0))
             .is_ok()
     );
     let denied = s
         .auth
-        .admit(&p, &["gpt-4o", "openai/gpt-4o"], 1, Some(0))
+        .admit_local(&p, &["gpt-4o", "openai/gpt-4o"], 1, Some(0))
         .unwrap_err();
     assert_eq!(denied.error.status(), 403);
     assert!(
         s.auth
-            .admit(&p, &["smart", "deepseek/deepseek-chat"], 1, Some(0))
+            .admit_local(&p, &["smart", "deepseek/deepseek-chat"], 1, Some(0))
             .is_ok(),
         "either name may match"
     );
@@ -335,27 +335,27 @@ fn budget_reservations_are_capped_by_what_is_left_and_extended_as_spent() {
     let p = principal(&s, &key);
     // 20 prompt tokens and no max_tokens: the default cap (4096) would be far more than the
     // budget, so the request reserves what is left, and nothing else fits beside it.
-    let mut first = s.auth.admit(&p, &["m/x"], 20, None).unwrap();
+    let mut first = s.auth.admit_local(&p, &["m/x"], 20, None).unwrap();
     assert!(first.has_token_budget());
     assert_eq!(first.reserved(), 100);
-    let refused = s.auth.admit(&p, &["m/x"], 1, Some(0)).unwrap_err();
+    let refused = s.auth.admit_local(&p, &["m/x"], 1, Some(0)).unwrap_err();
     assert_eq!(refused.error.code(), Some("insufficient_quota"));
     assert_eq!(first.extend(50), 0, "nothing left to extend into");
     first.settle(30, 0.0);
     // 70 left: a request asking for 10 output tokens reserves 15, and may extend to 70.
-    let mut second = s.auth.admit(&p, &["m/x"], 5, Some(10)).unwrap();
+    let mut second = s.auth.admit_local(&p, &["m/x"], 5, Some(10)).unwrap();
     assert_eq!(second.reserved(), 15);
     assert_eq!(second.extend(100), 55);
     assert_eq!(second.reserved(), 70);
     drop(second);
     // Dropped unsettled: its reservation is released.
-    let third = s.auth.admit(&p, &["m/x"], 5, Some(10)).unwrap();
+    let third = s.auth.admit_local(&p, &["m/x"], 5, Some(10)).unwrap();
     assert_eq!(third.reserved(), 15);
     // A key without budgets reserves against nothing and extends freely.
     let free = create(&s, "free", KeyPolicy::default());
     let mut a = s
         .auth
-        .admit(&principal(&s, &free), &["m/x"], 5, None)
+        .admit_local(&principal(&s, &free), &["m/x"], 5, None)
         .unwrap();
     assert!(!a.has_token_budget());
     assert_eq!(a.extend(1_000_000), 1_000_000);

@@ -138,6 +138,7 @@ async fn serve(
     match gateway
         .auth
         .admit(principal, &names, prompt_estimate, max_output)
+        .await
     {
         Ok(admission) => {
             *rate = Some(admission.rate()).filter(RateInfo::is_limited);

@@ -83,6 +83,7 @@ pub struct Metrics {
     in_flight_streams: Gauge,
     usage_queue_depth: Gauge,
     usage_records_dropped: Gauge,
+    limits_unavailable: Gauge,
 }
 
 impl Default for Metrics {
@@ -162,6 +163,12 @@ impl Metrics {
             "Usage records dropped because the queue was full (since start)",
             usage_records_dropped.clone(),
         );
+        let limits_unavailable = Gauge::default();
+        registry.register(
+            "limits_unavailable",
+            "Requests admitted or refused without the shared limits backend because it could not be reached (since start)",
+            limits_unavailable.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -175,6 +182,7 @@ impl Metrics {
             in_flight_streams,
             usage_queue_depth,
             usage_records_dropped,
+            limits_unavailable,
         }
     }
 
@@ -242,8 +250,14 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the usage queue sampled now.
-    pub fn render(&self, usage: Option<&llm_bridge_usage::UsageSink>) -> String {
+    /// The text exposition, with the usage queue and the shared limits' failures sampled now.
+    pub fn render(
+        &self,
+        usage: Option<&llm_bridge_usage::UsageSink>,
+        limits_unavailable: u64,
+    ) -> String {
+        self.limits_unavailable
+            .set(i64::try_from(limits_unavailable).unwrap_or(i64::MAX));
         if let Some(sink) = usage {
             self.usage_queue_depth
                 .set(i64::try_from(sink.queue_depth()).unwrap_or(i64::MAX));

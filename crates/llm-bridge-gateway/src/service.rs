@@ -202,7 +202,10 @@ fn metrics(gateway: &Gateway, headers: &http::HeaderMap) -> Response<GatewayBody
     let text = gateway
         .telemetry
         .metrics
-        .render(gateway.telemetry.usage.as_ref());
+        .render(
+            gateway.telemetry.usage.as_ref(),
+            gateway.auth.shared_limits_unavailable(),
+        );
     let (text, content_type) = if openmetrics {
         (
             text,
