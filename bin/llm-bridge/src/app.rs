@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use llm_bridge_auth::{
-    Authenticator, LimitsBackend, ManagedKeys, SecretString, SystemClock, generate_key, parse_access_keys,
-    parse_admin_keys,
+    Authenticator, LimitsBackend, ManagedKeys, SecretString, SystemClock, generate_key,
+    parse_access_keys, parse_admin_keys,
 };
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{ApiKeys, ChatProvider, ProviderConfig, api_key_env_var};
@@ -147,11 +147,15 @@ impl App {
             (LimitsBackend::Redis, Some(url)) => {
                 let reader = UsageReader::new(config.usage.database.clone());
                 let source: SpendSource = Arc::new(move |name: &str| spent_by(&reader, name));
-                let limits =
-                    RedisLimits::new(url, config.limits.on_unavailable, Arc::new(SystemClock), source)
-                        .map_err(ConfigError::new)?;
-                authenticator = authenticator
-                    .with_shared_limits(limits.clone(), config.limits.on_unavailable);
+                let limits = RedisLimits::new(
+                    url,
+                    config.limits.on_unavailable,
+                    Arc::new(SystemClock),
+                    source,
+                )
+                .map_err(ConfigError::new)?;
+                authenticator =
+                    authenticator.with_shared_limits(limits.clone(), config.limits.on_unavailable);
                 Some(limits)
             }
             _ => None,

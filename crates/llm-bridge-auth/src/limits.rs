@@ -389,10 +389,9 @@ impl Refusal {
                 format!("rate limit reached: {rpm} requests per minute"),
                 wait,
             ),
-            Refusal::Tokens(tpm, wait) => limited(
-                format!("rate limit reached: {tpm} tokens per minute"),
-                wait,
-            ),
+            Refusal::Tokens(tpm, wait) => {
+                limited(format!("rate limit reached: {tpm} tokens per minute"), wait)
+            }
             Refusal::Budget { cost, period } => {
                 let what = if cost { "cost" } else { "token" };
                 let (name, wait) = match period {

@@ -74,7 +74,8 @@ impl KeyPolicy {
         *self = serde_json::from_value(current).map_err(|e| e.to_string())?;
         if self.rpm == Some(0) || self.tpm == Some(0) || self.max_concurrent == Some(0) {
             return Err(
-                "rpm, tpm and max_concurrent must be at least 1 (leave them out for no limit)".into(),
+                "rpm, tpm and max_concurrent must be at least 1 (leave them out for no limit)"
+                    .into(),
             );
         }
         Ok(())

@@ -199,13 +199,10 @@ fn metrics(gateway: &Gateway, headers: &http::HeaderMap) -> Response<GatewayBody
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let text = gateway
-        .telemetry
-        .metrics
-        .render(
-            gateway.telemetry.usage.as_ref(),
-            gateway.auth.shared_limits_unavailable(),
-        );
+    let text = gateway.telemetry.metrics.render(
+        gateway.telemetry.usage.as_ref(),
+        gateway.auth.shared_limits_unavailable(),
+    );
     let (text, content_type) = if openmetrics {
         (
             text,

@@ -30,7 +30,9 @@ struct Setup {
 fn redis_url() -> Option<String> {
     let url = std::env::var("LLM_BRIDGE_TEST_REDIS_URL").ok();
     if url.is_none() {
-        eprintln!("NOTICE: LLM_BRIDGE_TEST_REDIS_URL is unset: the Redis half of this test is skipped");
+        eprintln!(
+            "NOTICE: LLM_BRIDGE_TEST_REDIS_URL is unset: the Redis half of this test is skipped"
+        );
     }
     url
 }
@@ -89,13 +91,20 @@ async fn exactly_rpm_requests_pass_under_concurrency(backend: Backend) {
     let results = futures_util::future::join_all(tries).await;
     let passed = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(passed, 25, "{backend:?}");
-    assert!(results.iter().any(|r| matches!(r, Err(ErrorKind::RateLimited))));
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(ErrorKind::RateLimited)))
+    );
     let refused = s
         .auth
         .admit(&s.principal, &["m/x"], 1, Some(0))
         .await
         .unwrap_err();
-    assert!(refused.error.retry_after().is_some(), "{backend:?}: Retry-After");
+    assert!(
+        refused.error.retry_after().is_some(),
+        "{backend:?}: Retry-After"
+    );
     let rate = refused.rate.unwrap();
     assert_eq!(rate.limit_requests, Some(25));
     assert_eq!(rate.remaining_requests, Some(0));
@@ -168,20 +177,30 @@ async fn concurrent_requests_cannot_overspend_a_token_budget(backend: Backend) {
     let results = futures_util::future::join_all((0..30).map(|_| s.admit(60, 40))).await;
     let (admitted, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     assert_eq!(admitted.len(), 10, "{backend:?}");
-    assert!(refused
-        .iter()
-        .all(|r| matches!(r, Err(ErrorKind::QuotaExceeded))));
+    assert!(
+        refused
+            .iter()
+            .all(|r| matches!(r, Err(ErrorKind::QuotaExceeded)))
+    );
     let mut admitted: Vec<Admission> = admitted.into_iter().map(Result::unwrap).collect();
     assert!(admitted.iter().all(|a| a.reserved() == 100));
     // A running request asks for more: only what is left is granted.
     let mut last = admitted.pop().unwrap();
-    assert_eq!(last.extend(50), 0, "nothing left while nine others hold 900");
+    assert_eq!(
+        last.extend(50),
+        0,
+        "nothing left while nine others hold 900"
+    );
     // They spend 50 each: 450 spent, 550 free again.
     for a in admitted {
         a.settle(50, 0.0);
     }
     settled().await;
-    assert_eq!(last.extend(1000), 450, "{backend:?}: 1000 - 450 spent - 100 held");
+    assert_eq!(
+        last.extend(1000),
+        450,
+        "{backend:?}: 1000 - 450 spent - 100 held"
+    );
     last.settle(550, 0.0);
     settled().await;
     assert_eq!(s.admit(1, 0).await.unwrap_err(), ErrorKind::QuotaExceeded);
@@ -235,14 +254,21 @@ async fn budget_counters_lost_by_redis_are_seeded_from_the_records() {
     drop(first);
     settled().await;
     let url = std::env::var("LLM_BRIDGE_TEST_REDIS_URL").unwrap();
-    let mut conn = ::redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut conn = ::redis::Client::open(url)
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let _: () = ::redis::cmd("DEL")
         .arg(format!("llmb:{{{}}}:spend", s.key_id))
         .query(&mut conn)
         .unwrap();
     let again = s.admit(50, 50).await.unwrap();
     assert_eq!(again.reserved(), 100);
-    assert_eq!(s.admit(50, 50).await.unwrap_err(), ErrorKind::QuotaExceeded, "seeded, not zero");
+    assert_eq!(
+        s.admit(50, 50).await.unwrap_err(),
+        ErrorKind::QuotaExceeded,
+        "seeded, not zero"
+    );
 }
 
 /// Redis away: `deny` refuses limited keys with a 503, `local` counts in the process.
@@ -272,11 +298,19 @@ async fn redis_away_is_503_with_deny_and_local_counting_with_local() {
         let p = auth.authenticate(Some(secret.expose_secret())).unwrap();
         let mut kinds = Vec::new();
         for _ in 0..3 {
-            kinds.push(auth.admit(&p, &["m/x"], 1, Some(0)).await.map(drop).map_err(|r| r.error.kind()));
+            kinds.push(
+                auth.admit(&p, &["m/x"], 1, Some(0))
+                    .await
+                    .map(drop)
+                    .map_err(|r| r.error.kind()),
+            );
         }
         match on_unavailable {
             OnUnavailable::Deny => {
-                assert!(kinds.iter().all(|k| *k == Err(ErrorKind::Unavailable)), "{kinds:?}")
+                assert!(
+                    kinds.iter().all(|k| *k == Err(ErrorKind::Unavailable)),
+                    "{kinds:?}"
+                )
             }
             OnUnavailable::Local => assert_eq!(
                 kinds,
