@@ -302,6 +302,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
         .find(|l| l.starts_with("sk-llmb-"))
         .ok_or_else(|| format!("keys create failed: {created}"))?
         .to_owned();
+    // A key whose limits must be counted (none is ever reached): what the limits backend costs.
+    let limited_key = create_limited_key(&gateway_bin, &dir)?;
     let gw = spawn(
         "llm-bridge",
         &dir,
@@ -309,6 +311,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         &[("ACCESS_API_KEYS", "sk-bench-static")],
     )?;
     wait_for_port(gw_port)?;
+    // The same gateway on shared state (PostgreSQL usage and keys, Redis limits), when this
+    // machine runs both.
+    let shared = start_shared(&gateway_bin, &dir, gw_port)?;
     // The same gateway without usage records, to price them.
     let bare_dir = dir.join("no-usage");
     std::fs::create_dir_all(bare_dir.join("configs")).map_err(|e| e.to_string())?;
@@ -400,11 +405,19 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let responses_body = json!({"model": "fast/m", "max_output_tokens": 64,
         "input": "Say something short about gateways."})
     .to_string();
-    let variants = [
+    let mut variants = vec![
         (
             "llm-bridge, static key",
             gw_port,
             "sk-bench-static",
+            gw_pid,
+            chat,
+            None,
+        ),
+        (
+            "llm-bridge, key with limits, local",
+            gw_port,
+            limited_key.as_str(),
             gw_pid,
             chat,
             None,
@@ -442,6 +455,16 @@ pub fn main(args: &[String]) -> Result<(), String> {
             Some(responses_body.as_str()),
         ),
     ];
+    if let Some(sh) = &shared {
+        variants.push((
+            "llm-bridge, key with limits, Redis + PostgreSQL",
+            sh.port,
+            sh.key.as_str(),
+            sh.proc.child.id(),
+            chat,
+            None,
+        ));
+    }
     std::thread::sleep(Duration::from_millis(500));
     let rss_idle = rss_mb(&[gw_pid]);
 
@@ -609,6 +632,20 @@ pub fn main(args: &[String]) -> Result<(), String> {
             f.entry("cpu_us_per_request")
                 .or_default()
                 .push(cpu * 1e6 / n.max(1.0));
+            // Where the limits live, latency matters too: at concurrency 1.
+            if name.contains("key with limits") {
+                let mut a = a.clone();
+                if let Some(i) = a.iter().position(|s| s == "64") {
+                    a[i] = "1".to_owned();
+                }
+                let r = loadgen(&loadgen_bin, &a)?;
+                f.entry("c1_p50_ms")
+                    .or_default()
+                    .push(r["p50_ms"].as_f64().unwrap_or(f64::NAN));
+                f.entry("c1_p99_ms")
+                    .or_default()
+                    .push(r["p99_ms"].as_f64().unwrap_or(f64::NAN));
+            }
         }
         std::thread::sleep(Duration::from_millis(500));
         rss_after_rounds.push(rss_mb(&[gw_pid]));
@@ -665,6 +702,119 @@ pub fn main(args: &[String]) -> Result<(), String> {
     drop(bare);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+fn create_limited_key(gateway_bin: &Path, dir: &Path) -> Result<String, String> {
+    let out = Command::new(gateway_bin)
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "limited",
+            "--rpm",
+            "1000000000",
+            "--tpm",
+            "1000000000000",
+            "--budget-tokens",
+            "1000000000000000",
+        ])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let created = String::from_utf8_lossy(&out.stdout);
+    created
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk-llmb-"))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            format!(
+                "keys create failed: {created}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// The gateway on shared state.
+struct Shared {
+    proc: Proc,
+    port: u16,
+    key: String,
+    postgres: String,
+    database: String,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &self.postgres,
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
+            ])
+            .output();
+    }
+}
+
+/// Starts the benchmark's gateway again on PostgreSQL (`LLM_BRIDGE_BENCH_POSTGRES_URL`,
+/// default the local server's `postgres` database, where a fresh database is made) and Redis
+/// (`LLM_BRIDGE_BENCH_REDIS_URL`, default the local server), or `None` when either is not
+/// there.
+fn start_shared(gateway_bin: &Path, dir: &Path, gw_port: u16) -> Result<Option<Shared>, String> {
+    let postgres = std::env::var("LLM_BRIDGE_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned());
+    let redis = std::env::var("LLM_BRIDGE_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+    let database = format!("llmb_bench_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([&postgres, "-qAtc", &format!("CREATE DATABASE {database}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let redis_up = std::net::TcpStream::connect(
+        redis
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:6379"),
+    )
+    .is_ok();
+    if !created || !redis_up {
+        eprintln!(
+            "bench: PostgreSQL ({postgres}) or Redis ({redis}) is not reachable: the shared-state variant is left out"
+        );
+        return Ok(None);
+    }
+    let base = postgres
+        .rsplit_once('/')
+        .map_or(postgres.as_str(), |(b, _)| b);
+    let shared_dir = dir.join("shared");
+    std::fs::create_dir_all(shared_dir.join("configs")).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let config = std::fs::read_to_string(dir.join("configs/config.yaml"))
+        .map_err(|e| e.to_string())?
+        .replace(&format!("port: {gw_port},"), &format!("port: {port},"))
+        .replace(
+            "usage: { database: data/llm-bridge.db }",
+            &format!(
+                "usage: {{ database: \"{base}/{database}\" }}\nlimits: {{ backend: redis, url: \"{redis}\" }}"
+            ),
+        );
+    std::fs::write(shared_dir.join("configs/config.yaml"), config).map_err(|e| e.to_string())?;
+    let key = create_limited_key(gateway_bin, &shared_dir)?;
+    let proc = spawn(
+        "llm-bridge (shared state)",
+        &shared_dir,
+        &gateway_bin.display().to_string(),
+        &[("ACCESS_API_KEYS", "sk-bench-static")],
+    )?;
+    wait_for_port(port)?;
+    Ok(Some(Shared {
+        proc,
+        port,
+        key,
+        postgres,
+        database,
+    }))
 }
 
 /// Opens `n` streams through the gateway to the holding mock and reads the gateway's memory
@@ -835,6 +985,20 @@ fn print_table(r: &Value) {
             fmt(ratio(v(dialect), v("llm-bridge, static key")), 3)
         );
     }
+    let (local, shared) = (
+        "llm-bridge, key with limits, local",
+        "llm-bridge, key with limits, Redis + PostgreSQL",
+    );
+    let p50 = |name: &str| r["paths"][name]["c1_p50_ms"].as_f64();
+    println!(
+        "key with limits, Redis + PostgreSQL vs local: CPU per request {} vs {} µs ({}×), p50 at concurrency 1 {} vs {} ms (+{} ms)",
+        fmt(v(shared), 1),
+        fmt(v(local), 1),
+        fmt(ratio(v(shared), v(local)), 3),
+        fmt(p50(shared), 3),
+        fmt(p50(local), 3),
+        fmt(diff(p50(shared), p50(local)), 3)
+    );
     let m = &r["llm_bridge"];
     println!(
         "streams intact / broken:        {} / {}",
