@@ -33,6 +33,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("llm-bridge-usage", &["llm-bridge-core"]),
     ("llm-bridge-router", &["llm-bridge-core"]),
     (
+        "llm-bridge-postgres",
+        &["llm-bridge-core", "llm-bridge-auth", "llm-bridge-usage"],
+    ),
+    (
         "llm-bridge-gateway",
         &[
             "llm-bridge-core",
