@@ -144,7 +144,8 @@ impl UsageStore for PgUsageStore {
 }
 
 /// Usage totals from PostgreSQL, grouped and ordered as the SQLite reader does (byte order
-/// of the group names, `COLLATE "C"`).
+/// of the group names, `COLLATE "C"`). Costs are summed as NUMERIC: SQLite sums floats
+/// with compensation, and a plain float sum would differ in the last digits.
 #[derive(Debug, Clone)]
 pub struct PgUsageReader {
     pg: Arc<Postgres>,
@@ -176,7 +177,7 @@ impl UsageReader for PgUsageReader {
                     COALESCE(SUM(CASE WHEN usage_source = 'estimated' THEN 1 ELSE 0 END), 0)::BIGINT,
                     COALESCE(SUM(prompt_tokens), 0)::BIGINT, COALESCE(SUM(completion_tokens), 0)::BIGINT,
                     COALESCE(SUM(cached_tokens), 0)::BIGINT, COALESCE(SUM(reasoning_tokens), 0)::BIGINT,
-                    SUM(cost), COUNT(cost), COALESCE(SUM(cache_write_tokens), 0)::BIGINT
+                    SUM(cost::NUMERIC)::DOUBLE PRECISION, COUNT(cost), COALESCE(SUM(cache_write_tokens), 0)::BIGINT
              FROM usage
              WHERE ts >= $1 AND ts < $2 AND ($3::TEXT IS NULL OR key_name = $3::TEXT)
              GROUP BY g ORDER BY g"
