@@ -429,3 +429,164 @@ fn a_store_call_on_an_async_thread_and_a_store_dropped_there_do_not_panic() {
         drop(store);
     });
 }
+
+/// A TCP relay to PostgreSQL that can be cut (live connections closed, new ones refused)
+/// and restored: PostgreSQL going away and coming back, without touching the server.
+struct Relay {
+    addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Relay {
+    fn start(target: String) -> Relay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        rt.spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let mut cuts = cut2.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            addr,
+            up,
+            cut,
+            _rt: rt,
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced.
+fn via(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+    let start = url
+        .find('@')
+        .map_or(url.find("://").unwrap() + 3, |i| i + 1);
+    let end = start + url[start..].find('/').unwrap();
+    let target = url[start..end].to_owned();
+    (format!("{}{addr}{}", &url[..start], &url[end..]), target)
+}
+
+#[test]
+fn records_wait_while_postgres_is_away_and_are_written_when_it_returns() {
+    let Some(db) = TestDatabase::create("postgres outage") else {
+        return;
+    };
+    let placeholder: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let (_, target) = via(&db.url, placeholder);
+    let relay = Relay::start(target);
+    let (url, _) = via(&db.url, relay.addr);
+    let pg = Postgres::new(&url.into()).unwrap();
+    let (writer, sink) = llm_bridge_usage::UsageWriter::start(
+        Box::new(move || {
+            PgUsageStore::open(pg.clone()).map(|s| Box::new(s) as Box<dyn UsageStore>)
+        }),
+        100,
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool, limit: Duration| {
+        let started = Instant::now();
+        while !ok() {
+            assert!(started.elapsed() < limit, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let rows = || {
+        db.query_text("SELECT COUNT(*)::TEXT FROM usage")
+            .unwrap()
+            .unwrap()
+    };
+    sink.record(record(1, Some("a"), Some("p"), "m"));
+    wait_for(
+        "the first record is written",
+        &|| sink.written() == 1,
+        Duration::from_secs(5),
+    );
+
+    relay.set_up(false);
+    sink.record(record(2, Some("a"), Some("p"), "m"));
+    sink.record(record(3, Some("a"), Some("p"), "m"));
+    wait_for(
+        "the failure is noticed",
+        &|| !sink.healthy(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(sink.queue_depth(), 2, "both records wait in memory");
+    assert_eq!(rows(), "1");
+
+    relay.set_up(true);
+    wait_for(
+        "the waiting records are written when PostgreSQL is back",
+        &|| sink.written() == 3,
+        Duration::from_secs(15),
+    );
+    assert!(sink.healthy());
+    assert_eq!(sink.dropped(), 0);
+    assert_eq!(rows(), "3");
+    assert!(writer.shutdown(Duration::from_secs(5)));
+}
+
+#[test]
+fn a_key_changed_while_an_instance_lost_postgres_applies_there_when_it_is_back() {
+    let Some(db) = TestDatabase::create("key watcher outage") else {
+        return;
+    };
+    let placeholder: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let (_, target) = via(&db.url, placeholder);
+    let relay = Relay::start(target);
+    let (url, _) = via(&db.url, relay.addr);
+    let cut_off = Postgres::new(&url.into()).unwrap();
+    let managed =
+        ManagedKeys::open(Arc::new(PgKeyStore::new(cut_off)), Arc::new(SystemClock)).unwrap();
+    // A long safety-net poll: the reconnected listener must trigger the reload.
+    managed.watch(Duration::from_secs(30)).unwrap();
+    let auth = Authenticator::new(Vec::new(), Vec::new()).with_managed(managed);
+    std::thread::sleep(Duration::from_millis(300));
+
+    relay.set_up(false);
+    let direct = PgKeyStore::new(Postgres::new(&db.url.clone().into()).unwrap());
+    let (_, key) = direct.create("late", &KeyPolicy::default(), NOW).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(auth.authenticate(Some(key.expose_secret())).is_err());
+    relay.set_up(true);
+    let started = Instant::now();
+    while auth.authenticate(Some(key.expose_secret())).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the key made during the outage is loaded once PostgreSQL is back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
