@@ -186,12 +186,10 @@ impl KeyStore for PgKeyStore {
                 }
                 let inserted = tx
                     .query_opt(
-                        &format!(
-                            "INSERT INTO api_keys (id, name, key_hash, key_prefix, policy, created_at, updated_at)
+                        "INSERT INTO api_keys (id, name, key_hash, key_prefix, policy, created_at, updated_at)
                              VALUES ($1, $2, $3, $4, $5, $6, $6)
                              ON CONFLICT DO NOTHING
-                             RETURNING id"
-                        ),
+                             RETURNING id",
                         &[&id, &name_owned, &hash, &prefix, &policy, &now],
                     )
                     .await
