@@ -43,14 +43,20 @@ impl TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = AppConfig::from_yaml(yaml).unwrap_or_else(|e| panic!("test config: {e}"));
         if !yaml.lines().any(|l| l.starts_with("usage:")) {
-            config.usage.database = dir.path().join("usage.db");
+            config.usage.database = dir.path().join("usage.db").into();
         }
         // One attempt per request unless a test is about retries: a scripted upstream failure
         // should reach the client as it is.
         if !yaml.lines().any(|l| l.starts_with("retry:")) {
             config.retry.attempts = 1;
         }
-        let usage_db = config.usage.database.clone();
+        // A PostgreSQL database has no file: those tests read it through the store.
+        let usage_db = config
+            .usage
+            .database
+            .sqlite_path()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         let mut env = Environment {
             access_api_keys: Some(SecretString::from(TEST_KEY.to_owned())),
             admin_api_keys: Some(SecretString::from(ADMIN_KEY.to_owned())),

@@ -9,6 +9,7 @@ pub mod client;
 pub mod gateway;
 pub mod gemini;
 pub mod mock;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod tls;

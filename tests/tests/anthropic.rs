@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use llm_bridge_usage::{GroupBy, UsageQuery, UsageReader};
+use llm_bridge_usage::{GroupBy, SqliteUsageReader, UsageQuery, UsageReader};
 use serde_json::{Value, json};
 use testkit::anthropic::{
     API_KEY, anthropic_provider, authentication_error, error, message, overloaded, rate_limited,
@@ -62,7 +62,7 @@ fn text_of(content: &Value) -> String {
 }
 
 fn report(db: &std::path::Path) -> llm_bridge_usage::UsageReport {
-    UsageReader::new(db)
+    SqliteUsageReader::new(db)
         .query(&UsageQuery {
             from_ms: 0,
             to_ms: i64::MAX / 2,

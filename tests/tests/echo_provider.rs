@@ -15,7 +15,7 @@ use llm_bridge_core::{
     ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind,
     ModelCatalog, ProviderConfig, Result,
 };
-use llm_bridge_usage::{GroupBy, UsageQuery, UsageReader};
+use llm_bridge_usage::{GroupBy, SqliteUsageReader, UsageQuery, UsageReader};
 use serde_json::{Value, json};
 use testkit::{TestGateway, sse_data};
 
@@ -233,7 +233,7 @@ async fn a_registered_provider_is_served_like_a_builtin_one() {
 
     // The provider's usage lands in the usage database like any other.
     let db = gw.shutdown().await;
-    let report = UsageReader::new(&db)
+    let report = SqliteUsageReader::new(&db)
         .query(&UsageQuery {
             from_ms: 0,
             to_ms: i64::MAX / 2,

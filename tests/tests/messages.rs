@@ -79,7 +79,8 @@ async fn a_messages_request_is_served_by_an_openai_upstream() {
     assert_eq!(sent["max_tokens"], 100);
     assert_eq!(sent["model"], "m");
     let db = gw.shutdown().await;
-    let report = llm_bridge_usage::UsageReader::new(&db)
+    use llm_bridge_usage::UsageReader as _;
+    let report = llm_bridge_usage::SqliteUsageReader::new(&db)
         .query(&llm_bridge_usage::UsageQuery {
             from_ms: 0,
             to_ms: i64::MAX / 2,

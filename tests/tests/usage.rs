@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use http_body_util::{BodyStream, Full};
-use llm_bridge_usage::{GroupBy, UsageQuery, UsageReader};
+use llm_bridge_usage::{GroupBy, SqliteUsageReader, UsageQuery, UsageReader};
 use serde_json::{Value, json};
 use testkit::{ADMIN_KEY, Behavior, Echo, MockUpstream, TestGateway, config_with, openai_provider};
 
@@ -16,7 +16,7 @@ fn user(text: &str) -> Value {
 }
 
 fn report(db: &std::path::Path, group_by: GroupBy) -> llm_bridge_usage::UsageReport {
-    UsageReader::new(db)
+    SqliteUsageReader::new(db)
         .query(&UsageQuery {
             from_ms: 0,
             to_ms: i64::MAX / 2,

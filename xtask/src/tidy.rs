@@ -34,6 +34,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("llm-bridge-redis", &["llm-bridge-core", "llm-bridge-auth"]),
     ("llm-bridge-router", &["llm-bridge-core"]),
     (
+        "llm-bridge-postgres",
+        &["llm-bridge-core", "llm-bridge-auth", "llm-bridge-usage"],
+    ),
+    (
         "llm-bridge-gateway",
         &[
             "llm-bridge-core",

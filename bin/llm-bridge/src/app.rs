@@ -15,13 +15,12 @@ use llm_bridge_gateway::{Gateway, UsageHandles};
 use llm_bridge_http::{ClientOptions, ProxyEnv, ProxyRules, TlsRoots, UpstreamClient};
 use llm_bridge_redis::{RedisLimits, SpendSource, Spent};
 use llm_bridge_router::{Router, RouterConfig};
-use llm_bridge_usage::{
-    GroupBy, SqliteResponses, SqliteStore, UsageQuery, UsageReader, UsageStore, UsageWriter,
-};
+use llm_bridge_usage::{GroupBy, UsageQuery, UsageWriter};
 use tokio::net::TcpListener;
 
 use crate::config::{AppConfig, ConfigError};
 use crate::registry::Registry;
+use crate::stores::Stores;
 
 /// What the gateway reads from the environment. Only `main` fills it from the process
 /// environment; tests build it by hand.
@@ -138,15 +137,17 @@ impl App {
             .unwrap_or_default();
         let mut authenticator =
             Authenticator::new(keys, admin_keys).with_reservation(config.limits.budget_reservation);
-        match open_managed_keys(&config.usage.database) {
+        let stores = Stores::new(&config.usage.database)
+            .map_err(|e| ConfigError::new(format!("usage.database: {e}")))?;
+        match open_managed_keys(&stores) {
             Ok(managed) => authenticator = authenticator.with_managed(managed),
             // Static keys still work; managed keys come back when the database does.
             Err(e) => tracing::error!(error = %e, "managed keys unavailable"),
         }
         let shared_limits = match (&config.limits.backend, &config.limits.url) {
             (LimitsBackend::Redis, Some(url)) => {
-                let reader = UsageReader::new(config.usage.database.clone());
-                let source: SpendSource = Arc::new(move |name: &str| spent_by(&reader, name));
+                let reader = stores.usage_reader();
+                let source: SpendSource = Arc::new(move |name: &str| spent_by(&*reader, name));
                 let limits = RedisLimits::new(
                     url,
                     config.limits.on_unavailable,
@@ -163,19 +164,15 @@ impl App {
         let auth = Arc::new(authenticator);
 
         let (usage, usage_writer) = if config.usage.enabled {
-            let path = config.usage.database.clone();
-            let opener_path = path.clone();
             let (writer, sink) = UsageWriter::start(
-                Box::new(move || {
-                    SqliteStore::open(&opener_path).map(|s| Box::new(s) as Box<dyn UsageStore>)
-                }),
+                stores.usage_opener(),
                 config.usage.queue_capacity,
                 config.usage.flush_interval.duration(),
             )
             .map_err(|e| ConfigError::new(format!("usage: cannot start the writer thread: {e}")))?;
             let handles = UsageHandles {
                 sink,
-                reader: UsageReader::new(path),
+                reader: stores.usage_reader(),
             };
             (Some(handles), Some(writer))
         } else {
@@ -194,17 +191,14 @@ impl App {
             Arc::new(llm_bridge_dialect_responses::ResponsesIngress),
         ]);
         // Kept Responses answers live in the usage database.
-        let gateway = match SqliteResponses::open(
-            &config.usage.database,
-            config.responses.ttl.duration(),
-        ) {
-            Ok(store) => gateway.with_response_store(Arc::new(store)),
+        let gateway = match stores.responses(config.responses.ttl.duration()) {
+            Ok(store) => gateway.with_response_store(store),
             Err(e) => {
                 tracing::error!(error = %e, "kept Responses answers unavailable (store, previous_response_id)");
                 gateway
             }
         };
-        let gateway = match sealing_key(env, &config.usage.database) {
+        let gateway = match sealing_key(env, stores.sealing_key_folder()) {
             Ok(key) => gateway.with_sealing_key(&key),
             Err(e) => {
                 tracing::error!(error = %e, "no sealing key: encrypted_content is not offered");
@@ -312,7 +306,7 @@ impl RunningApp {
 
 /// What a key has spent today, this month and in total, from the usage records (to seed
 /// the budget counters Redis lost).
-fn spent_by(reader: &UsageReader, name: &str) -> Result<Spent, String> {
+fn spent_by(reader: &dyn llm_bridge_usage::UsageReader, name: &str) -> Result<Spent, String> {
     let now = llm_bridge_usage::time::now_ms();
     let spent = |from_ms: i64| -> Result<(u64, f64), String> {
         let q = UsageQuery {
@@ -335,11 +329,24 @@ fn spent_by(reader: &UsageReader, name: &str) -> Result<Spent, String> {
 }
 
 /// The managed keys of the database, with what each has spent so far (from the usage
-/// records), watched for changes made by other processes.
-fn open_managed_keys(path: &std::path::Path) -> Result<Arc<ManagedKeys>, String> {
-    let managed =
-        ManagedKeys::open(path, Arc::new(SystemClock)).map_err(|e| e.message().to_owned())?;
-    let reader = UsageReader::new(path);
+/// records), watched for changes made by other processes and instances.
+fn open_managed_keys(stores: &Stores) -> Result<Arc<ManagedKeys>, String> {
+    let store = stores.keys()?;
+    let managed = match ManagedKeys::open(store.clone(), Arc::new(SystemClock)) {
+        Ok(m) => m,
+        // A shared database that is down now: serve static keys, load the managed ones
+        // when it is back (their spending so far is then not counted against budgets).
+        Err(e) if stores.is_shared() => {
+            tracing::error!(error = %e, "managed keys cannot be loaded now: retrying in the background");
+            let managed = ManagedKeys::unloaded(store, Arc::new(SystemClock));
+            managed
+                .watch(stores.key_watch_interval())
+                .map_err(|e| e.message().to_owned())?;
+            return Ok(managed);
+        }
+        Err(e) => return Err(e.message().to_owned()),
+    };
+    let reader = stores.usage_reader();
     let now = llm_bridge_usage::time::now_ms();
     let spent = |from_ms: i64| -> std::collections::HashMap<String, (u64, f64)> {
         let q = UsageQuery {
@@ -369,7 +376,7 @@ fn open_managed_keys(path: &std::path::Path) -> Result<Arc<ManagedKeys>, String>
         managed.seed_spend(name, d, m, *all);
     }
     managed
-        .watch(std::time::Duration::from_millis(250))
+        .watch(stores.key_watch_interval())
         .map_err(|e| e.message().to_owned())?;
     Ok(managed)
 }
@@ -462,7 +469,7 @@ fn client_options(
 /// the usage database (`sealing.key`, readable by its owner only).
 pub const SEALING_KEY_VAR: &str = "LLM_BRIDGE_SEALING_KEY";
 
-fn sealing_key(env: &Environment, database: &std::path::Path) -> Result<[u8; 32], String> {
+fn sealing_key(env: &Environment, database: Option<&std::path::Path>) -> Result<[u8; 32], String> {
     let parse = |text: &str| -> Result<[u8; 32], String> {
         let text = text.trim();
         let mut key = [0u8; 32];
@@ -478,7 +485,17 @@ fn sealing_key(env: &Environment, database: &std::path::Path) -> Result<[u8; 32]
     if let Some(text) = env.var(SEALING_KEY_VAR) {
         return parse(text);
     }
-    let path = database.with_file_name("sealing.key");
+    let path = match database {
+        Some(db) => db.with_file_name("sealing.key"),
+        None => {
+            // Instances sharing PostgreSQL must share the key too, or one cannot open what
+            // another sealed.
+            tracing::warn!(
+                "usage.database is PostgreSQL but {SEALING_KEY_VAR} is not set: using data/sealing.key, which other instances do not share"
+            );
+            std::path::PathBuf::from("data/sealing.key")
+        }
+    };
     if let Ok(text) = std::fs::read_to_string(&path) {
         return parse(&text).map_err(|e| format!("{}: {e}", path.display()));
     }

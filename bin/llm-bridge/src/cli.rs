@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `check`, `models`, `prices`, `usage`, `keys`.
+//! The command line: `serve` (the default), `check`, `models`, `prices`, `usage`, `keys`,
+//! `migrate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ pub enum Command {
     Usage(UsageArgs),
     /// Manage API keys in the database (works while the server runs).
     Keys(KeysArgs),
+    /// Copy keys, usage records and kept answers from a SQLite file into an empty
+    /// PostgreSQL database (`--from data/llm-bridge.db --to postgres://…`).
+    Migrate(crate::migrate_cli::MigrateArgs),
 }
 
 /// Flags of `serve`.
@@ -90,6 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Prices(args)) => crate::prices_cli::run(&config, &args),
         Some(Command::Usage(args)) => usage(&config, &args),
         Some(Command::Keys(args)) => crate::keys_cli::run(&config, args),
+        Some(Command::Migrate(args)) => crate::migrate_cli::run(&config, &args),
     }
 }
 
@@ -215,6 +220,15 @@ fn check(config: &mut AppConfig, env: &Environment, source: &ConfigSource) -> Ex
     };
     println!("config: {origin}: ok");
     println!("listen: {}:{}", config.server.host, config.server.port);
+    // The database: reachable, and its schema one this build can use.
+    let database = &config.usage.database;
+    match crate::stores::Stores::new(database).and_then(|s| s.check()) {
+        Ok(()) => println!("database: {database}: ok"),
+        Err(e) => {
+            eprintln!("error: usage.database: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match app.generated_key() {
         Some(_) => println!("access keys: none configured (serve would generate one for the run)"),
         None => println!("access keys: configured"),
@@ -289,6 +303,10 @@ fn models(config: &AppConfig, env: &Environment) -> ExitCode {
 /// `keys …`.
 #[derive(Debug, Args)]
 pub struct KeysArgs {
+    /// The database (a SQLite path or a `postgres://` URL) instead of the config's
+    /// `usage.database`.
+    #[arg(long, global = true)]
+    pub database: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: KeysCommand,
@@ -389,11 +407,15 @@ pub struct UsageArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The database (a SQLite path or a `postgres://` URL) instead of the config's
+    /// `usage.database`.
+    #[arg(long)]
+    pub database: Option<String>,
 }
 
 #[allow(clippy::print_stdout)]
 fn usage(config: &AppConfig, args: &UsageArgs) -> ExitCode {
-    use llm_bridge_usage::{GroupBy, UsageQuery, UsageReader, time};
+    use llm_bridge_usage::{Database, GroupBy, UsageQuery, time};
     let now = time::now_ms();
     let query = (|| -> Result<UsageQuery, String> {
         Ok(UsageQuery {
@@ -413,7 +435,18 @@ fn usage(config: &AppConfig, args: &UsageArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match UsageReader::new(&config.usage.database).query(&query) {
+    let database = args
+        .database
+        .as_deref()
+        .map_or_else(|| config.usage.database.clone(), Database::parse);
+    let reader = match crate::stores::Stores::new(&database) {
+        Ok(stores) => stores.usage_reader(),
+        Err(e) => {
+            eprintln!("error: {database}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match reader.query(&query) {
         Ok(report) if args.json => {
             println!(
                 "{}",
@@ -426,7 +459,7 @@ fn usage(config: &AppConfig, args: &UsageArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {}: {e}", config.usage.database.display());
+            eprintln!("error: {database}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,14 +1,17 @@
-//! `llm-bridge keys create|list|show|update|revoke`: the same database the server reads, so
-//! changes reach a running server within a second.
+//! `llm-bridge keys create|list|show|update|revoke`: the same database the server reads
+//! (`usage.database`, or `--database`: a SQLite file or a PostgreSQL URL), so changes reach
+//! every running server within a second.
 
 use std::process::ExitCode;
 
-use llm_bridge_auth::{KeyPolicy, KeyRecord, KeyStore};
+use llm_bridge_auth::{KeyPolicy, KeyRecord};
 use llm_bridge_core::secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
 use crate::cli::{KeyLimits, KeysArgs, KeysCommand};
 use crate::config::AppConfig;
+use crate::stores::Stores;
+use llm_bridge_usage::Database;
 
 /// Runs a `keys` subcommand.
 #[allow(clippy::print_stdout)]
@@ -26,8 +29,13 @@ pub fn run(config: &AppConfig, args: KeysArgs) -> ExitCode {
 }
 
 fn execute(config: &AppConfig, args: KeysArgs) -> Result<String, String> {
-    let path = &config.usage.database;
-    let mut store = KeyStore::open(path).map_err(|e| e.message().to_owned())?;
+    let database = args
+        .database
+        .as_deref()
+        .map_or_else(|| config.usage.database.clone(), Database::parse);
+    let store = Stores::new(&database)
+        .and_then(|s| s.keys())
+        .map_err(|e| format!("{database}: {e}"))?;
     let now = llm_bridge_usage::time::now_ms();
     match args.command {
         KeysCommand::Create { name, limits } => {

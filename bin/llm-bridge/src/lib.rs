@@ -10,9 +10,11 @@ pub mod jsonlog;
 pub mod keys_cli;
 pub mod logfile;
 pub mod logging;
+pub mod migrate_cli;
 pub mod prices_cli;
 pub mod registry;
 pub mod rotate;
+pub mod stores;
 
 pub use app::{App, Environment, RunningApp};
 pub use config::{AppConfig, ConfigError, ConfigSource};

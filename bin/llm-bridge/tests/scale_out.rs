@@ -287,7 +287,7 @@ impl Cluster {
                     BINARY.as_ref(),
                     dir.path(),
                     &["serve", "--port", "0"],
-                    &[("ADMIN_API_KEYS", ADMIN), ("RUST_LOG", "warn")],
+                    &[("ADMIN_API_KEYS", ADMIN)],
                 ))
             })
             .collect::<Vec<_>>();
@@ -331,6 +331,25 @@ impl Cluster {
             .to_owned()
     }
 
+    /// Waits until every instance knows a new key (NOTIFY travels in milliseconds, but the
+    /// CLI returns before it has): `GET /v1/models` is authenticated but not rate limited.
+    async fn known_everywhere(&self, key: &str) {
+        let started = Instant::now();
+        for i in 0..self.instances.len() {
+            let Some(s) = &self.instances[i] else {
+                continue;
+            };
+            let client = Client::new(&s.url(), Some(key));
+            while client.get("/v1/models").await.status != 200 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "instance {i} did not learn of a new key within 1 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     /// Tokens the usage records of `key` add up to (every instance's, in the database).
     fn tokens_recorded(&self, key: &str) -> u64 {
         psql(
@@ -360,6 +379,7 @@ fn chat(stream: bool) -> Value {
 /// exactly 100 get an answer.
 async fn rpm_is_exact_across_instances(c: &Cluster) {
     let key = c.create_key("rpm", &["--rpm", "100"]);
+    c.known_everywhere(&key).await;
     let client = Arc::new(Client::new(&c.lb(), Some(&key)));
     let tasks: Vec<_> = (0..300)
         .map(|_| {
@@ -373,7 +393,21 @@ async fn rpm_is_exact_across_instances(c: &Cluster) {
     }
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
-    assert_eq!((ok, limited), (100, 200), "{statuses:?}");
+    let mut fallbacks = Vec::new();
+    for i in 0..3 {
+        let metrics = Client::new(&c.instance(i), None).get("/metrics").await;
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        fallbacks.extend(
+            text.lines()
+                .filter(|l| l.starts_with("llm_bridge_limits_unavailable "))
+                .map(str::to_owned),
+        );
+    }
+    assert_eq!(
+        (ok, limited),
+        (100, 200),
+        "{statuses:?}\nRedis fallbacks per instance: {fallbacks:?}"
+    );
 }
 
 /// A 10,000-token budget under 50 concurrent streams, again and again until it is spent:
@@ -381,6 +415,7 @@ async fn rpm_is_exact_across_instances(c: &Cluster) {
 async fn budget_holds_across_instances(c: &Cluster) {
     const BUDGET: u64 = 10_000;
     let key = c.create_key("budget", &["--budget-tokens", &BUDGET.to_string()]);
+    c.known_everywhere(&key).await;
     c.mock.set_default(Behavior::Echo(Echo {
         chunks: 5,
         delay: Duration::from_millis(10),
@@ -425,6 +460,7 @@ async fn budget_holds_across_instances(c: &Cluster) {
 /// A key revoked through instance 1 is refused by instances 2 and 3 within a second.
 async fn revocation_reaches_every_instance(c: &Cluster) {
     let key = c.create_key("revoked", &[]);
+    c.known_everywhere(&key).await;
     for i in 0..3 {
         let answer = Client::new(&c.instance(i), Some(&key))
             .chat(&chat(false))
@@ -461,6 +497,7 @@ async fn revocation_reaches_every_instance(c: &Cluster) {
 /// they answered is recorded in the database.
 async fn a_killed_instance_is_routed_around(c: &mut Cluster) {
     let key = c.create_key("load", &[]);
+    c.known_everywhere(&key).await;
     let client = Arc::new(Client::new(&c.lb(), Some(&key)));
     let load = {
         let client = client.clone();
@@ -518,6 +555,7 @@ async fn a_killed_instance_is_routed_around(c: &mut Cluster) {
 /// Redis restarted mid-load: with `local` every request is still served; counters come back.
 async fn redis_restart_with_local_keeps_serving(c: &mut Cluster) {
     let key = c.create_key("restart", &["--rpm", "100000"]);
+    c.known_everywhere(&key).await;
     let client = Client::new(&c.lb(), Some(&key));
     c.redis.stop();
     for _ in 0..20 {
@@ -579,6 +617,7 @@ async fn redis_down_with_deny_answers_503_and_recovers() {
     };
     let mut c = Cluster::start(&postgres, "deny").await;
     let key = c.create_key("deny", &["--rpm", "100000"]);
+    c.known_everywhere(&key).await;
     let client = Client::new(&c.lb(), Some(&key));
     assert_eq!(client.chat(&chat(false)).await.status, 200);
     c.redis.stop();

@@ -3,7 +3,8 @@
 //!
 //! Keys are [`SecretString`]s from the moment they are read, kept only as SHA-256 digests,
 //! and compared in constant time (static keys) or found by digest (managed keys, 256-bit
-//! random). Managed keys live in the embedded database ([`KeyStore`]) and in memory
+//! random). Managed keys live in a [`KeyStore`] (the embedded SQLite database, or PostgreSQL
+//! through `llm-bridge-postgres`) and in memory
 //! ([`ManagedKeys`]), so that a request never waits for the database.
 
 #![warn(missing_docs)]
@@ -28,4 +29,7 @@ pub use limits::{
 pub use managed::{ManagedKey, ManagedKeys};
 pub use policy::{Budget, KeyPolicy, glob, parse_duration_ms};
 pub use secrecy::SecretString;
-pub use store::{KeyRecord, KeyStore};
+pub use store::{
+    KeyRecord, KeyStore, NewKey, SqliteKeyStore, key_not_found, name_taken, newer_schema,
+    policy_json,
+};

@@ -1,9 +1,9 @@
 //! The in-memory view of the managed keys: lookups never touch the database. A watcher
-//! thread notices commits by other processes (`llm-bridge keys …` while the server runs)
-//! through SQLite's `data_version` and reloads within a fraction of a second.
+//! thread notices changes made elsewhere (`llm-bridge keys …` while the server runs, the
+//! admin API of another instance) through its [`KeyStore`] — SQLite's `data_version`,
+//! PostgreSQL's NOTIFY — and reloads within a fraction of a second.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ pub struct ManagedKey {
 
 /// All managed keys, by the SHA-256 of the key.
 pub struct ManagedKeys {
-    path: PathBuf,
+    store: Arc<dyn KeyStore>,
     by_digest: RwLock<HashMap<[u8; 32], Arc<ManagedKey>>>,
     /// Counters by key id, kept when a key's policy is reloaded.
     states: Mutex<HashMap<String, Arc<KeyState>>>,
@@ -36,29 +36,40 @@ pub struct ManagedKeys {
 impl std::fmt::Debug for ManagedKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ManagedKeys")
-            .field("path", &self.path)
+            .field("store", &self.store.describe())
             .finish_non_exhaustive()
     }
 }
 
 impl ManagedKeys {
-    /// Loads the keys of the database at `path` (created if missing).
-    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
+    /// Loads the keys of `store`.
+    pub fn open(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let keys = Arc::new(ManagedKeys {
-            path: path.to_path_buf(),
+            store,
             by_digest: RwLock::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             used: Mutex::new(HashMap::new()),
             clock,
         });
-        let store = KeyStore::open(path)?;
-        keys.load(&store)?;
+        keys.load()?;
         Ok(keys)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// No keys yet, for a store that cannot be read now (PostgreSQL down at start-up): the
+    /// watcher loads them when it can.
+    pub fn unloaded(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(ManagedKeys {
+            store,
+            by_digest: RwLock::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
+            used: Mutex::new(HashMap::new()),
+            clock,
+        })
+    }
+
+    /// Where the keys are kept (the admin API writes through it, then calls [`Self::load`]).
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
     }
 
     /// The clock limits are counted with.
@@ -67,8 +78,8 @@ impl ManagedKeys {
     }
 
     /// Replaces the in-memory keys with the stored ones.
-    pub fn load(&self, store: &KeyStore) -> Result<()> {
-        let records = store.list()?;
+    pub fn load(&self) -> Result<()> {
+        let records = self.store.list()?;
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         let mut map = HashMap::with_capacity(records.len());
         for record in records {
@@ -115,59 +126,71 @@ impl ManagedKeys {
         }
     }
 
-    /// Starts the watcher thread; it stops when the keys are dropped.
+    /// Starts the watcher thread: it checks the store's version at least every `every`
+    /// (sooner when the store is told of a change) and reloads when it moved. It stops when
+    /// the keys are dropped.
     pub fn watch(self: &Arc<Self>, every: Duration) -> Result<()> {
         let weak: Weak<ManagedKeys> = Arc::downgrade(self);
-        let path = self.path.clone();
-        // Read the version before the last load, so that no change can fall in between.
-        let first = KeyStore::open(&path)?;
-        let mut seen = Some(first.data_version()?);
-        self.load(&first)?;
-        let mut store = Some(first);
-        std::thread::Builder::new().name("key-watcher".into()).spawn(move || {
-            let mut last_touch = Instant::now();
-            loop {
-                std::thread::sleep(every);
-                let Some(keys) = weak.upgrade() else { return };
-                if store.is_none() {
-                    store = KeyStore::open(&path)
-                        .inspect_err(|e| tracing::warn!(error = %e, "key database unavailable: keeping the keys in memory"))
-                        .ok();
-                }
-                let Some(s) = store.as_mut() else { continue };
-                match s.data_version() {
-                    Ok(v) if seen != Some(v) => {
-                        if seen.is_some() {
-                            match keys.load(s) {
-                                Ok(()) => tracing::info!("managed keys reloaded"),
-                                Err(e) => tracing::warn!(error = %e, "managed keys could not be reloaded"),
+        let store = self.store.clone();
+        // Read the version before the last load, so that no change can fall in between. A
+        // store that cannot be read now is loaded by the watcher when it comes back.
+        let mut seen = match store.version().and_then(|v| self.load().map(|()| v)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "managed keys cannot be read now: loading them when the database is back");
+                None
+            }
+        };
+        std::thread::Builder::new()
+            .name("key-watcher".into())
+            .spawn(move || {
+                let mut last_touch = Instant::now();
+                let mut last_warning: Option<Instant> = None;
+                let mut warn = |what: &str, e: &llm_bridge_core::Error| {
+                    // Once per 10 s, not every poll, while the database is away.
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "{what}");
+                        last_warning = Some(Instant::now());
+                    }
+                };
+                loop {
+                    store.wait_for_change(every);
+                    let Some(keys) = weak.upgrade() else { return };
+                    match store.version() {
+                        Ok(v) if seen != Some(v) => match keys.load() {
+                            Ok(()) => {
+                                tracing::info!("managed keys reloaded");
+                                seen = Some(v);
+                            }
+                            Err(e) => warn("managed keys could not be reloaded", &e),
+                        },
+                        Ok(_) => {}
+                        Err(e) => {
+                            // After an outage, reload whatever the version says.
+                            seen = None;
+                            warn("key database unavailable: keeping the keys in memory", &e);
+                            continue;
+                        }
+                    }
+                    if last_touch.elapsed() >= Duration::from_secs(10) {
+                        last_touch = Instant::now();
+                        let used: Vec<(String, i64)> = keys
+                            .used
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .drain()
+                            .collect();
+                        if !used.is_empty() {
+                            if let Err(e) = store.touch(&used) {
+                                tracing::debug!(error = %e, "could not record when keys were last used");
                             }
                         }
-                        seen = Some(v);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "key database unavailable");
-                        store = None;
-                        continue;
                     }
                 }
-                if last_touch.elapsed() >= Duration::from_secs(10) {
-                    last_touch = Instant::now();
-                    let used: Vec<(String, i64)> =
-                        keys.used.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
-                    if !used.is_empty() {
-                        if let Err(e) = s.touch(&used) {
-                            tracing::debug!(error = %e, "could not record when keys were last used");
-                        }
-                        // Our own write moves data_version for other connections only; read
-                        // it again so that it is not taken for someone else's change.
-                        seen = s.data_version().ok();
-                    }
-                }
-            }
-        })
-        .map_err(|e| llm_bridge_core::Error::internal(format!("cannot start the key watcher: {e}")))?;
+            })
+            .map_err(|e| {
+                llm_bridge_core::Error::internal(format!("cannot start the key watcher: {e}"))
+            })?;
         Ok(())
     }
 }

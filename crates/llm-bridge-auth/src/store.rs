@@ -1,7 +1,8 @@
-//! Managed keys in the embedded database: only the SHA-256 of each key is stored; the key
-//! itself is shown once, when it is created.
+//! Where managed keys are kept: the [`KeyStore`] trait and the embedded SQLite store. Only
+//! the SHA-256 of each key is stored; the key itself is shown once, when it is created.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use llm_bridge_core::{Error, ErrorKind, Result};
@@ -61,12 +62,93 @@ fn db_error(e: rusqlite::Error) -> Error {
     Error::new(ErrorKind::Internal, format!("key database: {e}"))
 }
 
-/// The keys table.
-pub struct KeyStore {
-    conn: Connection,
+/// Where managed keys are kept. Implementations: [`SqliteKeyStore`] (the embedded default)
+/// and the PostgreSQL store of `llm-bridge-postgres`. Every method blocks: call them from
+/// plain threads or `spawn_blocking`.
+pub trait KeyStore: Send + Sync {
+    /// Creates a key; returns its record and the key, which is never available again.
+    fn create(&self, name: &str, policy: &KeyPolicy, now: i64)
+    -> Result<(KeyRecord, SecretString)>;
+    /// Every key, revoked ones included, by name.
+    fn list(&self) -> Result<Vec<KeyRecord>>;
+    /// One key by name (or id).
+    fn get(&self, name: &str) -> Result<Option<KeyRecord>>;
+    /// Replaces a key's policy.
+    fn update(&self, name: &str, policy: &KeyPolicy, now: i64) -> Result<KeyRecord>;
+    /// Revokes a key (kept, for the record and its usage).
+    fn revoke(&self, name: &str, now: i64) -> Result<KeyRecord>;
+    /// Notes when keys were last used (not a change other instances need to see).
+    fn touch(&self, used: &[(String, i64)]) -> Result<()>;
+    /// Adds a key exactly as stored elsewhere (id, hash, dates): moving keys between stores.
+    fn import(&self, record: &KeyRecord) -> Result<()>;
+    /// A number that changes whenever keys were created, changed or revoked by someone
+    /// else (another process or instance): the cue to reload.
+    fn version(&self) -> Result<i64>;
+    /// Blocks until keys may have changed or `timeout` passed. Stores that are told of
+    /// changes (PostgreSQL's NOTIFY) return early; the default just sleeps, so that
+    /// [`KeyStore::version`] is polled.
+    fn wait_for_change(&self, timeout: Duration) {
+        std::thread::sleep(timeout);
+    }
+    /// Where the keys live, for messages (never a password).
+    fn describe(&self) -> String;
 }
 
-impl KeyStore {
+/// A new key, made and checked before it is stored: what every [`KeyStore`] writes.
+#[derive(Debug)]
+pub struct NewKey {
+    /// Its id (`key_…`).
+    pub id: String,
+    /// The key itself, shown once.
+    pub key: SecretString,
+    /// SHA-256 of the key.
+    pub key_hash: [u8; 32],
+    /// The first characters of the key.
+    pub key_prefix: String,
+}
+
+impl NewKey {
+    /// Checks the name and generates a key, its id, hash and prefix.
+    pub fn generate(name: &str) -> Result<NewKey> {
+        validate_name(name)?;
+        let key = generate_key();
+        let mut raw = [0u8; 6];
+        getrandom::fill(&mut raw).map_err(|e| Error::internal(format!("random source: {e}")))?;
+        let id = format!(
+            "key_{}",
+            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let key_hash = digest(key.expose_secret());
+        let key_prefix: String = key.expose_secret().chars().take(12).collect();
+        Ok(NewKey {
+            id,
+            key,
+            key_hash,
+            key_prefix,
+        })
+    }
+}
+
+/// The error for a key name that is taken.
+pub fn name_taken(name: &str) -> Error {
+    Error::invalid_request(format!("a key named '{name}' exists already")).with_param("name")
+}
+
+/// The embedded SQLite key store (the usage database's `api_keys` table).
+pub struct SqliteKeyStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteKeyStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteKeyStore {
     /// Opens (creating if needed, with its folder) the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -85,108 +167,114 @@ impl KeyStore {
         let current = migrate(&mut conn).map_err(db_error)?;
         if current > known {
             // A newer llm-bridge wrote this database; reading it could misread its keys.
-            return Err(Error::new(
-                ErrorKind::Internal,
-                format!(
-                    "key database: the keys schema is version {current}, newer than this llm-bridge knows ({known}): upgrade llm-bridge"
-                ),
-            ));
+            return Err(newer_schema(current, known));
         }
-        Ok(KeyStore { conn })
+        Ok(SqliteKeyStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
     }
 
-    /// Creates a key; returns its record and the key, which is never available again.
-    pub fn create(
-        &mut self,
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get_with(conn: &Connection, name: &str) -> Result<Option<KeyRecord>> {
+        conn.query_row(
+            "SELECT * FROM api_keys WHERE name = ?1 OR id = ?1",
+            [name],
+            record,
+        )
+        .optional()
+        .map_err(db_error)?
+        .transpose()
+    }
+}
+
+/// The error for a keys schema newer than this binary knows.
+pub fn newer_schema(current: i64, known: i64) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!(
+            "key database: the keys schema is version {current}, newer than this llm-bridge knows ({known}): upgrade llm-bridge"
+        ),
+    )
+}
+
+impl KeyStore for SqliteKeyStore {
+    fn create(
+        &self,
         name: &str,
         policy: &KeyPolicy,
         now: i64,
     ) -> Result<(KeyRecord, SecretString)> {
-        validate_name(name)?;
-        if self.get(name)?.is_some() {
-            return Err(
-                Error::invalid_request(format!("a key named '{name}' exists already"))
-                    .with_param("name"),
-            );
+        let new = NewKey::generate(name)?;
+        let conn = self.conn();
+        if Self::get_with(&conn, name)?.is_some() {
+            return Err(name_taken(name));
         }
-        let key = generate_key();
-        let mut raw = [0u8; 6];
-        getrandom::fill(&mut raw).map_err(|e| Error::internal(format!("random source: {e}")))?;
-        let id = format!(
-            "key_{}",
-            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        let hash = digest(key.expose_secret());
-        let prefix: String = key.expose_secret().chars().take(12).collect();
-        self.conn
-            .execute(
-                "INSERT INTO api_keys (id, name, key_hash, key_prefix, policy, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![id, name, &hash[..], prefix, policy_json(policy)?, now],
-            )
-            .map_err(db_error)?;
-        let record = self
-            .get(name)?
-            .ok_or_else(|| Error::internal("the new key vanished"))?;
-        Ok((record, key))
+        conn.execute(
+            "INSERT INTO api_keys (id, name, key_hash, key_prefix, policy, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            params![
+                new.id,
+                name,
+                &new.key_hash[..],
+                new.key_prefix,
+                policy_json(policy)?,
+                now
+            ],
+        )
+        .map_err(db_error)?;
+        let record =
+            Self::get_with(&conn, name)?.ok_or_else(|| Error::internal("the new key vanished"))?;
+        Ok((record, new.key))
     }
 
-    /// Every key, revoked ones included, by name.
-    pub fn list(&self) -> Result<Vec<KeyRecord>> {
-        let mut stmt = self
-            .conn
+    fn list(&self) -> Result<Vec<KeyRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare("SELECT * FROM api_keys ORDER BY name")
             .map_err(db_error)?;
         let rows = stmt.query_map([], record).map_err(db_error)?;
         rows.map(|r| r.map_err(db_error)?).collect()
     }
 
-    /// One key by name (or id).
-    pub fn get(&self, name: &str) -> Result<Option<KeyRecord>> {
-        self.conn
-            .query_row(
-                "SELECT * FROM api_keys WHERE name = ?1 OR id = ?1",
-                [name],
-                record,
-            )
-            .optional()
-            .map_err(db_error)?
-            .transpose()
+    fn get(&self, name: &str) -> Result<Option<KeyRecord>> {
+        Self::get_with(&self.conn(), name)
     }
 
-    /// Replaces a key's policy.
-    pub fn update(&mut self, name: &str, policy: &KeyPolicy, now: i64) -> Result<KeyRecord> {
-        let changed = self
-            .conn
+    fn update(&self, name: &str, policy: &KeyPolicy, now: i64) -> Result<KeyRecord> {
+        let conn = self.conn();
+        let changed = conn
             .execute(
                 "UPDATE api_keys SET policy = ?2, updated_at = ?3 WHERE name = ?1 OR id = ?1",
                 params![name, policy_json(policy)?, now],
             )
             .map_err(db_error)?;
         if changed == 0 {
-            return Err(not_found(name));
+            return Err(key_not_found(name));
         }
-        self.get(name)?.ok_or_else(|| not_found(name))
+        Self::get_with(&conn, name)?.ok_or_else(|| key_not_found(name))
     }
 
-    /// Revokes a key (kept, for the record and its usage).
-    pub fn revoke(&mut self, name: &str, now: i64) -> Result<KeyRecord> {
-        let changed = self
-            .conn
+    fn revoke(&self, name: &str, now: i64) -> Result<KeyRecord> {
+        let conn = self.conn();
+        let changed = conn
             .execute(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2), updated_at = ?2 WHERE name = ?1 OR id = ?1",
                 params![name, now],
             )
             .map_err(db_error)?;
         if changed == 0 {
-            return Err(not_found(name));
+            return Err(key_not_found(name));
         }
-        self.get(name)?.ok_or_else(|| not_found(name))
+        Self::get_with(&conn, name)?.ok_or_else(|| key_not_found(name))
     }
 
-    /// Notes when keys were last used.
-    pub fn touch(&mut self, used: &[(String, i64)]) -> Result<()> {
-        let tx = self.conn.transaction().map_err(db_error)?;
+    fn touch(&self, used: &[(String, i64)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
         {
             let mut stmt = tx
                 .prepare_cached("UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE id = ?1")
@@ -198,15 +286,42 @@ impl KeyStore {
         tx.commit().map_err(db_error)
     }
 
-    /// Changes whenever another connection commits: the cue to reload.
-    pub fn data_version(&self) -> Result<i64> {
-        self.conn
+    fn import(&self, r: &KeyRecord) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO api_keys (id, name, key_hash, key_prefix, policy, created_at, updated_at, last_used_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    r.id,
+                    r.name,
+                    &r.key_hash[..],
+                    r.key_prefix,
+                    policy_json(&r.policy)?,
+                    r.created_at,
+                    r.updated_at,
+                    r.last_used_at,
+                    r.revoked_at
+                ],
+            )
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// SQLite's `data_version`: it moves when another connection commits (this store's own
+    /// writes do not move it; their caller reloads).
+    fn version(&self) -> Result<i64> {
+        self.conn()
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(db_error)
     }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
 }
 
-fn not_found(name: &str) -> Error {
+/// The error for a key that does not exist.
+pub fn key_not_found(name: &str) -> Error {
     Error::new(ErrorKind::NotFound, format!("no key named '{name}'"))
 }
 
@@ -238,37 +353,57 @@ fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-fn policy_json(policy: &KeyPolicy) -> Result<String> {
+/// A policy as stored (JSON).
+pub fn policy_json(policy: &KeyPolicy) -> Result<String> {
     serde_json::to_string(policy).map_err(|e| Error::internal(format!("policy: {e}")))
+}
+
+impl KeyRecord {
+    /// A record from its stored columns, checking the hash and the policy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_stored(
+        id: String,
+        name: String,
+        key_hash: &[u8],
+        key_prefix: String,
+        policy: &str,
+        created_at: i64,
+        updated_at: i64,
+        last_used_at: Option<i64>,
+        revoked_at: Option<i64>,
+    ) -> Result<KeyRecord> {
+        let key_hash = <[u8; 32]>::try_from(key_hash)
+            .map_err(|_| Error::internal("key database: a key hash is not 32 bytes"))?;
+        let policy = serde_json::from_str(policy)
+            .map_err(|e| Error::internal(format!("key database: a policy is unreadable: {e}")))?;
+        Ok(KeyRecord {
+            id,
+            name,
+            key_prefix,
+            policy,
+            created_at,
+            updated_at,
+            last_used_at,
+            revoked_at,
+            key_hash,
+        })
+    }
 }
 
 fn record(row: &Row<'_>) -> rusqlite::Result<Result<KeyRecord>> {
     let hash: Vec<u8> = row.get("key_hash")?;
     let policy: String = row.get("policy")?;
-    let Ok(key_hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
-        return Ok(Err(Error::internal(
-            "key database: a key hash is not 32 bytes",
-        )));
-    };
-    let policy = match serde_json::from_str(&policy) {
-        Ok(p) => p,
-        Err(e) => {
-            return Ok(Err(Error::internal(format!(
-                "key database: a policy is unreadable: {e}"
-            ))));
-        }
-    };
-    Ok(Ok(KeyRecord {
-        id: row.get("id")?,
-        name: row.get("name")?,
-        key_prefix: row.get("key_prefix")?,
-        policy,
-        created_at: row.get("created_at")?,
-        updated_at: row.get("updated_at")?,
-        last_used_at: row.get("last_used_at")?,
-        revoked_at: row.get("revoked_at")?,
-        key_hash,
-    }))
+    Ok(KeyRecord::from_stored(
+        row.get("id")?,
+        row.get("name")?,
+        &hash,
+        row.get("key_prefix")?,
+        &policy,
+        row.get("created_at")?,
+        row.get("updated_at")?,
+        row.get("last_used_at")?,
+        row.get("revoked_at")?,
+    ))
 }
 
 /// The `keys` component's migrations, tracked in the same `schema_migrations` table as the
@@ -310,7 +445,7 @@ mod tests {
     fn a_database_from_a_newer_llm_bridge_is_refused_not_misread() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.db");
-        drop(KeyStore::open(&path).unwrap());
+        drop(SqliteKeyStore::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.execute(
             "UPDATE schema_migrations SET version = version + 1 WHERE component = 'keys'",
@@ -318,7 +453,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let Err(e) = KeyStore::open(&path) else {
+        let Err(e) = SqliteKeyStore::open(&path) else {
             panic!("a newer schema was accepted")
         };
         assert!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use llm_bridge_auth::{
     Authenticator, Budget, Clock, KeyPolicy, KeyStore, ManagedKeys, ManualClock, Principal,
+    SqliteKeyStore,
 };
 use llm_bridge_core::secrecy::ExposeSecret;
 
@@ -24,7 +25,11 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db/keys.db");
     let clock = ManualClock::at(NOON);
-    let managed = ManagedKeys::open(&path, Arc::new(clock.clone())).unwrap();
+    let managed = ManagedKeys::open(
+        Arc::new(SqliteKeyStore::open(&path).unwrap()),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
     let auth = Authenticator::new(Vec::new(), Vec::new()).with_managed(managed);
     Setup {
         _dir: dir,
@@ -35,9 +40,9 @@ fn setup() -> Setup {
 }
 
 fn create(s: &Setup, name: &str, policy: KeyPolicy) -> String {
-    let mut store = KeyStore::open(&s.path).unwrap();
+    let store = SqliteKeyStore::open(&s.path).unwrap();
     let (_, key) = store.create(name, &policy, s.clock.now_ms()).unwrap();
-    s.auth.managed().unwrap().load(&store).unwrap();
+    s.auth.managed().unwrap().load().unwrap();
     key.expose_secret().to_owned()
 }
 
@@ -258,9 +263,9 @@ fn models_expiry_and_revocation() {
 
     let other = create(&s, "other", KeyPolicy::default());
     assert!(s.auth.authenticate(Some(&other)).is_ok());
-    let mut store = KeyStore::open(&s.path).unwrap();
+    let store = SqliteKeyStore::open(&s.path).unwrap();
     store.revoke("other", s.clock.now_ms()).unwrap();
-    s.auth.managed().unwrap().load(&store).unwrap();
+    s.auth.managed().unwrap().load().unwrap();
     assert_eq!(
         s.auth.authenticate(Some(&other)).unwrap_err().message(),
         "API key revoked"
@@ -287,7 +292,7 @@ fn the_database_holds_no_key_only_its_hash() {
         !bytes.windows(needle.len()).any(|w| w == needle),
         "the plaintext key is not stored"
     );
-    let listed = KeyStore::open(&s.path).unwrap().list().unwrap();
+    let listed = SqliteKeyStore::open(&s.path).unwrap().list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].key_prefix, &key[..12]);
     assert!(!serde_json::to_string(&listed[0]).unwrap().contains(&key));
@@ -304,7 +309,7 @@ fn a_change_by_another_process_is_picked_up_by_the_watcher() {
         .unwrap();
     assert!(s.auth.authenticate(Some(&key)).is_ok());
     // Another connection (as `llm-bridge keys revoke` would be) revokes it.
-    KeyStore::open(&s.path)
+    SqliteKeyStore::open(&s.path)
         .unwrap()
         .revoke("watched", s.clock.now_ms())
         .unwrap();

@@ -9,7 +9,7 @@
 //! | DELETE `/admin/keys/{name}` | revoke |
 //!
 //! Changes take effect at once on this server, and within a second on others sharing the
-//! database.
+//! database (SQLite file or PostgreSQL).
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use llm_bridge_auth::{KeyPolicy, KeyRecord, KeyStore, ManagedKeys};
+use llm_bridge_auth::{KeyPolicy, KeyRecord, ManagedKeys};
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{Error, ErrorKind};
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ async fn handle(
     let now = gateway.auth.now_ms();
     let method = method.clone();
     let task = move || -> Result<(StatusCode, Value), Error> {
-        let mut store = KeyStore::open(managed.path())?;
+        let store = managed.store().clone();
         let result = match (&method, name, patch) {
             (&Method::GET, None, _) => {
                 let keys: Vec<Value> = store
@@ -129,7 +129,7 @@ async fn handle(
         };
         if result.is_ok() && method != Method::GET {
             // Effective at once here; other servers notice within a second.
-            managed.load(&store)?;
+            managed.load()?;
         }
         result
     };

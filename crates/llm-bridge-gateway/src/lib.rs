@@ -48,7 +48,7 @@ pub struct UsageHandles {
     /// Where finished requests' records go.
     pub sink: UsageSink,
     /// Where `/v1/usage` reads from.
-    pub reader: UsageReader,
+    pub reader: Arc<dyn UsageReader>,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -59,7 +59,7 @@ pub struct Gateway {
     ready: AtomicBool,
     started_unix: u64,
     telemetry: Arc<Telemetry>,
-    usage_reader: Option<UsageReader>,
+    usage_reader: Option<Arc<dyn UsageReader>>,
     metrics_config: MetricsConfig,
     ws_connections: drain::Drain,
     ingresses: Vec<Arc<dyn Ingress>>,

@@ -16,8 +16,9 @@ use redis::{Client, Script};
 
 /// How long a request holds its place before it is taken for dead.
 const LEASE_MS: u64 = 15 * 60 * 1000;
-/// Longest wait for Redis on the request path.
-const TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest wait for Redis on the request path: beyond it Redis counts as unavailable
+/// (`limits.on_unavailable`). Generous, because falling back lets a limit be exceeded.
+const TIMEOUT: Duration = Duration::from_secs(2);
 /// Settlements waiting for the writer thread, at most.
 const QUEUE: usize = 65_536;
 
@@ -150,7 +151,7 @@ impl RedisLimits {
         let mut conn = self.inner.connection().await.map_err(|e| e.0)?;
         tokio::time::timeout(TIMEOUT, redis::cmd("PING").query_async::<String>(&mut conn))
             .await
-            .map_err(|_| "Redis did not answer within 500 ms".to_owned())?
+            .map_err(|_| "Redis did not answer within 2 s".to_owned())?
             .map(drop)
             .map_err(|e| format!("Redis: {e}"))
     }
@@ -203,7 +204,7 @@ impl Inner {
         }
         tokio::time::timeout(TIMEOUT, call.invoke_async::<Vec<f64>>(&mut conn))
             .await
-            .map_err(|_| LimitsUnavailable("Redis did not answer within 500 ms".into()))?
+            .map_err(|_| LimitsUnavailable("Redis did not answer within 2 s".into()))?
             .map_err(|e| LimitsUnavailable(format!("Redis: {e}")))
     }
 

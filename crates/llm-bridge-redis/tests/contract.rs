@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use llm_bridge_auth::{
     Admission, Authenticator, Budget, Clock, KeyPolicy, KeyStore, ManagedKeys, OnUnavailable,
-    Principal, SystemClock,
+    Principal, SqliteKeyStore, SystemClock,
 };
 use llm_bridge_core::ErrorKind;
 use llm_bridge_core::secrecy::ExposeSecret;
@@ -42,10 +42,10 @@ fn setup(backend: Backend, policy: KeyPolicy, spent: Spent) -> Option<Setup> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let managed = ManagedKeys::open(&path, clock.clone()).unwrap();
-    let mut store = KeyStore::open(&path).unwrap();
+    let store = Arc::new(SqliteKeyStore::open(&path).unwrap());
+    let managed = ManagedKeys::open(store.clone(), clock.clone()).unwrap();
     let (record, secret) = store.create("team", &policy, clock.now_ms()).unwrap();
-    managed.load(&store).unwrap();
+    managed.load().unwrap();
     let mut auth = Authenticator::new(Vec::new(), Vec::new()).with_managed(managed);
     if let Backend::Redis = backend {
         let url = redis_url()?;
@@ -277,14 +277,14 @@ async fn redis_away_is_503_with_deny_and_local_counting_with_local() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let managed = ManagedKeys::open(&path, clock.clone()).unwrap();
-    let mut store = KeyStore::open(&path).unwrap();
+    let store = Arc::new(SqliteKeyStore::open(&path).unwrap());
+    let managed = ManagedKeys::open(store.clone(), clock.clone()).unwrap();
     let policy = KeyPolicy {
         rpm: Some(2),
         ..KeyPolicy::default()
     };
     let (_, secret) = store.create("team", &policy, clock.now_ms()).unwrap();
-    managed.load(&store).unwrap();
+    managed.load().unwrap();
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("redis://{}/0", closed.local_addr().unwrap());

@@ -24,6 +24,15 @@ impl UsageSource {
             UsageSource::None => "none",
         }
     }
+
+    /// Reads a stored label (anything unknown is `none`).
+    pub fn parse(label: &str) -> UsageSource {
+        match label {
+            "upstream" => UsageSource::Upstream,
+            "estimated" => UsageSource::Estimated,
+            _ => UsageSource::None,
+        }
+    }
 }
 
 /// What the gateway records about one request.

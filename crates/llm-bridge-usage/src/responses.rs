@@ -68,6 +68,26 @@ impl SqliteResponses {
         })
     }
 
+    /// Every kept answer not expired at `now_ms`, oldest first: for moving them to another
+    /// store (`llm-bridge migrate`).
+    pub fn export(&self, now_ms: i64) -> Result<Vec<StoredResponse>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, created_ms, key_name, input, response FROM responses
+             WHERE expires_ms > ?1 ORDER BY created_ms, id",
+        )?;
+        let rows = stmt.query_map([now_ms], |row| {
+            Ok(StoredResponse {
+                id: row.get(0)?,
+                created_ms: row.get(1)?,
+                key: row.get(2)?,
+                input: row.get(3)?,
+                response: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }

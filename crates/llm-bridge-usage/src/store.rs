@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::query::{GroupBy, UsageGroup, UsageQuery, UsageReport};
-use crate::record::UsageRecord;
+use crate::record::{UsageRecord, UsageSource};
 
 /// A store that failed; the writer logs it and tries again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,17 +182,24 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Reads usage from the database; each query opens its own read connection, so readers
-/// never wait for the writer (WAL).
+/// Where usage is read back from (`/v1/usage`, `llm-bridge usage`, budgets at start-up).
+/// Implementations: [`SqliteUsageReader`] and the PostgreSQL reader of `llm-bridge-postgres`.
+pub trait UsageReader: Send + Sync {
+    /// Totals per group over a time range. Blocking: call it off the async threads.
+    fn query(&self, q: &UsageQuery) -> Result<UsageReport, StoreError>;
+}
+
+/// Reads usage from the SQLite database; each query opens its own read connection, so
+/// readers never wait for the writer (WAL).
 #[derive(Debug, Clone)]
-pub struct UsageReader {
+pub struct SqliteUsageReader {
     path: PathBuf,
 }
 
-impl UsageReader {
+impl SqliteUsageReader {
     /// A reader of the database at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        UsageReader { path: path.into() }
+        SqliteUsageReader { path: path.into() }
     }
 
     /// The database file.
@@ -200,10 +207,62 @@ impl UsageReader {
         &self.path
     }
 
-    /// Totals per group over a time range. Blocking: call it off the async threads.
-    pub fn query(&self, q: &UsageQuery) -> Result<UsageReport, StoreError> {
+    /// Every record with a row id above `after`, oldest first, at most `limit`, with its
+    /// row id: for moving the records to another store (`llm-bridge migrate`).
+    pub fn export(&self, after: i64, limit: usize) -> Result<Vec<(i64, UsageRecord)>, StoreError> {
+        let Some(conn) = self.read_connection()? else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn.prepare(
+            "SELECT id, ts, request_id, key_name, provider, model, upstream_model, route, transport,
+                    stream, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
+                    reasoning_tokens, usage_source, latency_ms, ttft_ms, cost, cache_write_tokens
+             FROM usage WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                let n =
+                    |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+                let usage = llm_bridge_core::Usage {
+                    prompt_tokens: n(12)?,
+                    completion_tokens: n(13)?,
+                    total_tokens: n(12)? + n(13)?,
+                    cached_tokens: n(14)?,
+                    reasoning_tokens: n(15)?,
+                    cache_write_tokens: n(20)?,
+                };
+                let source: String = r.get(16)?;
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    UsageRecord {
+                        time_ms: r.get(1)?,
+                        request_id: r.get(2)?,
+                        key: r.get(3)?,
+                        provider: r.get(4)?,
+                        model: r.get(5)?,
+                        upstream_model: r.get(6)?,
+                        route: r.get(7)?,
+                        transport: r.get(8)?,
+                        stream: r.get(9)?,
+                        status: u16::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+                        outcome: r.get(11)?,
+                        usage,
+                        usage_source: UsageSource::parse(&source),
+                        latency_ms: r.get(17)?,
+                        ttft_ms: r.get(18)?,
+                        cost: r.get(19)?,
+                    },
+                ))
+            },
+        )?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// A read-only connection, or `None` when there is no usage table yet.
+    fn read_connection(&self) -> Result<Option<Connection>, StoreError> {
         if !self.path.exists() {
-            return Ok(UsageReport::empty(q));
+            return Ok(None);
         }
         let conn = Connection::open_with_flags(
             &self.path,
@@ -216,9 +275,15 @@ impl UsageReader {
             [],
             |r| r.get(0),
         )?;
-        if !has_table {
+        Ok(has_table.then_some(conn))
+    }
+}
+
+impl UsageReader for SqliteUsageReader {
+    fn query(&self, q: &UsageQuery) -> Result<UsageReport, StoreError> {
+        let Some(conn) = self.read_connection()? else {
             return Ok(UsageReport::empty(q));
-        }
+        };
         let group = match q.group_by {
             GroupBy::Key => "COALESCE(key_name, '(none)')",
             GroupBy::Model => "COALESCE(provider || '/' || model, model, '(unknown)')",

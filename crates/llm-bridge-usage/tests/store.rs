@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use llm_bridge_core::Usage;
 use llm_bridge_usage::{
-    GroupBy, SqliteStore, StoreError, UsageQuery, UsageReader, UsageRecord, UsageSource,
-    UsageStore, UsageWriter,
+    GroupBy, SqliteStore, SqliteUsageReader, StoreError, UsageQuery, UsageReader, UsageRecord,
+    UsageSource, UsageStore, UsageWriter,
 };
 
 fn record(i: u64, key: &str, model: &str, prompt: u64, completion: u64) -> UsageRecord {
@@ -60,7 +60,7 @@ fn records_are_grouped_and_totalled() {
     drop(store);
     // Reopening runs no migration twice.
     let _ = SqliteStore::open(&path).unwrap();
-    let reader = UsageReader::new(&path);
+    let reader = SqliteUsageReader::new(&path);
     let report = reader.query(&all(0)).unwrap();
     assert_eq!(report.data.len(), 2);
     assert_eq!(report.data[0].group, "mock/a");
@@ -116,7 +116,7 @@ fn a_database_from_before_cache_writes_is_migrated_and_keeps_its_rows() {
     let mut store = SqliteStore::open(&path).unwrap();
     store.insert(&[record(1, "alice", "a", 10, 5)]).unwrap();
     drop(store);
-    let report = UsageReader::new(&path).query(&all(0)).unwrap();
+    let report = SqliteUsageReader::new(&path).query(&all(0)).unwrap();
     assert_eq!(report.total.requests, 2);
     assert_eq!(report.total.prompt_tokens, 20);
     assert_eq!(report.total.cache_write_tokens, 3, "the old row counts 0");
@@ -125,7 +125,7 @@ fn a_database_from_before_cache_writes_is_migrated_and_keeps_its_rows() {
 #[test]
 fn a_missing_database_reads_as_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let report = UsageReader::new(dir.path().join("none.db"))
+    let report = SqliteUsageReader::new(dir.path().join("none.db"))
         .query(&all(0))
         .unwrap();
     assert_eq!(report.total.requests, 0);
@@ -230,7 +230,7 @@ fn a_locked_database_delays_records_but_loses_none() {
     assert!(writer.shutdown(Duration::from_secs(20)));
     assert_eq!(sink.written(), 20);
     assert_eq!(
-        UsageReader::new(&path)
+        SqliteUsageReader::new(&path)
             .query(&all(0))
             .unwrap()
             .total
