@@ -10,6 +10,7 @@ pub mod jsonlog;
 pub mod keys_cli;
 pub mod logfile;
 pub mod logging;
+pub mod otlp;
 pub mod prices_cli;
 pub mod registry;
 pub mod rotate;
