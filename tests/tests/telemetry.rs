@@ -519,3 +519,69 @@ async fn with_the_collector_down_answers_and_latency_are_unaffected() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_fallback_from_a_native_anthropic_target_to_a_translated_one_shows_both_attempts() {
+    let collector = Collector::start().await;
+    let anthropic = MockUpstream::start().await;
+    anthropic.push(testkit::anthropic::overloaded());
+    let chat = MockUpstream::start().await;
+    let gw = TestGateway::start(&format!(
+        "retry: {{ attempts: 1 }}\n{}routes:\n  smart: {{ strategy: fallback, targets: [claude/claude-sonnet-4-5, up/m] }}\n{}",
+        telemetry(&collector, ""),
+        config_with(&[
+            testkit::anthropic::anthropic_provider(
+                "claude",
+                &anthropic.url(),
+                "      claude-sonnet-4-5: {}\n",
+            ),
+            openai_provider("up", &chat.url(), "      m: {}\n"),
+        ])
+    ))
+    .await;
+    let answer = gw
+        .client
+        .call(
+            gw.client
+                .request(http::Method::POST, "/v1/messages")
+                .header("anthropic-version", "2023-06-01")
+                .header(
+                    "traceparent",
+                    "00-11112222333344445555666677778888-1234567812345678-01",
+                )
+                .body(Full::new(Bytes::from(
+                    json!({"model": "smart", "max_tokens": 50,
+                           "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    // The native request and the translated one each carried their attempt's span.
+    let (t1, s1, _) = traceparent(anthropic.last().header("traceparent").unwrap());
+    let (t2, s2, _) = traceparent(chat.last().header("traceparent").unwrap());
+    assert_eq!(t1, "11112222333344445555666677778888");
+    assert_eq!(t2, t1);
+    assert_ne!(s1, s2);
+    let spans = collector.trace(&unhex(&t1), 3).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let server = spans.iter().find(|s| s.kind == 2).unwrap();
+    assert_eq!(hex(&server.parent_span_id), "1234567812345678");
+    let by_id = |id: &str| spans.iter().find(|s| hex(&s.span_id) == id).unwrap();
+    let (native, translated) = (attrs(by_id(&s1)), attrs(by_id(&s2)));
+    assert_eq!(native["gen_ai.provider.name"], s("anthropic"));
+    assert_eq!(native["llm_bridge.target"], s("claude/claude-sonnet-4-5"));
+    assert!(native.contains_key("error.type"));
+    assert_eq!(translated["llm_bridge.target"], s("up/m"));
+    assert!(!translated.contains_key("error.type"));
+    let a = attrs(server);
+    assert_eq!(a["llm_bridge.route"], s("smart"));
+    assert_eq!(a["llm_bridge.retries"], Any::IntValue(1));
+    assert_eq!(a["gen_ai.request.model"], s("smart"));
+}

@@ -401,12 +401,11 @@ impl RequestTrace {
                 ));
             }
         }
-        let status = |error: Option<&str>| match error {
-            Some(message) => Some(Status {
+        let status = |error: Option<&str>| {
+            error.map(|message| Status {
                 code: StatusCode::Error as i32,
                 message: message.to_owned(),
-            }),
-            None => None,
+            })
         };
         let server = Span {
             trace_id: parent.trace_id.to_vec(),
