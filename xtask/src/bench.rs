@@ -23,6 +23,7 @@ struct Options {
     json: Option<PathBuf>,
     build: bool,
     streams_held: usize,
+    telemetry: bool,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
@@ -33,6 +34,7 @@ fn options(args: &[String]) -> Result<Options, String> {
         json: None,
         build: true,
         streams_held: 5000,
+        telemetry: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -43,6 +45,7 @@ fn options(args: &[String]) -> Result<Options, String> {
             "--json" => o.json = Some(PathBuf::from(value()?)),
             "--no-build" => o.build = false,
             "--micro" => o.micro = true,
+            "--telemetry" => o.telemetry = true,
             "--streams" => o.streams_held = value()?.parse().map_err(|_| "--streams N")?,
             "--quick" => {
                 o.rounds = 1;
@@ -333,6 +336,35 @@ pub fn main(args: &[String]) -> Result<(), String> {
         &[("ACCESS_API_KEYS", "sk-bench-static")],
     )?;
     wait_for_port(bare_port)?;
+    // `--telemetry`: the same gateway tracing every request (sample ratio 1) to an OTLP
+    // endpoint; the fast mock answers the exports with a 200, like a collector that keeps up.
+    let traced = if o.telemetry {
+        let traced_dir = dir.join("traced");
+        std::fs::create_dir_all(traced_dir.join("configs")).map_err(|e| e.to_string())?;
+        let traced_port = free_port()?;
+        // Its own usage database (in its folder), so that the two do not share a lock.
+        let traced_config = std::fs::read_to_string(dir.join("configs/config.yaml"))
+            .map_err(|e| e.to_string())?
+            .replace(
+                &format!("port: {gw_port},"),
+                &format!("port: {traced_port},"),
+            )
+            + &format!(
+                "telemetry: {{ otlp_endpoint: \"http://127.0.0.1:{fast_port}\", sample_ratio: 1.0 }}\n"
+            );
+        std::fs::write(traced_dir.join("configs/config.yaml"), traced_config)
+            .map_err(|e| e.to_string())?;
+        let p = spawn(
+            "llm-bridge (traces)",
+            &traced_dir,
+            &gateway_bin.display().to_string(),
+            &[("ACCESS_API_KEYS", "sk-bench-static")],
+        )?;
+        wait_for_port(traced_port)?;
+        Some((p, traced_port))
+    } else {
+        None
+    };
 
     // nginx, the floor for one proxy hop.
     let nginx = match which("nginx") {
@@ -464,6 +496,19 @@ pub fn main(args: &[String]) -> Result<(), String> {
             chat,
             None,
         ));
+    }
+    if let Some((p, port)) = &traced {
+        variants.insert(
+            1,
+            (
+                "llm-bridge, static key, traces (sample 1)",
+                *port,
+                "sk-bench-static",
+                p.child.id(),
+                chat,
+                None,
+            ),
+        );
     }
     std::thread::sleep(Duration::from_millis(500));
     let rss_idle = rss_mb(&[gw_pid]);

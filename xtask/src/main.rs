@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         Some("prices") => prices::main(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|tidy|bench|dist|prices> (bench: [--quick] [--rounds N] [--seconds S] [--json PATH] [--no-build] [--micro]; dist: [--check]; prices: PATH [--check])"
+                "usage: cargo xtask <ci|tidy|bench|dist|prices> (bench: [--quick] [--rounds N] [--seconds S] [--json PATH] [--no-build] [--micro] [--telemetry]; dist: [--check]; prices: PATH [--check])"
             );
             return ExitCode::FAILURE;
         }

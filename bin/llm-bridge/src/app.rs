@@ -30,7 +30,8 @@ pub struct Environment {
     pub access_api_keys: Option<SecretString>,
     /// `ADMIN_API_KEYS`.
     pub admin_api_keys: Option<SecretString>,
-    /// Every other variable the gateway may read (`<NAME>_API_KEY`, proxy variables), by name.
+    /// Every other variable the gateway may read (`<NAME>_API_KEY`, proxy variables,
+    /// `OTEL_*`), by name.
     pub vars: BTreeMap<String, SecretString>,
 }
 
@@ -60,6 +61,7 @@ impl Environment {
             if k.ends_with("_API_KEY")
                 || k.to_ascii_uppercase().ends_with("_PROXY")
                 || k == SEALING_KEY_VAR
+                || k.starts_with("OTEL_")
             {
                 env.vars.insert(k, SecretString::from(v));
             }
@@ -197,6 +199,16 @@ impl App {
                 tracing::error!(error = %e, "kept Responses answers unavailable (store, previous_response_id)");
                 gateway
             }
+        };
+        let roots = match &config.tls {
+            Some(tls) => {
+                TlsRoots::load(tls).map_err(|e| ConfigError::new(format!("tls.{}", e.message())))?
+            }
+            None => TlsRoots::webpki(),
+        };
+        let gateway = match crate::otlp::tracer(&config.telemetry, env, &roots)? {
+            Some(tracer) => gateway.with_tracer(tracer),
+            None => gateway,
         };
         let gateway = match sealing_key(env, stores.sealing_key_folder()) {
             Ok(key) => gateway.with_sealing_key(&key),

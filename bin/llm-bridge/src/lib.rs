@@ -11,6 +11,7 @@ pub mod keys_cli;
 pub mod logfile;
 pub mod logging;
 pub mod migrate_cli;
+pub mod otlp;
 pub mod prices_cli;
 pub mod registry;
 pub mod rotate;

@@ -81,6 +81,7 @@ pub mod redact;
 mod request;
 mod response;
 mod retry;
+pub mod trace;
 
 pub use config::{
     ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ParamConfig, Price,
@@ -93,9 +94,11 @@ pub use model_ref::ModelRef;
 pub use provider::{ChatProvider, NativeRequest, NativeResponse, with_model};
 pub use request::{ChatRequest, session_hash};
 pub use response::{
-    ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, completion_usage, inspect, strip_usage,
+    AnswerFacts, ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, answer_facts,
+    completion_usage, inspect, strip_usage,
 };
 pub use retry::RetryConfig;
+pub use trace::TraceParent;
 
 /// Re-exported so that implementors of [`ChatProvider`] use the same secret type.
 pub use secrecy;

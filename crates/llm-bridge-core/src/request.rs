@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::trace::TraceParent;
 
 /// `bytes` with every `\\uXXXX` escape of an unpaired surrogate replaced by `\\ufffd`, or
 /// `None` if there is none.
@@ -70,6 +71,8 @@ pub struct ChatRequest {
     body: Map<String, Value>,
     /// The session named outside the body (an `x-session-id` header), if any.
     session: Option<u64>,
+    /// The trace context the upstream request carries (`traceparent`), if any.
+    traceparent: Option<TraceParent>,
 }
 
 impl ChatRequest {
@@ -97,6 +100,7 @@ impl ChatRequest {
         Ok(ChatRequest {
             body,
             session: None,
+            traceparent: None,
         })
     }
 
@@ -117,6 +121,17 @@ impl ChatRequest {
                 .find_map(|k| self.body.get(*k)?.as_str().filter(|s| !s.is_empty()))
                 .map(session_hash)
         })
+    }
+
+    /// Sets the `traceparent` the upstream request carries (the router sets it per attempt,
+    /// to the attempt's span).
+    pub fn set_traceparent(&mut self, traceparent: Option<TraceParent>) {
+        self.traceparent = traceparent;
+    }
+
+    /// The `traceparent` the upstream request carries, if the request is traced.
+    pub fn traceparent(&self) -> Option<TraceParent> {
+        self.traceparent
     }
 
     /// The model the client asked for (`provider/model`, an alias, or a bare name).

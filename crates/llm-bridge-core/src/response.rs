@@ -249,6 +249,62 @@ pub fn completion_usage(json: &[u8]) -> Result<Option<Usage>, serde_json::Error>
     }
 }
 
+/// The model that answered and the finish reasons of a `chat.completion` or of a chunk, for
+/// traces. Only traced requests pay for this parse; a chunk without a finish reason is
+/// skipped by a byte search before any parsing.
+pub fn answer_facts(json: &[u8], first: bool) -> Option<AnswerFacts> {
+    #[derive(Deserialize)]
+    struct Facts<'a> {
+        #[serde(default, borrow)]
+        model: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        choices: Option<Vec<FactChoice<'a>>>,
+    }
+    #[derive(Deserialize)]
+    struct FactChoice<'a> {
+        #[serde(default, borrow)]
+        finish_reason: Option<Cow<'a, str>>,
+    }
+    if !first && !has_finish_reason(json) {
+        return None;
+    }
+    let facts: Facts<'_> = serde_json::from_slice(json).ok()?;
+    Some(AnswerFacts {
+        model: facts.model.map(Cow::into_owned),
+        finish_reasons: facts
+            .choices
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.finish_reason.map(Cow::into_owned))
+            .collect(),
+    })
+}
+
+/// Whether `"finish_reason"` is followed by a string (not `null`).
+fn has_finish_reason(json: &[u8]) -> bool {
+    let key = b"\"finish_reason\"";
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(&json[from..], key) {
+        let rest = json[from + at + key.len()..].trim_ascii_start();
+        if let Some(value) = rest.strip_prefix(b":") {
+            if value.trim_ascii_start().starts_with(b"\"") {
+                return true;
+            }
+        }
+        from += at + key.len();
+    }
+    false
+}
+
+/// See [`answer_facts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerFacts {
+    /// The `model` the answer names.
+    pub model: Option<String>,
+    /// Its choices' finish reasons.
+    pub finish_reasons: Vec<String>,
+}
+
 /// Removes the `usage` field from a chunk that also carries choices (some providers put
 /// usage on the last content chunk), for a client that did not ask for usage.
 pub fn strip_usage(json: &[u8]) -> Result<Bytes, serde_json::Error> {

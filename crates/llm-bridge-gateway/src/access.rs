@@ -11,6 +11,7 @@ use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
 use llm_bridge_usage::{Estimator, UsageRecord, UsageSink, UsageSource};
 
 use crate::metrics::{Metrics, Observation};
+use crate::traces::{Finished, RequestTrace, TraceStart, Tracer};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct Telemetry {
     pub estimator: Option<Estimator>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// OpenTelemetry traces, when configured.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// One request's facts, emitted once when it ends (explicitly, or by `Drop` when the client
@@ -112,6 +115,10 @@ pub struct RequestLog {
     pub delivered_extra: u64,
     /// Whether any of the answer reached the client (a stream started).
     pub answered: bool,
+    /// The request's trace, when it is traced (never without a tracer).
+    pub trace: Option<Box<RequestTrace>>,
+    /// A client's unsampled trace context, passed on upstream as it came.
+    pub propagate: Option<llm_bridge_core::TraceParent>,
     finished: bool,
 }
 
@@ -161,7 +168,22 @@ impl RequestLog {
             delivered_text: String::new(),
             delivered_extra: 0,
             answered: false,
+            trace: None,
+            propagate: None,
             finished: false,
+        }
+    }
+
+    /// Starts the request's trace, when traces are configured: continues the client's
+    /// `traceparent` or starts one (sampled), named `name()` (`POST /v1/chat/completions`).
+    pub fn begin_trace(&mut self, headers: &http::HeaderMap, name: impl FnOnce() -> String) {
+        let Some(tracer) = &self.telemetry.tracer else {
+            return;
+        };
+        match tracer.begin(headers, name()) {
+            TraceStart::Off => {}
+            TraceStart::Propagate(p) => self.propagate = Some(p),
+            TraceStart::Record(t) => self.trace = Some(t),
         }
     }
 
@@ -232,6 +254,7 @@ impl RequestLog {
             delivered_text: std::mem::take(&mut self.delivered_text),
             delivered_extra: self.delivered_extra,
             answered: self.answered,
+            trace: self.trace.take(),
         };
         if ended.needs_estimate() {
             // Counting tokens is CPU work (and the first count loads a vocabulary): keep it
@@ -284,6 +307,7 @@ struct Ended {
     delivered_text: String,
     delivered_extra: u64,
     answered: bool,
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl Ended {
@@ -389,6 +413,32 @@ impl Ended {
             error = self.error.as_deref(),
             "request finished"
         );
+        if let Some(trace) = self.trace.take() {
+            if let Some(tracer) = &self.telemetry.tracer {
+                tracer.submit(
+                    trace,
+                    &Finished {
+                        request_id: &self.request_id,
+                        transport: self.transport,
+                        key: self.key.as_deref(),
+                        model: self.model.as_deref(),
+                        route: self.route.as_deref(),
+                        stream: self.stream,
+                        status: self.status,
+                        outcome: self.outcome.as_str(),
+                        usage: &usage,
+                        usage_known: source != UsageSource::None,
+                        cost,
+                        error: self.error.as_deref(),
+                        error_kind: self.error_kind,
+                        retries: self.retries,
+                        latency: self.latency,
+                        request_body: self.request_body.as_ref(),
+                        delivered_text: &self.delivered_text,
+                    },
+                );
+            }
+        }
         let Some(sink) = &self.telemetry.usage else {
             return;
         };

@@ -128,3 +128,53 @@ fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Er
     let s = Option::<String>::deserialize(d)?;
     Ok(s.filter(|s| !s.is_empty()).map(SecretString::from))
 }
+
+/// The `telemetry` section of the config: OpenTelemetry traces over OTLP/HTTP.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT`): spans go to
+    /// `<endpoint>/v1/traces`. Unset: no traces (the default).
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans.
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// The share of new traces exported, 0 to 1; a client's `traceparent` decides for its own.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Headers sent with every export (`authorization`, `x-honeycomb-team`, …): secrets.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Export the prompt and the answer text as span attributes.
+    #[serde(default)]
+    pub capture_content: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: None,
+            sample_ratio: default_sample_ratio(),
+            headers: Default::default(),
+            capture_content: false,
+        }
+    }
+}
+
+impl fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryConfig")
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("service_name", &self.service_name)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("capture_content", &self.capture_content)
+            .finish()
+    }
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}

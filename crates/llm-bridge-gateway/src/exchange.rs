@@ -105,7 +105,7 @@ async fn serve(
     gateway: &Gateway,
     mut log: RequestLog,
     principal: &Principal,
-    request: ChatRequest,
+    mut request: ChatRequest,
     dialect: Dialect<'_>,
     rate: &mut Option<RateInfo>,
     target: &mut Option<String>,
@@ -128,6 +128,12 @@ async fn serve(
     let max_output = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| request.get(k).and_then(serde_json::Value::as_u64));
+    if let Some(trace) = log.trace.as_deref_mut() {
+        trace.max_tokens = max_output;
+    }
+    // An untraced request still passes on the client's (unsampled) trace context; a traced
+    // one carries each attempt's, set by the router.
+    request.set_traceparent(log.propagate);
     // A direct model may be allowed by the name used or by provider/model; a route by its
     // alias, or when the key may use every one of its targets.
     let ids = plan.ids();
@@ -154,7 +160,7 @@ async fn serve(
         let client_wants_usage = request.include_usage();
         let served = gateway
             .router
-            .dispatch_planned(&plan, request, ingress.name(), native)
+            .dispatch_planned(&plan, request, ingress.name(), native, attempts(&mut log))
             .await;
         return match served {
             Ok(served) => {
@@ -174,7 +180,11 @@ async fn serve(
     }
     if request.stream() {
         let client_wants_usage = request.include_usage();
-        match gateway.router.chat_stream_planned(&plan, request).await {
+        match gateway
+            .router
+            .chat_stream_planned(&plan, request, attempts(&mut log))
+            .await
+        {
             Ok(served) => {
                 *target = Some(served.target());
                 let stream = note_served(&mut log, served, upstream_started);
@@ -183,7 +193,11 @@ async fn serve(
             Err(e) => Err(failed(log, e)),
         }
     } else {
-        match gateway.router.chat_planned(&plan, request).await {
+        match gateway
+            .router
+            .chat_planned(&plan, request, attempts(&mut log))
+            .await
+        {
             Ok(served) => {
                 *target = Some(served.target());
                 let body = note_served(&mut log, served, upstream_started).body;
@@ -192,6 +206,11 @@ async fn serve(
             Err(e) => Err(failed(log, e)),
         }
     }
+}
+
+/// Where the router records the attempts of a traced request.
+fn attempts(log: &mut RequestLog) -> Option<&mut llm_bridge_router::AttemptTrace> {
+    log.trace.as_deref_mut().map(|t| &mut t.attempts)
 }
 
 fn stream_answer(mut log: RequestLog, stream: ChunkStream, client_wants_usage: bool) -> Answer {
@@ -206,6 +225,12 @@ fn stream_answer(mut log: RequestLog, stream: ChunkStream, client_wants_usage: b
 fn complete_answer(mut log: RequestLog, body: Bytes) -> Result<Answer, Error> {
     match completion_usage(&body) {
         Ok(usage) => {
+            if let Some(trace) = log.trace.as_deref_mut() {
+                trace.see_answer(&body);
+                if trace.capture_content {
+                    trace.answer = Some(body.clone());
+                }
+            }
             log.answered = true;
             // The whole answer is its first token's arrival.
             log.ttft = Some(log.started.elapsed());
@@ -266,6 +291,9 @@ async fn native_answer(
         }
     }
     let whole = whole.freeze();
+    if let Some(trace) = log.trace.as_deref_mut().filter(|t| t.capture_content) {
+        trace.answer = Some(whole.clone());
+    }
     log.answered = true;
     log.ttft = Some(log.started.elapsed());
     log.usage = ingress.native_usage(&whole);

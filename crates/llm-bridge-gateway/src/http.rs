@@ -71,6 +71,7 @@ async fn chat_completions_in(
     mut log: RequestLog,
 ) -> Response<GatewayBody> {
     let (parts, body) = request.into_parts();
+    log.begin_trace(&parts.headers, || "POST /v1/chat/completions".to_owned());
     let principal = match gateway.auth.authenticate(presented_key(&parts.headers)) {
         Ok(p) => p,
         Err(e) => return error_response(&exchange::failed(log, e)),

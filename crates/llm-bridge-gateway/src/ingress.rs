@@ -56,6 +56,7 @@ async fn serve_in(
 ) -> Response<GatewayBody> {
     let ingress = &**shared;
     let (parts, body) = request.into_parts();
+    log.begin_trace(&parts.headers, || format!("POST {}", ingress.path()));
     let principal = match gateway.auth.authenticate(presented_key(&parts.headers)) {
         Ok(p) => p,
         Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),

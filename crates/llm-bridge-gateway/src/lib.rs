@@ -25,6 +25,7 @@ mod seal;
 mod server;
 mod service;
 mod sse;
+mod traces;
 mod ws;
 
 use std::sync::Arc;
@@ -39,9 +40,10 @@ use llm_bridge_usage::{Estimator, ResponseStore, UsageReader, UsageSink};
 use crate::access::Telemetry;
 
 pub use body::GatewayBody;
-pub use config::{MetricsConfig, ServerConfig};
+pub use config::{MetricsConfig, ServerConfig, TelemetryConfig};
 pub use server::serve;
 pub use service::new_request_id;
+pub use traces::{SpanExporter, TraceCounters, Tracer, TracerSettings};
 
 /// The usage store's two ends, as the gateway uses them.
 pub struct UsageHandles {
@@ -133,6 +135,24 @@ impl Gateway {
         });
         gateway.ingresses = ingresses;
         Arc::new(gateway)
+    }
+
+    /// The same gateway recording traces with `tracer` (before it serves); its exporter task
+    /// starts with [`serve`].
+    pub fn with_tracer(self: Arc<Self>, tracer: Tracer) -> Arc<Self> {
+        let mut gateway = Arc::try_unwrap(self).unwrap_or_else(|_| {
+            panic!("Gateway::with_tracer must be called before the gateway is shared")
+        });
+        let telemetry = Arc::get_mut(&mut gateway.telemetry)
+            .unwrap_or_else(|| panic!("Gateway::with_tracer must be called before it serves"));
+        telemetry.metrics.register_traces(tracer.counters());
+        telemetry.tracer = Some(Arc::new(tracer));
+        Arc::new(gateway)
+    }
+
+    /// The tracer, when traces are configured.
+    pub fn tracer(&self) -> Option<&Arc<Tracer>> {
+        self.telemetry.tracer.as_ref()
     }
 
     /// The dialect that keeps answers under `path` (`/v1/responses/{id}…`), and the rest.

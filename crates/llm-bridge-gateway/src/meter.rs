@@ -134,6 +134,9 @@ impl Stream for MeteredStream {
                     return Poll::Ready(Some(StreamItem::Failed(e)));
                 }
             }
+            if let Some(trace) = log.trace.as_deref_mut() {
+                trace.see_answer(&chunk.data);
+            }
             log.bound_delivered_text();
             if log.ttft.is_none() {
                 log.ttft = Some(log.started.elapsed());

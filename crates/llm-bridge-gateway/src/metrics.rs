@@ -186,6 +186,25 @@ impl Metrics {
         }
     }
 
+    /// Registers the trace exporter's counters.
+    pub fn register_traces(&mut self, counters: &crate::traces::TraceCounters) {
+        self.registry.register(
+            "telemetry_traces_dropped",
+            "Traces dropped because the export queue was full (the collector is slow or down)",
+            counters.dropped.clone(),
+        );
+        self.registry.register(
+            "telemetry_spans_exported",
+            "Spans the OTLP collector accepted",
+            counters.exported.clone(),
+        );
+        self.registry.register(
+            "telemetry_export_failures",
+            "Span batches the OTLP collector did not accept (down, refused, timed out)",
+            counters.failed_exports.clone(),
+        );
+    }
+
     /// A chat request started.
     pub fn request_started(&self) {
         self.in_flight_requests.inc();

@@ -72,6 +72,8 @@ pub async fn serve(
             }
         })
     });
+    // Traces are batched and exported by one task, off the request path.
+    let exporter = gateway.tracer().and_then(|t| t.start());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -169,6 +171,11 @@ pub async fn serve(
                 tracing::warn!("closing the remaining connections");
             }
         }
+    }
+    // The last requests' spans, sent while the collector gives them a moment.
+    if let (Some(tracer), Some(exporter)) = (gateway.tracer(), exporter) {
+        tracer.flush(Duration::from_secs(5)).await;
+        exporter.abort();
     }
 }
 

@@ -465,6 +465,7 @@ async fn chat(
     payload: Bytes,
 ) {
     let mut log = RequestLog::new(gateway.telemetry.clone(), new_request_id().into(), "ws");
+    log.begin_trace(&http::HeaderMap::new(), || "WS /v1/ws".to_owned());
     let span = log.span.clone();
     async {
         let principal = match principal {

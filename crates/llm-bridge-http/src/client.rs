@@ -132,6 +132,20 @@ impl UpstreamClient {
     }
 }
 
+/// Adds the `traceparent` of a traced request (W3C Trace Context), so that the upstream's
+/// spans join the gateway's trace. Untraced requests are left as they are.
+pub fn with_traceparent<B>(
+    mut request: Request<B>,
+    traceparent: Option<llm_bridge_core::TraceParent>,
+) -> Request<B> {
+    if let Some(tp) = traceparent {
+        if let Ok(v) = http::HeaderValue::try_from(tp.to_header()) {
+            request.headers_mut().insert("traceparent", v);
+        }
+    }
+    request
+}
+
 /// The most of an upstream's error body that is read: enough for any real error object.
 pub const MAX_ERROR_BYTES: usize = 64 * 1024;
 

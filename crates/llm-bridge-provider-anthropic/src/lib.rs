@@ -118,6 +118,7 @@ impl AnthropicProvider {
         stream: bool,
     ) -> Result<http::Response<llm_bridge_http::Incoming>> {
         let session = request.session();
+        let traceparent = request.traceparent();
         entry.config.apply(&mut request);
         let default_max_tokens = entry.config.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let mut body = messages_request(&request, entry.upstream_name(), default_max_tokens)
@@ -150,6 +151,7 @@ impl AnthropicProvider {
         let http_request = builder
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
+        let http_request = llm_bridge_http::with_traceparent(http_request, traceparent);
         self.client
             .send_keyed(
                 http_request,
@@ -248,6 +250,10 @@ impl ChatProvider for AnthropicProvider {
             );
         if let Some(beta) = client_header("anthropic-beta").or_else(|| self.beta.clone()) {
             builder = builder.header("anthropic-beta", beta);
+        }
+        // Set by the router when the request is traced: the attempt's span.
+        if let Some(traceparent) = client_header("traceparent") {
+            builder = builder.header("traceparent", traceparent);
         }
         let http_request = builder
             .body(Full::new(body))

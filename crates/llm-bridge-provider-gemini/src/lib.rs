@@ -154,6 +154,7 @@ impl GeminiProvider {
             .header(API_KEY_HEADER, key.clone())
             .body(Full::new(body))
             .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
+        let http_request = llm_bridge_http::with_traceparent(http_request, request.traceparent());
         let timeout = entry.config.timeout();
         self.client
             .send_keyed(

@@ -99,10 +99,12 @@ impl OpenAiProvider {
         body: Bytes,
         stream: bool,
         session: Option<u64>,
+        traceparent: Option<llm_bridge_core::TraceParent>,
     ) -> Result<http::Response<llm_bridge_http::Incoming>> {
         let timeout = entry.config.timeout();
         let (key_index, key) = self.kit.key(session)?;
-        let request = self.build(body, stream, key)?;
+        let request =
+            llm_bridge_http::with_traceparent(self.build(body, stream, key)?, traceparent);
         self.client
             .send_keyed(
                 request,
@@ -207,7 +209,13 @@ impl ChatProvider for OpenAiProvider {
         entry.config.apply(&mut request);
         request.set_model(entry.upstream_name());
         let response = self
-            .send(&entry, request.to_bytes(), false, request.session())
+            .send(
+                &entry,
+                request.to_bytes(),
+                false,
+                request.session(),
+                request.traceparent(),
+            )
             .await?;
         let body = IdleBody::new(response.into_body(), entry.config.timeout())
             .collect(MAX_RESPONSE_BYTES)
@@ -225,7 +233,13 @@ impl ChatProvider for OpenAiProvider {
             request.set_include_usage(true);
         }
         let response = self
-            .send(&entry, request.to_bytes(), true, request.session())
+            .send(
+                &entry,
+                request.to_bytes(),
+                true,
+                request.session(),
+                request.traceparent(),
+            )
             .await?;
         let is_sse = response
             .headers()

@@ -20,5 +20,5 @@ mod router;
 mod strategy;
 
 pub use config::{Affinity, CooldownConfig, RouteConfig, RouterConfig, Strategy, TargetSpec};
-pub use router::{Dispatched, ModelListing, Plan, Router, Served, Target};
+pub use router::{Attempt, AttemptTrace, Dispatched, ModelListing, Plan, Router, Served, Target};
 pub use strategy::{Random, XorShift};

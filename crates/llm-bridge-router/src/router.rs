@@ -3,12 +3,13 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use indexmap::IndexMap;
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelRef,
-    NativeRequest, NativeResponse, Price, Result, RetryConfig,
+    NativeRequest, NativeResponse, Price, Result, RetryConfig, TraceParent,
 };
 use tokio::time::Instant;
 
@@ -107,6 +108,67 @@ impl<T> Served<T> {
     /// `provider/model` of the target that served.
     pub fn target(&self) -> String {
         format!("{}/{}", self.provider, self.model)
+    }
+}
+
+/// One try of one target, as a trace shows it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The attempt's span id: the `traceparent` its upstream request carried names it.
+    pub span_id: [u8; 8],
+    /// The provider tried.
+    pub provider: Arc<str>,
+    /// Its family in the price catalog (`openai`, `anthropic`, `google`, …), when known.
+    pub family: Option<&'static str>,
+    /// The model within that provider.
+    pub model: String,
+    /// The model name sent upstream.
+    pub upstream_model: String,
+    /// When it began.
+    pub started: SystemTime,
+    /// How long it took to fail; `None` for the attempt that served, which lasts as long as
+    /// its answer (the caller knows when that ends).
+    pub failed_after: Option<Duration>,
+    /// Why it failed: its kind and message.
+    pub error: Option<(ErrorKind, String)>,
+}
+
+/// The attempts of one traced request, filled in by the router as it makes them.
+#[derive(Debug)]
+pub struct AttemptTrace {
+    /// The request's own span: its trace id and flags, and the parent of every attempt span.
+    pub parent: TraceParent,
+    /// The attempts, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+impl AttemptTrace {
+    /// An empty record under the request span `parent`.
+    pub fn new(parent: TraceParent) -> Self {
+        AttemptTrace {
+            parent,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Records the start of an attempt at `target` and returns the context its upstream
+    /// request carries.
+    fn begin(&mut self, target: &Target) -> TraceParent {
+        let span_id = llm_bridge_core::trace::derived_span_id(
+            self.parent.span_id,
+            self.attempts.len() as u64,
+        );
+        self.attempts.push(Attempt {
+            span_id,
+            provider: target.provider.name().into(),
+            family: target.provider.catalog().family(),
+            model: target.model.clone(),
+            upstream_model: target.upstream_model(),
+            started: SystemTime::now(),
+            failed_after: None,
+            error: None,
+        });
+        self.parent.child(span_id)
     }
 }
 
@@ -273,22 +335,24 @@ impl Router {
     /// A complete answer.
     pub async fn chat(&self, request: ChatRequest) -> Result<Served<ChatResponse>> {
         let plan = self.resolve(request.model())?;
-        self.chat_planned(&plan, request).await
+        self.chat_planned(&plan, request, None).await
     }
 
-    /// A complete answer for an already resolved plan.
+    /// A complete answer for an already resolved plan; with `trace`, each attempt is
+    /// recorded there and its upstream request carries its `traceparent`.
     pub async fn chat_planned(
         &self,
         plan: &Plan,
         request: ChatRequest,
+        trace: Option<&mut AttemptTrace>,
     ) -> Result<Served<ChatResponse>> {
-        self.attempts(plan, request, complete_attempt).await
+        self.attempts(plan, request, trace, complete_attempt).await
     }
 
     /// A stream of chunks.
     pub async fn chat_stream(&self, request: ChatRequest) -> Result<Served<ChunkStream>> {
         let plan = self.resolve(request.model())?;
-        self.chat_stream_planned(&plan, request).await
+        self.chat_stream_planned(&plan, request, None).await
     }
 
     /// A stream for an already resolved plan. The first chunk is awaited before the stream
@@ -297,8 +361,9 @@ impl Router {
         &self,
         plan: &Plan,
         request: ChatRequest,
+        trace: Option<&mut AttemptTrace>,
     ) -> Result<Served<ChunkStream>> {
-        self.attempts(plan, request, stream_attempt).await
+        self.attempts(plan, request, trace, stream_attempt).await
     }
 
     /// Serves a request that arrived in dialect `dialect` (an ingress's name): a target that
@@ -310,12 +375,19 @@ impl Router {
         request: ChatRequest,
         dialect: &str,
         native: &NativeRequest,
+        trace: Option<&mut AttemptTrace>,
     ) -> Result<Served<Dispatched>> {
-        self.attempts(plan, request, |target, request| async move {
+        self.attempts(plan, request, trace, |target, request| async move {
             if target.provider.speaks(dialect) {
+                let mut native = native.clone();
+                if let Some(traceparent) = request.traceparent() {
+                    native
+                        .headers
+                        .push(("traceparent", traceparent.to_header()));
+                }
                 return target
                     .provider
-                    .forward(&target.model, native.clone())
+                    .forward(&target.model, native)
                     .await
                     .map(Dispatched::Native);
             }
@@ -364,6 +436,7 @@ impl Router {
         &self,
         plan: &Plan,
         request: ChatRequest,
+        mut trace: Option<&mut AttemptTrace>,
         mut op: F,
     ) -> Result<Served<T>>
     where
@@ -440,7 +513,10 @@ impl Router {
                 } else {
                     request.clone()
                 };
-                let Some(this) = this else { break };
+                let Some(mut this) = this else { break };
+                if let Some(trace) = trace.as_deref_mut() {
+                    this.set_traceparent(Some(trace.begin(target)));
+                }
                 let began = Instant::now();
                 let outcome = op(target.clone(), this).await;
                 let e = match outcome {
@@ -454,6 +530,10 @@ impl Router {
                     // Before anything logs or keeps it: upstreams echo keys.
                     Err(e) => e.scrubbed(|m| target.provider.redact(m)),
                 };
+                if let Some(attempt) = trace.as_deref_mut().and_then(|t| t.attempts.last_mut()) {
+                    attempt.failed_after = Some(began.elapsed());
+                    attempt.error = Some((e.kind(), e.message().to_owned()));
+                }
                 let kind = e.kind();
                 if !kind.is_retryable() && !falls_back(kind) {
                     // The request itself is at fault: no other target will do better.
