@@ -83,14 +83,14 @@ mod response;
 mod retry;
 
 pub use config::{
-    ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ParamConfig, Price,
+    ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ModelKind, ParamConfig, Price,
     ProviderConfig, ResponsesMode, Seconds, TlsConfig, api_key_env_var,
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
 pub use ingress::{Ingress, IngressRequest, IngressState, IngressStream, NativeMeter};
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};
 pub use model_ref::ModelRef;
-pub use provider::{ChatProvider, NativeRequest, NativeResponse, with_model};
+pub use provider::{ChatProvider, EMBEDDINGS, NativeRequest, NativeResponse, with_model};
 pub use request::{ChatRequest, session_hash};
 pub use response::{
     ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, completion_usage, inspect, strip_usage,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use llm_bridge_auth::Admission;
 use llm_bridge_core::{Error, ErrorKind, Price, Usage, inspect};
-use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
+use llm_bridge_usage::count::{Encoding, input_tokens_of_body, prompt_tokens_of_body};
 use llm_bridge_usage::{Estimator, UsageRecord, UsageSink, UsageSource};
 
 use crate::metrics::{Metrics, Observation};
@@ -112,6 +112,8 @@ pub struct RequestLog {
     pub delivered_extra: u64,
     /// Whether any of the answer reached the client (a stream started).
     pub answered: bool,
+    /// Whether the request is for embeddings: its prompt is `input`, not `messages`.
+    pub embeddings: bool,
     finished: bool,
 }
 
@@ -161,6 +163,7 @@ impl RequestLog {
             delivered_text: String::new(),
             delivered_extra: 0,
             answered: false,
+            embeddings: false,
             finished: false,
         }
     }
@@ -232,6 +235,7 @@ impl RequestLog {
             delivered_text: std::mem::take(&mut self.delivered_text),
             delivered_extra: self.delivered_extra,
             answered: self.answered,
+            embeddings: self.embeddings,
         };
         if ended.needs_estimate() {
             // Counting tokens is CPU work (and the first count loads a vocabulary): keep it
@@ -284,6 +288,7 @@ struct Ended {
     delivered_text: String,
     delivered_extra: u64,
     answered: bool,
+    embeddings: bool,
 }
 
 impl Ended {
@@ -300,10 +305,13 @@ impl Ended {
             return (Usage::default(), UsageSource::None);
         }
         let encoding = Encoding::for_model(self.upstream_model.as_deref().unwrap_or_default());
-        let prompt = self
-            .request_body
-            .as_deref()
-            .map_or(0, |b| prompt_tokens_of_body(encoding, b));
+        let prompt = self.request_body.as_deref().map_or(0, |b| {
+            if self.embeddings {
+                input_tokens_of_body(encoding, b)
+            } else {
+                prompt_tokens_of_body(encoding, b)
+            }
+        });
         let completion = match &self.response_body {
             Some(body) => {
                 let mut text = String::new();

@@ -182,6 +182,7 @@ fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_json::Value
                 "object": "model",
                 "created": gateway.started_unix,
                 "owned_by": m.owned_by,
+                "kind": m.kind.as_str(),
             })
         })
         .collect()

@@ -14,6 +14,7 @@ mod body;
 mod config;
 mod conn;
 mod drain;
+mod embeddings;
 mod errors;
 mod exchange;
 mod http;

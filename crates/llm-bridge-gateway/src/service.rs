@@ -26,6 +26,8 @@ const KNOWN: &[&str] = &[
     "/chat/completions",
     "/v1/models",
     "/models",
+    "/v1/embeddings",
+    "/embeddings",
     "/v1/usage",
     "/healthz",
     "/readyz",
@@ -48,9 +50,14 @@ pub async fn handle(
         .ingress_at(&path)
         .filter(|_| method == Method::POST)
         .map(|(i, counting)| (i.clone(), counting));
+    let is_embeddings =
+        method == Method::POST && matches!(path.as_str(), "/v1/embeddings" | "/embeddings");
     let mut response = if is_chat {
         // The chat path emits its own, richer access event.
         chat_completions(&gateway, request, request_id.clone()).await
+    } else if is_embeddings {
+        // So does the embeddings path.
+        crate::embeddings::serve(&gateway, request, request_id.clone()).await
     } else if let Some((ingress, false)) = ingress {
         // So does a dialect's main endpoint.
         crate::ingress::serve(&gateway, ingress, request, request_id.clone()).await

@@ -68,6 +68,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod embed;
 mod errors;
 mod messages;
 mod request;
@@ -81,11 +82,12 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 use llm_bridge_core::{
-    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
-    ModelEntry, ProviderConfig, Result,
+    ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind,
+    ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result,
 };
 use llm_bridge_http::{IdleBody, MAX_ERROR_BYTES, ProviderKit, SseStream, UpstreamClient};
 
+pub use embed::{EmbedRequest, embed_answer, embed_request};
 pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
 pub use request::request_body;
 pub use response::{ChunkTranslator, completion, finish_reason};
@@ -140,7 +142,19 @@ impl GeminiProvider {
         let uri = self
             .endpoint(upstream, stream)
             .map_err(|e| e.with_provider(&*self.kit.name))?;
-        let (key_index, key) = self.kit.key(request.session())?;
+        self.post(entry, uri, body, stream, request.session()).await
+    }
+
+    /// Sends a body to a Gemini URL with the provider's key; a non-2xx answer is its error.
+    async fn post(
+        &self,
+        entry: &ModelEntry<'_>,
+        uri: Uri,
+        body: Bytes,
+        stream: bool,
+        session: Option<u64>,
+    ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+        let (key_index, key) = self.kit.key(session)?;
         let accept = if stream {
             "text/event-stream"
         } else {
@@ -216,6 +230,39 @@ impl ChatProvider for GeminiProvider {
 
     fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         self.kit.keys.redact(text)
+    }
+
+    fn speaks(&self, dialect: &str) -> bool {
+        dialect == EMBEDDINGS
+    }
+
+    /// Embeddings, translated to `batchEmbedContents` and back (see [`embed_request`]).
+    async fn forward(&self, model: &str, request: NativeRequest) -> Result<NativeResponse> {
+        if request.operation != EMBEDDINGS {
+            return Err(Error::internal(format!(
+                "provider '{}' forwards only embeddings requests",
+                self.kit.name
+            )));
+        }
+        let entry = self.kit.entry(model)?;
+        let upstream = model_path(entry.upstream_name())?;
+        let translated = embed_request(&request.body, upstream)?;
+        let uri: Uri = format!("{}/v1beta/models/{upstream}:batchEmbedContents", self.root)
+            .parse()
+            .map_err(|e| Error::internal(format!("could not build the Gemini URL: {e}")))?;
+        let response = self
+            .post(&entry, uri, translated.body, false, request.session)
+            .await?;
+        let bytes = IdleBody::new(response.into_body(), entry.config.timeout())
+            .collect(MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
+        let body = embed_answer(&bytes, upstream, translated.base64)
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
+        Ok(NativeResponse {
+            content_type: "application/json".to_owned(),
+            body: Box::pin(futures_util::stream::once(async move { Ok(body) })),
+        })
     }
 
     async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
