@@ -1,5 +1,6 @@
 //! Embeddings for the mock upstream: OpenAI's `/v1/embeddings` (float or base64) and Gemini's
-//! `:batchEmbedContents` / `:embedContent`, with vectors computed from the texts
+//! `:batchEmbedContents` / `:embedContent` (and Gemini's `:countTokens`: a word count), with
+//! vectors computed from the texts
 //! ([`vector`]), so that a client test knows what to expect whichever way the gateway went.
 
 use base64::Engine;
@@ -37,6 +38,16 @@ pub fn echo(recorded: &Recorded) -> Option<(&'static str, Vec<Bytes>)> {
             body["usageMetadata"] = json!({"promptTokenCount": tokens});
         }
         body
+    } else if path.ends_with(":countTokens") {
+        // Gemini's token count: a word count of every text part.
+        let words: u64 = request["contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["text"].as_str().map(self::words))
+            .sum();
+        json!({"totalTokens": words})
     } else if path.ends_with(":embedContent") {
         let (mut embeddings, _) = gemini_batch(std::iter::once(&request));
         json!({"embedding": embeddings.remove(0)})

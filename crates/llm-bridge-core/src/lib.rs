@@ -87,7 +87,9 @@ pub use config::{
     ProviderConfig, ResponsesMode, Seconds, TlsConfig, api_key_env_var,
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
-pub use ingress::{Ingress, IngressRequest, IngressState, IngressStream, NativeMeter};
+pub use ingress::{
+    Call, Endpoint, Ingress, IngressRequest, IngressState, IngressStream, NativeMeter,
+};
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};
 pub use model_ref::ModelRef;
 pub use provider::{ChatProvider, EMBEDDINGS, NativeRequest, NativeResponse, with_model};

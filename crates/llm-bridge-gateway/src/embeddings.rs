@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use llm_bridge_core::{EMBEDDINGS, Error, NativeRequest, Usage};
+use llm_bridge_core::{EMBEDDINGS, Endpoint, Error, Ingress, NativeRequest, Usage};
 use llm_bridge_usage::count::{Encoding, input_tokens_of_body};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -22,15 +22,31 @@ use crate::errors::error_response;
 use crate::exchange::{self, Answer};
 use crate::http::{json_response, presented_key, rate_headers, server_timing, session_header};
 
-/// `POST /v1/embeddings`.
+/// A dialect's embeddings endpoint (Gemini's `:embedContent`, `:batchEmbedContents`).
+type DialectAt<'a> = Option<(&'a dyn Ingress, &'a Endpoint)>;
+
+/// `POST /v1/embeddings`, or a dialect's embeddings endpoint (`dialect`): its request is
+/// translated into an OpenAI embeddings body, served the same way, and its answer and errors
+/// rendered back in the dialect.
 pub async fn serve(
     gateway: &Arc<Gateway>,
     request: Request<Incoming>,
     request_id: Arc<str>,
+    dialect: DialectAt<'_>,
 ) -> Response<GatewayBody> {
     let log = RequestLog::new(gateway.telemetry.clone(), request_id, "http");
     let span = log.span.clone();
-    serve_in(gateway, request, log).instrument(span).await
+    serve_in(gateway, request, log, dialect)
+        .instrument(span)
+        .await
+}
+
+/// An error in the shape of the client's dialect.
+fn failure(dialect: DialectAt<'_>, e: &Error) -> Response<GatewayBody> {
+    match dialect {
+        Some((ingress, _)) => crate::ingress::ingress_error(ingress, e),
+        None => error_response(e),
+    }
 }
 
 /// The one field of the request the gateway reads.
@@ -44,16 +60,24 @@ async fn serve_in(
     gateway: &Arc<Gateway>,
     request: Request<Incoming>,
     mut log: RequestLog,
+    dialect: DialectAt<'_>,
 ) -> Response<GatewayBody> {
     let (parts, body) = request.into_parts();
     let principal = match gateway.auth.authenticate(presented_key(&parts.headers)) {
         Ok(p) => p,
-        Err(e) => return error_response(&exchange::failed(log, e)),
+        Err(e) => return failure(dialect, &exchange::failed(log, e)),
     };
     log.key = Some(principal.name.clone());
     let bytes = match read_limited(body, &parts.headers, gateway.config.max_body_bytes).await {
         Ok(bytes) => bytes,
-        Err(e) => return error_response(&exchange::failed(log, e)),
+        Err(e) => return failure(dialect, &exchange::failed(log, e)),
+    };
+    let bytes = match dialect {
+        Some((ingress, at)) => match ingress.embeddings_request(&bytes, at) {
+            Ok(translated) => translated,
+            Err(e) => return failure(dialect, &exchange::failed(log, e)),
+        },
+        None => bytes,
     };
     log.request_body = Some(bytes.clone());
     log.embeddings = true;
@@ -61,11 +85,11 @@ async fn serve_in(
         Ok(Named { model: Some(m) }) if !m.trim().is_empty() => m.into_owned(),
         Ok(_) => {
             let e = Error::invalid_request("'model' is required").with_param("model");
-            return error_response(&exchange::failed(log, e));
+            return failure(dialect, &exchange::failed(log, e));
         }
         Err(e) => {
             let e = Error::invalid_request(format!("request body is not valid JSON: {e}"));
-            return error_response(&exchange::failed(log, e));
+            return failure(dialect, &exchange::failed(log, e));
         }
     };
     let native = NativeRequest {
@@ -92,17 +116,27 @@ async fn serve_in(
             };
             let target = exchanged.target.as_deref().unwrap_or_default();
             let body = with_estimated_usage(body, &native.body, target).await;
-            let mut response = json_response(StatusCode::OK, body);
-            if let Ok(v) = HeaderValue::from_str(&content_type) {
-                response.headers_mut().insert(CONTENT_TYPE, v);
+            let rendered = match dialect {
+                Some((ingress, at)) => ingress.embeddings_answer(&body, at),
+                None => Ok(body),
+            };
+            match rendered {
+                Ok(body) => {
+                    let mut response = json_response(StatusCode::OK, body);
+                    if let (None, Ok(v)) = (dialect, HeaderValue::from_str(&content_type)) {
+                        response.headers_mut().insert(CONTENT_TYPE, v);
+                    }
+                    server_timing(&mut response, started.elapsed(), upstream);
+                    response
+                }
+                Err(e) => failure(dialect, &e),
             }
-            server_timing(&mut response, started.elapsed(), upstream);
-            response
         }
-        Ok(_) => error_response(&Error::internal(
-            "a chat answer reached the embeddings path",
-        )),
-        Err(e) => error_response(&e),
+        Ok(_) => failure(
+            dialect,
+            &Error::internal("a chat answer reached the embeddings path"),
+        ),
+        Err(e) => failure(dialect, &e),
     };
     if let Some(rate) = exchanged.rate {
         rate_headers(&mut response, &rate);

@@ -158,6 +158,28 @@ impl Gateway {
         })
     }
 
+    /// The dialect whose paths name the model and the method (Gemini) and the endpoint
+    /// `path` names in it.
+    fn endpoint_at(&self, path: &str) -> Option<(&Arc<dyn Ingress>, llm_bridge_core::Endpoint)> {
+        self.ingresses
+            .iter()
+            .find_map(|i| Some((i, i.endpoint(path)?)))
+    }
+
+    /// The dialect listing its models under `path` (`/v1beta/models`, `/v1beta/models/{id}`),
+    /// and the model asked for, if one is.
+    fn models_at<'p>(&self, path: &'p str) -> Option<(&Arc<dyn Ingress>, Option<&'p str>)> {
+        self.ingresses.iter().find_map(|i| {
+            let rest = path.strip_prefix(i.models_path()?)?;
+            if rest.is_empty() {
+                return Some((i, None));
+            }
+            let id = rest.strip_prefix('/')?;
+            let id = id.strip_prefix("models/").unwrap_or(id);
+            (!id.is_empty()).then_some((i, Some(id)))
+        })
+    }
+
     /// The router.
     pub fn router(&self) -> &Router {
         &self.router
