@@ -31,8 +31,11 @@ def client():
 
 
 class GoogleGenAiSdk(unittest.TestCase):
+    def setUp(self):
+        # Kept for the whole test: a client that is dropped closes its connection pool.
+        self.client = client()
     def generate(self, model):
-        answer = client().models.generate_content(
+        answer = self.client.models.generate_content(
             model=model,
             contents="hello gemini",
             config=types.GenerateContentConfig(
@@ -52,7 +55,7 @@ class GoogleGenAiSdk(unittest.TestCase):
 
     def stream(self, model):
         chunks = list(
-            client().models.generate_content_stream(model=model, contents="stream please")
+            self.client.models.generate_content_stream(model=model, contents="stream please")
         )
         self.assertGreater(len(chunks), 1)
         text = "".join(c.text or "" for c in chunks)
@@ -68,14 +71,14 @@ class GoogleGenAiSdk(unittest.TestCase):
 
     def test_count_tokens(self):
         # The Gemini upstream counts (the mock: words); the gateway estimates for the others.
-        native = client().models.count_tokens(model=NATIVE, contents="one two three")
+        native = self.client.models.count_tokens(model=NATIVE, contents="one two three")
         self.assertEqual(native.total_tokens, 3)
-        translated = client().models.count_tokens(model=TRANSLATED, contents="one two three")
+        translated = self.client.models.count_tokens(model=TRANSLATED, contents="one two three")
         self.assertGreater(translated.total_tokens, 0)
 
     def embed(self, model):
         texts = ["first text", "a second, longer text"]
-        answer = client().models.embed_content(
+        answer = self.client.models.embed_content(
             model=model,
             contents=texts,
             config=types.EmbedContentConfig(output_dimensionality=4, task_type="RETRIEVAL_DOCUMENT"),
@@ -90,16 +93,17 @@ class GoogleGenAiSdk(unittest.TestCase):
 
     def test_errors_in_gemini_shape(self):
         with self.assertRaises(errors.ClientError) as caught:
-            client().models.generate_content(model="mock/no-such-model", contents="x")
+            self.client.models.generate_content(model="gemini/no-such-model", contents="x")
         self.assertEqual(caught.exception.code, 404)
         self.assertEqual(caught.exception.status, "NOT_FOUND")
         bad = genai.Client(api_key="not-a-key", http_options=types.HttpOptions(base_url=URL))
         with self.assertRaises(errors.ClientError) as caught:
             bad.models.generate_content(model=NATIVE, contents="x")
+        self.assertEqual(caught.exception.status, "UNAUTHENTICATED")
         self.assertEqual(caught.exception.code, 401)
 
     def test_models(self):
-        model = client().models.get(model=NATIVE)
+        model = self.client.models.get(model=NATIVE)
         self.assertEqual(model.name, "models/" + NATIVE)
         self.assertIn("generateContent", model.supported_actions)
 

@@ -341,6 +341,16 @@ async fn keys_errors_and_models_in_gemini_shapes() {
         .await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"]["status"], "NOT_FOUND");
+    // Under /v1 with Google's key header (the Google GenAI SDK given a base URL): Gemini's.
+    let client = gw.client.with_key(None);
+    let request = client
+        .request(http::Method::GET, "/v1/models/gem/gemini-2.5-flash")
+        .header("x-goog-api-key", TEST_KEY)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let one = client.call(request).await;
+    assert_eq!(one.status, 200, "{}", String::from_utf8_lossy(&one.body));
+    assert_eq!(one.json()["name"], "models/gem/gemini-2.5-flash");
     // OpenAI's /v1/models is untouched.
     assert_eq!(gw.client.get("/v1/models").await.json()["object"], "list");
 }

@@ -167,10 +167,21 @@ impl Gateway {
     }
 
     /// The dialect listing its models under `path` (`/v1beta/models`, `/v1beta/models/{id}`),
-    /// and the model asked for, if one is.
-    fn models_at<'p>(&self, path: &'p str) -> Option<(&Arc<dyn Ingress>, Option<&'p str>)> {
+    /// and the model asked for, if one is. `google`: the request carries Google's key
+    /// (`x-goog-api-key` or `?key=`), so `/v1/models…` is Gemini's too (the Google GenAI SDK
+    /// uses `v1` when given a base URL) rather than OpenAI's.
+    fn models_at<'p>(
+        &self,
+        path: &'p str,
+        google: bool,
+    ) -> Option<(&Arc<dyn Ingress>, Option<&'p str>)> {
         self.ingresses.iter().find_map(|i| {
-            let rest = path.strip_prefix(i.models_path()?)?;
+            let prefix = i.models_path()?;
+            let rest = match path.strip_prefix(prefix) {
+                Some(rest) => rest,
+                None if google => path.strip_prefix("/v1/models")?,
+                None => return None,
+            };
             if rest.is_empty() {
                 return Some((i, None));
             }

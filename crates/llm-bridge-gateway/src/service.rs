@@ -50,7 +50,12 @@ pub async fn handle(
         .endpoint_at(&path)
         .filter(|_| method == Method::POST)
         .map(|(i, e)| (i.clone(), e));
-    if endpoint.is_some() || gateway.models_at(&path).is_some() {
+    let google = request.headers().contains_key("x-goog-api-key")
+        || request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
+    if endpoint.is_some() || gateway.models_at(&path, google).is_some() {
         google_key(&mut request);
     }
     let is_chat = method == Method::POST
@@ -85,7 +90,7 @@ pub async fn handle(
     } else {
         let span = tracing::info_span!("request", request_id = %request_id, transport = "http");
         let key = presented_key(request.headers()).map(str::to_owned);
-        let response = route(&gateway, request, &method, &path, endpoint.as_ref())
+        let response = route(&gateway, request, &method, &path, endpoint.as_ref(), google)
             .instrument(span.clone())
             .await;
         let quiet = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics")
@@ -136,6 +141,7 @@ async fn route(
     method: &Method,
     path: &str,
     endpoint: Option<&(Arc<dyn llm_bridge_core::Ingress>, Endpoint)>,
+    google: bool,
 ) -> Response<GatewayBody> {
     if method == Method::POST {
         if let Some((ingress, true)) = gateway.ingress_at(path) {
@@ -146,7 +152,7 @@ async fn route(
         }
     }
     if method == Method::GET {
-        if let Some((ingress, one)) = gateway.models_at(path) {
+        if let Some((ingress, one)) = gateway.models_at(path, google) {
             return crate::ingress::models(gateway, &**ingress, request.headers(), one);
         }
     }
