@@ -1,5 +1,7 @@
 """A scripted LLM upstream for the real-agent tests: speaks OpenAI chat completions
-(`POST /v1/chat/completions`) and Anthropic Messages (`POST /v1/messages`), JSON and SSE.
+(`POST /v1/chat/completions`), Anthropic Messages (`POST /v1/messages`) and Gemini
+(`POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse`,
+`:countTokens`), JSON and SSE.
 
 The script: when the conversation's last turn is a tool result, it answers with text that
 quotes the result; when the prompt asks for `run-bash` and a `Bash` tool is offered, it asks
@@ -54,6 +56,8 @@ def decide(messages, tools, tool_names):
         return ("tool", "Bash", {"command": "echo llm-bridge-ok", "description": "Print a marker"})
     if "run-bash" in prompt and "exec_command" in tool_names:
         return ("tool", "exec_command", {"cmd": "echo llm-bridge-ok"})
+    if "run-bash" in prompt and "run_shell_command" in tool_names:
+        return ("tool", "run_shell_command", {"command": "echo llm-bridge-ok"})
     return ("text", "llm-bridge says hi")
 
 
@@ -84,6 +88,10 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, {"input_tokens": 42})
         elif path.endswith("/messages"):
             self.anthropic(body)
+        elif path.endswith(":generateContent") or path.endswith(":streamGenerateContent"):
+            self.gemini(body, path.endswith(":streamGenerateContent"), path)
+        elif path.endswith(":countTokens"):
+            self.reply(200, {"totalTokens": 7})
         elif path.endswith("/responses"):
             self.openai_responses(body)
         else:
@@ -150,6 +158,44 @@ class Handler(BaseHTTPRequestHandler):
                                                  "created": 1, "model": body.get("model"),
                                                  "choices": [], "usage": usage}) + "\n\n")
         events.append("data: [DONE]\n\n")
+        self.sse(events)
+
+    def gemini(self, body, stream, path):
+        """Google's generateContent / streamGenerateContent?alt=sse."""
+        contents = body.get("contents") or []
+        messages = []
+        for c in contents:
+            for p in c.get("parts") or []:
+                if "functionResponse" in p:
+                    out = p["functionResponse"].get("response")
+                    messages.append({"role": "tool", "content": json.dumps(out)})
+                elif "text" in p and not p.get("thought"):
+                    role = "assistant" if c.get("role") == "model" else "user"
+                    messages.append({"role": role, "content": p["text"]})
+        names = [
+            d.get("name")
+            for t in body.get("tools") or []
+            for d in t.get("functionDeclarations") or []
+        ]
+        decision = decide(messages, body.get("tools"), names)
+        if decision[0] == "tool":
+            part = {"functionCall": {"name": decision[1], "args": decision[2]}}
+        else:
+            part = {"text": decision[1]}
+        model = path.rsplit("/", 1)[-1].split(":")[0]
+        usage = {"promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17}
+        answer = {"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+                  "usageMetadata": usage, "modelVersion": model}
+        if not stream:
+            self.reply(200, answer)
+            return
+        events = []
+        if "text" in part:
+            first = {"candidates": [{"content": {"role": "model", "parts": [{"text": part["text"][:5]}]}, "index": 0}],
+                     "modelVersion": model}
+            answer["candidates"][0]["content"]["parts"] = [{"text": part["text"][5:]}]
+            events.append("data: " + json.dumps(first) + "\r\n\r\n")
+        events.append("data: " + json.dumps(answer) + "\r\n\r\n")
         self.sse(events)
 
     def anthropic(self, body):

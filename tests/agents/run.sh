@@ -5,6 +5,8 @@
 #   upstream (pass-through);
 # - Codex through a translated OpenAI-compatible upstream and through a native Responses
 #   upstream (pass-through);
+# - gemini-cli (GOOGLE_GEMINI_BASE_URL at the gateway) through a Gemini upstream (bytes through)
+#   and a translated OpenAI-compatible upstream;
 # each for a plain answer and a shell tool loop. The upstream is tests/agents/mock_llm.py; the
 # test asserts what the agent printed and what the upstream received.
 set -euo pipefail
@@ -13,6 +15,7 @@ ROOT=$PWD
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 CLAUDE_CODE_VERSION=2.1.328
 CODEX_VERSION=0.169.0
+GEMINI_CLI_VERSION=0.61.0
 
 cargo build --quiet -p llm-bridge --bin llm-bridge
 
@@ -28,6 +31,11 @@ if [ ! -x "$CODEX" ]; then
     (cd "$AGENTS" && npm install --no-audit --no-fund --silent "@openai/codex@$CODEX_VERSION")
 fi
 "$CODEX" --version
+GEMINI=$AGENTS/node_modules/.bin/gemini
+if [ ! -x "$GEMINI" ] || [ "$("$GEMINI" --version 2>/dev/null)" != "$GEMINI_CLI_VERSION" ]; then
+    (cd "$AGENTS" && npm install --no-audit --no-fund --silent "@google/gemini-cli@$GEMINI_CLI_VERSION")
+fi
+"$GEMINI" --version
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -61,6 +69,11 @@ providers:
     responses: native
     models:
       "*": {}
+  gem:
+    adapter: gemini
+    base_url: http://127.0.0.1:$MOCK_PORT
+    models:
+      "*": {}
 logging: { format: json, level: debug }
 usage: { database: $WORK/usage.db }
 YAML
@@ -68,7 +81,7 @@ YAML
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 KEY=sk-agent-test-$RANDOM$RANDOM
 ACCESS_API_KEYS=$KEY CHAT_API_KEY=sk-chat-upstream-secret CLAUDE_API_KEY=sk-ant-upstream-secret \
-    OPENAI_API_KEY=sk-openai-upstream-secret \
+    OPENAI_API_KEY=sk-openai-upstream-secret GEM_API_KEY=AIza-gem-upstream-secret \
     "$TARGET/debug/llm-bridge" --config "$WORK/config.yaml" --port "$PORT" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 300); do
@@ -160,8 +173,64 @@ grep -q "llm-bridge says hi" <<<"$out" || fail "Codex did not print the answer (
 [ "$elapsed" -le 10 ] || fail "Codex took ${elapsed} s: the fallback from WebSocket to HTTP was not immediate"
 grep -q '"path":"/v1/responses","status":426' "$WORK/gateway.log" || fail "no WebSocket attempt was answered 426"
 
+# gemini -p with a fresh HOME (API-key auth chosen, nothing sent to Google), the gateway as
+# its Gemini API: GOOGLE_GEMINI_BASE_URL, the access key as GEMINI_API_KEY.
+gemini_cli() {
+    local home
+    home=$(mktemp -d -p "$WORK")
+    mkdir -p "$home/.gemini"
+    echo '{"security":{"auth":{"selectedType":"gemini-api-key"}},"privacy":{"usageStatisticsEnabled":false},"telemetry":{"enabled":false}}' \
+        >"$home/.gemini/settings.json"
+    HOME=$home GEMINI_API_KEY=$KEY GOOGLE_GEMINI_BASE_URL="http://127.0.0.1:$PORT" \
+        GEMINI_CLI_TRUST_WORKSPACE=true timeout 120 "$GEMINI" "$@" </dev/null
+}
+
+# What the upstream received from gemini-cli: Gemini's streamGenerateContent with the
+# provider's key (gem), or a chat completion (chat); with `tools`, the tool loop's result.
+gemini_upstream() {
+    python3 - "$WORK/upstream.jsonl" "$1" "$2" <<'PY'
+import json, sys
+log, provider, case = sys.argv[1:]
+requests = [json.loads(l) for l in open(log)]
+assert requests, "the upstream received nothing"
+for r in requests:
+    if provider == "gem":
+        assert r["path"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", r["path"]
+        assert r["headers"].get("x-goog-api-key") == "AIza-gem-upstream-secret", "not the provider's key"
+        assert "contents" in r["body"] and "model" not in r["body"]
+    else:
+        assert r["path"] == "/v1/chat/completions", r["path"]
+        assert r["body"]["model"] == "gemini-2.5-flash" and r["body"]["stream"] is True
+        assert r["headers"].get("authorization") == "Bearer sk-chat-upstream-secret"
+last = json.dumps(requests[-1]["body"])
+if case == "tools":
+    assert len(requests) == 2, f"{len(requests)} requests"
+    assert "llm-bridge-ok" in last, "the tool's output did not come back"
+    assert ("functionResponse" in last) if provider == "gem" else ('"role": "tool"' in last)
+else:
+    assert "Say hi" in last
+PY
+}
+
+for provider in gem chat; do
+    : >"$WORK/upstream.jsonl"
+    echo "== gemini-cli through '$provider': a plain answer"
+    out=$(cd "$WORK" && gemini_cli -p "Say hi" -m "$provider/gemini-2.5-flash") || fail "gemini exited $? ($provider, plain)"
+    echo "$out"
+    grep -q "llm-bridge says hi" <<<"$out" || fail "gemini-cli did not print the answer ($provider)"
+    gemini_upstream "$provider" plain || fail "upstream check (gemini-cli, $provider, plain)"
+
+    : >"$WORK/upstream.jsonl"
+    echo "== gemini-cli through '$provider': a run_shell_command tool loop"
+    out=$(cd "$WORK" && gemini_cli -p "Please run-bash and tell me what it printed" --yolo \
+        -m "$provider/gemini-2.5-flash") || fail "gemini exited $? ($provider, tools)"
+    echo "$out"
+    grep -q "The command printed: llm-bridge-ok" <<<"$out" || fail "gemini-cli did not print the tool result ($provider)"
+    gemini_upstream "$provider" tools || fail "upstream check (gemini-cli, $provider, tools)"
+done
+
 # No secret in the gateway's log; every request left an access event.
-for secret in "$KEY" sk-chat-upstream-secret sk-ant-upstream-secret sk-openai-upstream-secret; do
+for secret in "$KEY" sk-chat-upstream-secret sk-ant-upstream-secret sk-openai-upstream-secret AIza-gem-upstream-secret; do
     grep -q -- "$secret" "$WORK/gateway.log" && fail "a secret appears in the gateway log"
 done
 if [ "$failures" -ne 0 ]; then

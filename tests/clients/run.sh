@@ -47,6 +47,8 @@ providers:
     api_key: AIzaSy-gemini-upstream-secret
     models:
       gemini-2.5-flash: {}
+      gemini-embedding-001: {}
+      gemini-embedding-2: {}
   script:
     adapter: openai
     base_url: http://127.0.0.1:$SCRIPT_PORT/v1

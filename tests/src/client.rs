@@ -49,9 +49,10 @@ impl Answer {
     }
 }
 
-/// The `data:` payloads of an event-stream text.
+/// The `data:` payloads of an event-stream text (lines end in `\n` or `\r\n`, as Gemini's do).
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
+        .replace("\r\n", "\n")
         .split("\n\n")
         .filter_map(|event| {
             let data: Vec<&str> = event

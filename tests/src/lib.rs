@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod client;
+pub mod embeddings;
 pub mod gateway;
 pub mod gemini;
 pub mod mock;

@@ -431,8 +431,9 @@ impl Drop for CancelGuard {
 fn echo_answer(state: Arc<State>, recorded: &Recorded, echo: &Echo) -> Response<MockBody> {
     // Requests in Gemini's or Anthropic's own format get answers in that format (see
     // gemini.rs, anthropic.rs).
-    if let Some((content_type, pieces)) =
-        crate::gemini::echo(recorded, echo).or_else(|| crate::anthropic::echo(recorded, echo))
+    if let Some((content_type, pieces)) = crate::embeddings::echo(recorded)
+        .or_else(|| crate::gemini::echo(recorded, echo))
+        .or_else(|| crate::anthropic::echo(recorded, echo))
     {
         return Response::builder()
             .header("content-type", content_type)

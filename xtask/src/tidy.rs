@@ -17,9 +17,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "llm-bridge-provider-gemini",
-        &["llm-bridge-core", "llm-bridge-http"],
+        &[
+            "llm-bridge-core",
+            "llm-bridge-http",
+            "llm-bridge-dialect-gemini",
+        ],
     ),
     ("llm-bridge-dialect-anthropic", &["llm-bridge-core"]),
+    ("llm-bridge-dialect-gemini", &["llm-bridge-core"]),
     ("llm-bridge-dialect-responses", &["llm-bridge-core"]),
     (
         "llm-bridge-provider-anthropic",

@@ -191,6 +191,7 @@ impl App {
         .with_ingresses(vec![
             Arc::new(llm_bridge_dialect_anthropic::MessagesIngress),
             Arc::new(llm_bridge_dialect_responses::ResponsesIngress),
+            Arc::new(llm_bridge_dialect_gemini::GeminiIngress),
         ]);
         // Kept Responses answers live in the usage database.
         let gateway = match stores.responses(config.responses.ttl.duration()) {

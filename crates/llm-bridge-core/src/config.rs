@@ -196,6 +196,41 @@ pub struct ModelConfig {
     /// Prices, for the cost in usage records.
     #[serde(default)]
     pub price: Option<Price>,
+    /// What the model serves; inferred from its name when absent ([`ModelEntry::kind`]).
+    #[serde(default)]
+    pub kind: Option<ModelKind>,
+}
+
+/// What a model serves: chat completions (and the dialects translated to them) or embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Chat completions.
+    Chat,
+    /// Embeddings (`POST /v1/embeddings`).
+    Embedding,
+}
+
+impl ModelKind {
+    /// `chat` or `embedding`, as `/v1/models` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+
+    /// The kind a model name says it is: names with `embed` in them (`text-embedding-3-small`,
+    /// `gemini-embedding-001`, `text-embedding-004`, `nomic-embed-text`) are embedding models,
+    /// every other name a chat model.
+    pub fn of_name(name: &str) -> ModelKind {
+        let name = name.rsplit('/').next().unwrap_or(name);
+        if name.to_ascii_lowercase().contains("embed") {
+            ModelKind::Embedding
+        } else {
+            ModelKind::Chat
+        }
+    }
 }
 
 /// Prices of a model in currency units (e.g. USD) per million tokens (the built-in catalog's
@@ -395,6 +430,15 @@ impl ModelEntry<'_> {
             }
         }
         strip_tag(self.name)
+    }
+
+    /// What the model serves: its configured `kind` (its own entry's, not a `"*"` entry's),
+    /// else what its upstream name says ([`ModelKind::of_name`]).
+    pub fn kind(&self) -> ModelKind {
+        match self.config.kind {
+            Some(kind) if !self.wildcard => kind,
+            _ => ModelKind::of_name(self.upstream_name()),
+        }
     }
 }
 

@@ -8,9 +8,40 @@
 
 use bytes::Bytes;
 
+use crate::config::ModelKind;
 use crate::error::{Error, Result};
 use crate::request::ChatRequest;
 use crate::response::Usage;
+
+/// An endpoint of a dialect that names the model and the method in the path (Gemini's
+/// `/v1beta/models/{model}:{method}`), as [`Ingress::endpoint`] read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The model named in the path (percent-decoded, without the dialect's `models/`).
+    pub model: String,
+    /// What is asked.
+    pub call: Call,
+    /// The [`crate::NativeRequest::operation`] a target speaking the dialect is sent
+    /// (Gemini's method name: `generateContent`, `countTokens`, …).
+    pub native: &'static str,
+}
+
+/// What an [`Endpoint`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// An answer, streamed or not: served like a chat completion.
+    Generate {
+        /// Whether it is an event stream.
+        stream: bool,
+    },
+    /// The prompt's token count.
+    CountTokens,
+    /// Embeddings, of one input or a batch: served like `/v1/embeddings`.
+    Embed {
+        /// Whether the request is a batch (its answer a list).
+        batch: bool,
+    },
+}
 
 /// One request of the dialect, in the pivot.
 #[derive(Debug)]
@@ -67,6 +98,50 @@ pub trait Ingress: Send + Sync + 'static {
     /// A reader of a native event stream's usage, fed the bytes as they are forwarded.
     fn native_meter(&self) -> Box<dyn NativeMeter> {
         Box::new(NoUsage)
+    }
+
+    /// The endpoint `path` names, for a dialect whose paths name the model and the method
+    /// (Gemini); `None` for the others, which are served at [`Ingress::path`].
+    fn endpoint(&self, path: &str) -> Option<Endpoint> {
+        let _ = path;
+        None
+    }
+
+    /// The prefix under which `GET` lists the dialect's models (`/v1beta/models`), if it has one.
+    fn models_path(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Translates a request to an [`Endpoint`] into the pivot (the model and whether it
+    /// streams come from the endpoint).
+    fn request_at(&self, body: &[u8], endpoint: &Endpoint) -> Result<IngressRequest> {
+        let _ = endpoint;
+        self.request(body)
+    }
+
+    /// Translates an embeddings request to an [`Endpoint`] into an OpenAI `/v1/embeddings` body.
+    fn embeddings_request(&self, body: &[u8], endpoint: &Endpoint) -> Result<Bytes> {
+        let _ = (body, endpoint);
+        Err(Error::invalid_request(format!(
+            "{} requests have no embeddings",
+            self.name()
+        )))
+    }
+
+    /// Renders an OpenAI embeddings answer in the dialect.
+    fn embeddings_answer(&self, answer: &[u8], endpoint: &Endpoint) -> Result<Bytes> {
+        let _ = (answer, endpoint);
+        Err(Error::internal(format!(
+            "{} renders no embeddings",
+            self.name()
+        )))
+    }
+
+    /// The dialect's answer listing these models (`(id, kind)`), or describing the one given
+    /// when `one` is set.
+    fn models_answer(&self, models: &[(String, ModelKind)], one: bool) -> Bytes {
+        let _ = (models, one);
+        Bytes::new()
     }
 
     /// Whether the client asked for the provider state of translated answers to come back

@@ -84,14 +84,16 @@ mod retry;
 pub mod trace;
 
 pub use config::{
-    ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ParamConfig, Price,
+    ApiKeys, DEFAULT_TIMEOUT, ModelCatalog, ModelConfig, ModelEntry, ModelKind, ParamConfig, Price,
     ProviderConfig, ResponsesMode, Seconds, TlsConfig, api_key_env_var,
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
-pub use ingress::{Ingress, IngressRequest, IngressState, IngressStream, NativeMeter};
+pub use ingress::{
+    Call, Endpoint, Ingress, IngressRequest, IngressState, IngressStream, NativeMeter,
+};
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};
 pub use model_ref::ModelRef;
-pub use provider::{ChatProvider, NativeRequest, NativeResponse, with_model};
+pub use provider::{ChatProvider, EMBEDDINGS, NativeRequest, NativeResponse, with_model};
 pub use request::{ChatRequest, session_hash};
 pub use response::{
     AnswerFacts, ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, answer_facts,

@@ -64,11 +64,16 @@ pub trait ChatProvider: Send + Sync + 'static {
     }
 }
 
+/// The name under which a provider declares embeddings ([`ChatProvider::speaks`]) and the
+/// [`NativeRequest::operation`] of an embeddings request: an OpenAI `/v1/embeddings` body,
+/// answered in OpenAI's shape (forwarded as bytes, or translated by the adapter).
+pub const EMBEDDINGS: &str = "embeddings";
+
 /// A request in a provider's own dialect, for [`ChatProvider::forward`].
 #[derive(Debug, Clone)]
 pub struct NativeRequest {
-    /// Which endpoint of the dialect: `main` (`/v1/messages`, `/v1/responses`) or
-    /// `count_tokens`.
+    /// Which endpoint of the dialect: `main` (`/v1/messages`, `/v1/responses`),
+    /// `count_tokens`, or [`EMBEDDINGS`].
     pub operation: &'static str,
     /// The body as the client sent it.
     pub body: Bytes,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use llm_bridge_auth::Admission;
 use llm_bridge_core::{Error, ErrorKind, Price, Usage, inspect};
-use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
+use llm_bridge_usage::count::{Encoding, input_tokens_of_body, prompt_tokens_of_body};
 use llm_bridge_usage::{Estimator, UsageRecord, UsageSink, UsageSource};
 
 use crate::metrics::{Metrics, Observation};
@@ -119,6 +119,8 @@ pub struct RequestLog {
     pub trace: Option<Box<RequestTrace>>,
     /// A client's unsampled trace context, passed on upstream as it came.
     pub propagate: Option<llm_bridge_core::TraceParent>,
+    /// Whether the request is for embeddings: its prompt is `input`, not `messages`.
+    pub embeddings: bool,
     finished: bool,
 }
 
@@ -170,6 +172,7 @@ impl RequestLog {
             answered: false,
             trace: None,
             propagate: None,
+            embeddings: false,
             finished: false,
         }
     }
@@ -255,6 +258,7 @@ impl RequestLog {
             delivered_extra: self.delivered_extra,
             answered: self.answered,
             trace: self.trace.take(),
+            embeddings: self.embeddings,
         };
         if ended.needs_estimate() {
             // Counting tokens is CPU work (and the first count loads a vocabulary): keep it
@@ -308,6 +312,7 @@ struct Ended {
     delivered_extra: u64,
     answered: bool,
     trace: Option<Box<RequestTrace>>,
+    embeddings: bool,
 }
 
 impl Ended {
@@ -324,10 +329,13 @@ impl Ended {
             return (Usage::default(), UsageSource::None);
         }
         let encoding = Encoding::for_model(self.upstream_model.as_deref().unwrap_or_default());
-        let prompt = self
-            .request_body
-            .as_deref()
-            .map_or(0, |b| prompt_tokens_of_body(encoding, b));
+        let prompt = self.request_body.as_deref().map_or(0, |b| {
+            if self.embeddings {
+                input_tokens_of_body(encoding, b)
+            } else {
+                prompt_tokens_of_body(encoding, b)
+            }
+        });
         let completion = match &self.response_body {
             Some(body) => {
                 let mut text = String::new();

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use llm_bridge_auth::{Principal, RateInfo};
 use llm_bridge_core::{
-    ChatRequest, ChunkStream, Error, ErrorKind, Ingress, NativeRequest, NativeResponse,
+    ChatRequest, ChunkStream, Error, ErrorKind, Ingress, NativeRequest, NativeResponse, Usage,
     completion_usage,
 };
-use llm_bridge_router::{Dispatched, Served};
+use llm_bridge_router::{Dispatched, Plan, Served};
 
 use crate::Gateway;
 use crate::access::{Outcome, RequestLog};
@@ -112,19 +112,10 @@ async fn serve(
 ) -> Result<Answer, Error> {
     log.model = Some(request.model().to_owned());
     log.stream = request.stream();
-    // The key's permissions, limits and budgets, checked against the name the client used
-    // and the provider/model it resolves to.
     let plan = match gateway.router.resolve(request.model()) {
         Ok(p) => p,
         Err(e) => return Err(failed(log, e)),
     };
-    log.route = plan.route.clone();
-    let prompt_estimate = log
-        .request_body
-        .as_ref()
-        .map_or(0, |b| b.len() as u64)
-        .div_ceil(4);
-    log.prompt_estimate = prompt_estimate;
     let max_output = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| request.get(k).and_then(serde_json::Value::as_u64));
@@ -134,26 +125,18 @@ async fn serve(
     // An untraced request still passes on the client's (unsampled) trace context; a traced
     // one carries each attempt's, set by the router.
     request.set_traceparent(log.propagate);
-    // A direct model may be allowed by the name used or by provider/model; a route by its
-    // alias, or when the key may use every one of its targets.
-    let ids = plan.ids();
-    let mut names: Vec<&str> = vec![request.model()];
-    if plan.route.is_none() || ids.iter().all(|id| principal.allows(id)) {
-        names.extend(ids.iter().map(String::as_str));
-    }
-    match gateway
-        .auth
-        .admit(principal, &names, prompt_estimate, max_output)
-        .await
+    if let Err(e) = admit(
+        gateway,
+        &mut log,
+        principal,
+        &plan,
+        request.model(),
+        max_output,
+        rate,
+    )
+    .await
     {
-        Ok(admission) => {
-            *rate = Some(admission.rate()).filter(RateInfo::is_limited);
-            log.admission = Some(admission);
-        }
-        Err(rejection) => {
-            *rate = rejection.rate;
-            return Err(failed(log, *rejection.error));
-        }
+        return Err(failed(log, e));
     }
     let upstream_started = Instant::now();
     if let Dialect::Ingress(ingress, native) = dialect {
@@ -213,6 +196,112 @@ fn attempts(log: &mut RequestLog) -> Option<&mut llm_bridge_router::AttemptTrace
     log.trace.as_deref_mut().map(|t| &mut t.attempts)
 }
 
+/// The key's permissions, limits and budgets, checked against the name the client used and
+/// the provider/model it resolves to; the admission goes on the log.
+async fn admit(
+    gateway: &Gateway,
+    log: &mut RequestLog,
+    principal: &Principal,
+    plan: &Plan,
+    model: &str,
+    max_output: Option<u64>,
+    rate: &mut Option<RateInfo>,
+) -> Result<(), Error> {
+    log.route = plan.route.clone();
+    let prompt_estimate = log
+        .request_body
+        .as_ref()
+        .map_or(0, |b| b.len() as u64)
+        .div_ceil(4);
+    log.prompt_estimate = prompt_estimate;
+    // A direct model may be allowed by the name used or by provider/model; a route by its
+    // alias, or when the key may use every one of its targets.
+    let ids = plan.ids();
+    let mut names: Vec<&str> = vec![model];
+    if plan.route.is_none() || ids.iter().all(|id| principal.allows(id)) {
+        names.extend(ids.iter().map(String::as_str));
+    }
+    match gateway
+        .auth
+        .admit(principal, &names, prompt_estimate, max_output)
+        .await
+    {
+        Ok(admission) => {
+            *rate = Some(admission.rate()).filter(RateInfo::is_limited);
+            log.admission = Some(admission);
+            Ok(())
+        }
+        Err(rejection) => {
+            *rate = rejection.rate;
+            Err(*rejection.error)
+        }
+    }
+}
+
+/// Runs one request that only targets speaking `operation` serve (embeddings): forwarded as
+/// the client sent it, `model` excepted, with keys, limits, budgets, routes and the usage
+/// record as for chat; `usage` reads the answer's token counts.
+pub async fn forward(
+    gateway: &Gateway,
+    mut log: RequestLog,
+    principal: &Principal,
+    model: &str,
+    operation: &'static str,
+    native: &NativeRequest,
+    usage: fn(&[u8]) -> Option<Usage>,
+) -> Exchanged {
+    let mut rate = None;
+    let mut target = None;
+    log.model = Some(model.to_owned());
+    let result = async {
+        let plan = match gateway.router.resolve(model) {
+            Ok(p) => p,
+            Err(e) => return Err(failed(log, e)),
+        };
+        if !plan.targets.iter().any(|t| t.serves(operation)) {
+            let e = Error::invalid_request(format!("model '{model}' does not serve {operation}"))
+                .with_param("model");
+            return Err(failed(log, e));
+        }
+        if let Err(e) = admit(gateway, &mut log, principal, &plan, model, None, &mut rate).await {
+            return Err(failed(log, e));
+        }
+        let upstream_started = Instant::now();
+        let answer = match gateway
+            .router
+            .forward_planned(&plan, operation, native)
+            .await
+        {
+            Ok(served) => {
+                target = Some(served.target());
+                note_served(&mut log, served, upstream_started)
+            }
+            Err(e) => return Err(failed(log, e)),
+        };
+        let upstream = log.upstream.unwrap_or_default();
+        log.overhead = Some(log.started.elapsed().saturating_sub(upstream));
+        let whole = match collect(answer.body).await {
+            Ok(whole) => whole,
+            Err(e) => return Err(failed(log, e)),
+        };
+        log.answered = true;
+        log.ttft = Some(log.started.elapsed());
+        log.usage = usage(&whole);
+        log.finish(Outcome::Ok);
+        Ok(Answer::Native {
+            content_type: answer.content_type,
+            body: Box::new(NativeBody::complete(whole)),
+            upstream,
+        })
+    }
+    .await;
+    Exchanged {
+        result,
+        rate,
+        target,
+    }
+}
+
 fn stream_answer(mut log: RequestLog, stream: ChunkStream, client_wants_usage: bool) -> Answer {
     let upstream = log.upstream.unwrap_or_default();
     log.overhead = Some(log.started.elapsed().saturating_sub(upstream));
@@ -253,6 +342,9 @@ fn complete_answer(mut log: RequestLog, body: Bytes) -> Result<Answer, Error> {
     }
 }
 
+type Pieces =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = llm_bridge_core::Result<Bytes>> + Send>>;
+
 /// The most of a complete native answer that is read.
 const MAX_NATIVE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -273,24 +365,10 @@ async fn native_answer(
             upstream,
         });
     }
-    let mut body = answer.body;
-    let mut whole = bytes::BytesMut::new();
-    while let Some(piece) = body.next().await {
-        match piece {
-            Ok(piece) if whole.len() + piece.len() <= MAX_NATIVE_BYTES => {
-                whole.extend_from_slice(&piece);
-            }
-            Ok(_) => {
-                let e = Error::new(
-                    ErrorKind::UpstreamBadResponse,
-                    "the upstream's answer is larger than 64 MiB",
-                );
-                return Err(failed(log, e));
-            }
-            Err(e) => return Err(failed(log, e)),
-        }
-    }
-    let whole = whole.freeze();
+    let whole = match collect(answer.body).await {
+        Ok(whole) => whole,
+        Err(e) => return Err(failed(log, e)),
+    };
     if let Some(trace) = log.trace.as_deref_mut().filter(|t| t.capture_content) {
         trace.answer = Some(whole.clone());
     }
@@ -303,6 +381,22 @@ async fn native_answer(
         body: Box::new(NativeBody::complete(whole)),
         upstream,
     })
+}
+
+/// A complete native answer, read whole (up to [`MAX_NATIVE_BYTES`]).
+async fn collect(mut body: Pieces) -> Result<Bytes, Error> {
+    let mut whole = bytes::BytesMut::new();
+    while let Some(piece) = body.next().await {
+        let piece = piece?;
+        if whole.len() + piece.len() > MAX_NATIVE_BYTES {
+            return Err(Error::new(
+                ErrorKind::UpstreamBadResponse,
+                "the upstream's answer is larger than 64 MiB",
+            ));
+        }
+        whole.extend_from_slice(&piece);
+    }
+    Ok(whole.freeze())
 }
 
 fn note_served<T>(log: &mut RequestLog, served: Served<T>, upstream_started: Instant) -> T {

@@ -166,7 +166,7 @@ pub fn server_timing(
 
 /// The models a key may use, as `/v1/models` lists them: a route is listed when the key may
 /// use its alias or every one of its targets (as for a chat request).
-fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_json::Value> {
+pub fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_json::Value> {
     gateway
         .router
         .models()
@@ -183,6 +183,7 @@ fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_json::Value
                 "object": "model",
                 "created": gateway.started_unix,
                 "owned_by": m.owned_by,
+                "kind": m.kind.as_str(),
             })
         })
         .collect()

@@ -11,7 +11,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use llm_bridge_auth::Principal;
-use llm_bridge_core::{Error, ErrorKind, Ingress, IngressState, NativeRequest};
+use llm_bridge_core::{Endpoint, Error, ErrorKind, Ingress, IngressState, NativeRequest};
 use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
 use llm_bridge_usage::{ResponseStore, StoredResponse};
 use tracing::Instrument;
@@ -34,18 +34,32 @@ pub fn ingress_error(ingress: &dyn Ingress, e: &Error) -> Response<GatewayBody> 
     response
 }
 
-/// `POST <ingress.path()>`.
+/// `POST <ingress.path()>`, or a generating endpoint of a dialect whose paths name the model
+/// (`at`: Gemini's `…/models/{model}:generateContent`).
 pub async fn serve(
     gateway: &Arc<Gateway>,
     ingress: Arc<dyn Ingress>,
     request: Request<Incoming>,
     request_id: Arc<str>,
+    at: Option<Endpoint>,
 ) -> Response<GatewayBody> {
     let log = RequestLog::new(gateway.telemetry.clone(), request_id, "http");
     let span = log.span.clone();
-    serve_in(gateway, &ingress, request, log)
+    serve_in(gateway, &ingress, request, log, at.as_ref())
         .instrument(span)
         .await
+}
+
+/// The dialect's translation of a request, to its endpoint when its path names one.
+fn translate(
+    ingress: &dyn Ingress,
+    body: &[u8],
+    at: Option<&Endpoint>,
+) -> Result<llm_bridge_core::IngressRequest, Error> {
+    match at {
+        Some(endpoint) => ingress.request_at(body, endpoint),
+        None => ingress.request(body),
+    }
 }
 
 async fn serve_in(
@@ -53,6 +67,7 @@ async fn serve_in(
     shared: &Arc<dyn Ingress>,
     request: Request<Incoming>,
     mut log: RequestLog,
+    at: Option<&Endpoint>,
 ) -> Response<GatewayBody> {
     let ingress = &**shared;
     let (parts, body) = request.into_parts();
@@ -67,7 +82,7 @@ async fn serve_in(
         Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
     };
     log.request_body = Some(bytes.clone());
-    let mut translated = match ingress.request(&bytes) {
+    let mut translated = match translate(ingress, &bytes, at) {
         Ok(t) => t,
         Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
     };
@@ -134,7 +149,7 @@ async fn serve_in(
     }
     let model = pivot.model().to_owned();
     let native = NativeRequest {
-        operation: "main",
+        operation: at.map_or("main", |e| e.native),
         body: bytes,
         headers: forwarded_headers(ingress, &parts.headers),
         stream: pivot.stream(),
@@ -223,6 +238,7 @@ pub async fn count_tokens(
     gateway: &Gateway,
     ingress: &dyn Ingress,
     request: Request<Incoming>,
+    at: Option<&Endpoint>,
 ) -> Response<GatewayBody> {
     let (parts, body) = request.into_parts();
     if let Err(e) = gateway.auth.authenticate(presented_key(&parts.headers)) {
@@ -232,7 +248,7 @@ pub async fn count_tokens(
         Ok(bytes) => bytes,
         Err(e) => return ingress_error(ingress, &e),
     };
-    let mut pivot = match ingress.request(&bytes) {
+    let mut pivot = match translate(ingress, &bytes, at) {
         Ok(t) => t.request,
         Err(e) => return ingress_error(ingress, &e),
     };
@@ -250,7 +266,7 @@ pub async fn count_tokens(
         .find(|t| t.provider.speaks(ingress.name()))
     {
         let native = NativeRequest {
-            operation: "count_tokens",
+            operation: at.map_or("count_tokens", |e| e.native),
             body: bytes,
             headers: forwarded_headers(ingress, &parts.headers),
             stream: false,
@@ -287,6 +303,46 @@ pub async fn count_tokens(
         .headers_mut()
         .insert("x-llm-bridge-estimated", HeaderValue::from_static("true"));
     response
+}
+
+/// `GET <ingress.models_path()>[/{id}]`: the models the key may use, in the dialect's shape
+/// (404 in it for a model the key may not use).
+pub fn models(
+    gateway: &Gateway,
+    ingress: &dyn Ingress,
+    headers: &http::HeaderMap,
+    one: Option<&str>,
+) -> Response<GatewayBody> {
+    let principal = match gateway.auth.authenticate(presented_key(headers)) {
+        Ok(p) => p,
+        Err(e) => return ingress_error(ingress, &e),
+    };
+    let one = one.map(|id| percent_encoding::percent_decode_str(id).decode_utf8_lossy());
+    let models: Vec<(String, llm_bridge_core::ModelKind)> =
+        crate::http::models_for(gateway, &principal)
+            .into_iter()
+            .filter_map(|m| {
+                let id = m["id"].as_str()?.to_owned();
+                let kind = if m["kind"] == "embedding" {
+                    llm_bridge_core::ModelKind::Embedding
+                } else {
+                    llm_bridge_core::ModelKind::Chat
+                };
+                Some((id, kind))
+            })
+            .filter(|(id, _)| one.as_deref().is_none_or(|want| want == id))
+            .collect();
+    if let (Some(id), true) = (&one, models.is_empty()) {
+        let e = Error::new(
+            ErrorKind::ModelNotFound,
+            format!("the model '{id}' does not exist or this key may not use it"),
+        );
+        return ingress_error(ingress, &e);
+    }
+    json_response(
+        StatusCode::OK,
+        ingress.models_answer(&models, one.is_some()),
+    )
 }
 
 /// The client's headers that the dialect forwards upstream.

@@ -14,6 +14,7 @@ mod body;
 mod config;
 mod conn;
 mod drain;
+mod embeddings;
 mod errors;
 mod exchange;
 mod http;
@@ -174,6 +175,39 @@ impl Gateway {
             } else {
                 None
             }
+        })
+    }
+
+    /// The dialect whose paths name the model and the method (Gemini) and the endpoint
+    /// `path` names in it.
+    fn endpoint_at(&self, path: &str) -> Option<(&Arc<dyn Ingress>, llm_bridge_core::Endpoint)> {
+        self.ingresses
+            .iter()
+            .find_map(|i| Some((i, i.endpoint(path)?)))
+    }
+
+    /// The dialect listing its models under `path` (`/v1beta/models`, `/v1beta/models/{id}`),
+    /// and the model asked for, if one is. `google`: the request carries Google's key
+    /// (`x-goog-api-key` or `?key=`), so `/v1/models…` is Gemini's too (the Google GenAI SDK
+    /// uses `v1` when given a base URL) rather than OpenAI's.
+    fn models_at<'p>(
+        &self,
+        path: &'p str,
+        google: bool,
+    ) -> Option<(&Arc<dyn Ingress>, Option<&'p str>)> {
+        self.ingresses.iter().find_map(|i| {
+            let prefix = i.models_path()?;
+            let rest = match path.strip_prefix(prefix) {
+                Some(rest) => rest,
+                None if google => path.strip_prefix("/v1/models")?,
+                None => return None,
+            };
+            if rest.is_empty() {
+                return Some((i, None));
+            }
+            let id = rest.strip_prefix('/')?;
+            let id = id.strip_prefix("models/").unwrap_or(id);
+            (!id.is_empty()).then_some((i, Some(id)))
         })
     }
 

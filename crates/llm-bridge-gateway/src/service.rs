@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use llm_bridge_core::{Error, ErrorKind};
+use llm_bridge_core::{Call, Endpoint, Error, ErrorKind};
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
@@ -26,6 +26,8 @@ const KNOWN: &[&str] = &[
     "/chat/completions",
     "/v1/models",
     "/models",
+    "/v1/embeddings",
+    "/embeddings",
     "/v1/usage",
     "/healthz",
     "/readyz",
@@ -38,26 +40,57 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
+    let mut request = request;
     let request_id = request_id(request.headers().get("x-request-id"));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
+    // Gemini's endpoints: its key header or `?key=` stands for the access key.
+    let endpoint = gateway
+        .endpoint_at(&path)
+        .filter(|_| method == Method::POST)
+        .map(|(i, e)| (i.clone(), e));
+    let google = request.headers().contains_key("x-goog-api-key")
+        || request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
+    if endpoint.is_some() || gateway.models_at(&path, google).is_some() {
+        google_key(&mut request);
+    }
     let is_chat = method == Method::POST
         && matches!(path.as_str(), "/v1/chat/completions" | "/chat/completions");
     let ingress = gateway
         .ingress_at(&path)
         .filter(|_| method == Method::POST)
         .map(|(i, counting)| (i.clone(), counting));
+    let is_embeddings =
+        method == Method::POST && matches!(path.as_str(), "/v1/embeddings" | "/embeddings");
+    let generating = endpoint
+        .as_ref()
+        .filter(|(_, e)| matches!(e.call, Call::Generate { .. } | Call::Embed { .. }));
     let mut response = if is_chat {
         // The chat path emits its own, richer access event.
         chat_completions(&gateway, request, request_id.clone()).await
+    } else if is_embeddings {
+        // So does the embeddings path.
+        crate::embeddings::serve(&gateway, request, request_id.clone(), None).await
+    } else if let Some((ingress, at)) = generating {
+        // And a dialect's endpoints that answer (Gemini's, named by the path).
+        if matches!(at.call, Call::Embed { .. }) {
+            let dialect = Some((&**ingress, at));
+            crate::embeddings::serve(&gateway, request, request_id.clone(), dialect).await
+        } else {
+            let (ingress, at) = (ingress.clone(), at.clone());
+            crate::ingress::serve(&gateway, ingress, request, request_id.clone(), Some(at)).await
+        }
     } else if let Some((ingress, false)) = ingress {
         // So does a dialect's main endpoint.
-        crate::ingress::serve(&gateway, ingress, request, request_id.clone()).await
+        crate::ingress::serve(&gateway, ingress, request, request_id.clone(), None).await
     } else {
         let span = tracing::info_span!("request", request_id = %request_id, transport = "http");
         let key = presented_key(request.headers()).map(str::to_owned);
-        let response = route(&gateway, request, &method, &path)
+        let response = route(&gateway, request, &method, &path, endpoint.as_ref(), google)
             .instrument(span.clone())
             .await;
         let quiet = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics")
@@ -107,10 +140,20 @@ async fn route(
     request: Request<Incoming>,
     method: &Method,
     path: &str,
+    endpoint: Option<&(Arc<dyn llm_bridge_core::Ingress>, Endpoint)>,
+    google: bool,
 ) -> Response<GatewayBody> {
     if method == Method::POST {
         if let Some((ingress, true)) = gateway.ingress_at(path) {
-            return crate::ingress::count_tokens(gateway, &**ingress, request).await;
+            return crate::ingress::count_tokens(gateway, &**ingress, request, None).await;
+        }
+        if let Some((ingress, at)) = endpoint.filter(|(_, e)| e.call == Call::CountTokens) {
+            return crate::ingress::count_tokens(gateway, &**ingress, request, Some(at)).await;
+        }
+    }
+    if method == Method::GET {
+        if let Some((ingress, one)) = gateway.models_at(path, google) {
+            return crate::ingress::models(gateway, &**ingress, request.headers(), one);
         }
     }
     // A dialect's kept answers: `<path>/{id}` and `<path>/{id}/input_items`.
@@ -179,6 +222,29 @@ async fn route(
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
+    }
+}
+
+/// Google's clients send the key in `x-goog-api-key` or as `?key=`: either becomes the
+/// request's `x-api-key` (unless it names a key already), so that authentication reads it
+/// where it reads every other key. The query is never logged (access events log the path).
+fn google_key(request: &mut Request<Incoming>) {
+    let headers = request.headers();
+    if headers.contains_key(http::header::AUTHORIZATION) || headers.contains_key("x-api-key") {
+        return;
+    }
+    let key = headers.get("x-goog-api-key").cloned().or_else(|| {
+        request
+            .uri()
+            .query()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("key="))
+            .map(|k| percent_encoding::percent_decode_str(k).decode_utf8_lossy())
+            .and_then(|k| HeaderValue::from_str(&k).ok())
+    });
+    if let Some(mut key) = key {
+        key.set_sensitive(true);
+        request.headers_mut().insert("x-api-key", key);
     }
 }
 

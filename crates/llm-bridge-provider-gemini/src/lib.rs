@@ -68,12 +68,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod errors;
-mod messages;
-mod request;
-mod response;
 mod stream;
-mod wire;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -81,14 +76,33 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 use llm_bridge_core::{
-    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
-    ModelEntry, ProviderConfig, Result,
+    ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind,
+    ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result,
 };
 use llm_bridge_http::{IdleBody, MAX_ERROR_BYTES, ProviderKit, SseStream, UpstreamClient};
 
-pub use errors::{from_status as error_from_status, from_stream_event as error_from_stream_event};
-pub use request::request_body;
-pub use response::{ChunkTranslator, completion, finish_reason};
+// The wire translation is the dialect crate's (shared with the Gemini ingress).
+pub use llm_bridge_dialect_gemini::{
+    ChunkTranslator, EmbedRequest, completion, embed_answer, embed_request,
+    error_from_stream_event, finish_reason, request_body,
+};
+
+/// The error for a non-2xx answer from Gemini: the dialect's reading of the body, with the
+/// wait a 429's `Retry-After` header asks for when the body names none.
+pub fn error_from_status(
+    provider: &str,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Error {
+    let e = llm_bridge_dialect_gemini::error_from_status(provider, status, headers, body);
+    match llm_bridge_http::retry_after(headers) {
+        Some(wait) if status.as_u16() == 429 && e.retry_after().is_none() => {
+            e.with_retry_after(wait)
+        }
+        _ => e,
+    }
+}
 
 use crate::stream::GeminiChunks;
 
@@ -140,7 +154,28 @@ impl GeminiProvider {
         let uri = self
             .endpoint(upstream, stream)
             .map_err(|e| e.with_provider(&*self.kit.name))?;
-        let (key_index, key) = self.kit.key(request.session())?;
+        self.post(
+            entry,
+            uri,
+            body,
+            stream,
+            request.session(),
+            request.traceparent(),
+        )
+        .await
+    }
+
+    /// Sends a body to a Gemini URL with the provider's key; a non-2xx answer is its error.
+    async fn post(
+        &self,
+        entry: &ModelEntry<'_>,
+        uri: Uri,
+        body: Bytes,
+        stream: bool,
+        session: Option<u64>,
+        traceparent: Option<llm_bridge_core::TraceParent>,
+    ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+        let (key_index, key) = self.kit.key(session)?;
         let accept = if stream {
             "text/event-stream"
         } else {
@@ -154,7 +189,7 @@ impl GeminiProvider {
             .header(API_KEY_HEADER, key.clone())
             .body(Full::new(body))
             .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
-        let http_request = llm_bridge_http::with_traceparent(http_request, request.traceparent());
+        let http_request = llm_bridge_http::with_traceparent(http_request, traceparent);
         let timeout = entry.config.timeout();
         self.client
             .send_keyed(
@@ -163,9 +198,42 @@ impl GeminiProvider {
                 &self.kit.name,
                 &self.kit.keys,
                 key_index,
-                |status, headers, body| errors::from_status(&self.kit.name, status, headers, body),
+                |status, headers, body| error_from_status(&self.kit.name, status, headers, body),
             )
             .await
+    }
+}
+
+impl GeminiProvider {
+    /// A request of the Gemini dialect, forwarded to `models/{upstream}:{operation}`.
+    async fn forward_native(&self, model: &str, request: NativeRequest) -> Result<NativeResponse> {
+        let method = match request.operation {
+            m @ ("generateContent" | "streamGenerateContent" | "countTokens") => m,
+            other => {
+                return Err(Error::internal(format!(
+                    "provider '{}' forwards no '{other}' requests",
+                    self.kit.name
+                )));
+            }
+        };
+        let entry = self.kit.entry(model)?;
+        let upstream = model_path(entry.upstream_name())?;
+        let stream = method == "streamGenerateContent";
+        let query = if stream { "?alt=sse" } else { "" };
+        let uri: Uri = format!("{}/v1beta/models/{upstream}:{method}{query}", self.root)
+            .parse()
+            .map_err(|e| Error::internal(format!("could not build the Gemini URL: {e}")))?;
+        let response = self
+            .post(
+                &entry,
+                uri,
+                request.body.clone(),
+                stream,
+                request.session,
+                native_traceparent(&request),
+            )
+            .await?;
+        Ok(self.kit.native_answer(response, entry.config.timeout()))
     }
 }
 
@@ -219,6 +287,45 @@ impl ChatProvider for GeminiProvider {
         self.kit.keys.redact(text)
     }
 
+    fn speaks(&self, dialect: &str) -> bool {
+        dialect == EMBEDDINGS || dialect == "gemini"
+    }
+
+    /// Gemini's own requests (`generateContent`, `streamGenerateContent`, `countTokens`) go
+    /// through as bytes (the model is in the URL); embeddings are translated to
+    /// `batchEmbedContents` and back (see [`embed_request`]).
+    async fn forward(&self, model: &str, request: NativeRequest) -> Result<NativeResponse> {
+        if request.operation != EMBEDDINGS {
+            return self.forward_native(model, request).await;
+        }
+        let entry = self.kit.entry(model)?;
+        let upstream = model_path(entry.upstream_name())?;
+        let translated = embed_request(&request.body, upstream)?;
+        let uri: Uri = format!("{}/v1beta/models/{upstream}:batchEmbedContents", self.root)
+            .parse()
+            .map_err(|e| Error::internal(format!("could not build the Gemini URL: {e}")))?;
+        let response = self
+            .post(
+                &entry,
+                uri,
+                translated.body,
+                false,
+                request.session,
+                native_traceparent(&request),
+            )
+            .await?;
+        let bytes = IdleBody::new(response.into_body(), entry.config.timeout())
+            .collect(MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
+        let body = embed_answer(&bytes, upstream, translated.base64)
+            .map_err(|e| e.with_provider(&*self.kit.name))?;
+        Ok(NativeResponse {
+            content_type: "application/json".to_owned(),
+            body: Box::pin(futures_util::stream::once(async move { Ok(body) })),
+        })
+    }
+
     async fn chat(&self, model: &str, mut request: ChatRequest) -> Result<ChatResponse> {
         let entry = self.kit.entry(model)?;
         entry.config.apply(&mut request);
@@ -249,7 +356,7 @@ impl ChatProvider for GeminiProvider {
                 .await
                 .unwrap_or_default();
             if memchr_error(&body) {
-                return Err(errors::from_stream_event(&self.kit.name, &body));
+                return Err(error_from_stream_event(&self.kit.name, &body));
             }
             return Err(Error::new(
                 ErrorKind::UpstreamBadResponse,
@@ -270,6 +377,15 @@ impl ChatProvider for GeminiProvider {
 
 fn memchr_error(body: &[u8]) -> bool {
     body.windows(b"\"error\"".len()).any(|w| w == b"\"error\"")
+}
+
+/// The attempt's trace context the router put on a forwarded request, if it is traced.
+fn native_traceparent(request: &NativeRequest) -> Option<llm_bridge_core::TraceParent> {
+    request
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+        .and_then(|(_, value)| llm_bridge_core::TraceParent::parse(value))
 }
 
 #[cfg(test)]
@@ -296,6 +412,17 @@ mod tests {
         assert!(api_root("ftp://x").is_err());
         assert!(api_root("https://x/?key=abc").is_err());
         assert!(api_root("not a url").is_err());
+    }
+
+    #[test]
+    fn a_retry_after_header_is_read_when_the_body_names_no_delay() {
+        let mut h = http::HeaderMap::new();
+        h.insert("retry-after", http::HeaderValue::from_static("3"));
+        let e = error_from_status("g", http::StatusCode::TOO_MANY_REQUESTS, &h, b"{}");
+        assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(3)));
+        let body = br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"45s"}]}}"#;
+        let e = error_from_status("g", http::StatusCode::TOO_MANY_REQUESTS, &h, body);
+        assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(45)));
     }
 
     #[test]

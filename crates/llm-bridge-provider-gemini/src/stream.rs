@@ -12,7 +12,7 @@ use futures_util::Stream;
 use llm_bridge_core::{ChatChunk, Result};
 use llm_bridge_http::SseStream;
 
-use crate::response::ChunkTranslator;
+use crate::ChunkTranslator;
 
 /// Chunks translated from Gemini's events.
 pub(crate) struct GeminiChunks {

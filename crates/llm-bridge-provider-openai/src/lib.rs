@@ -21,7 +21,7 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 use llm_bridge_core::{
-    ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind,
+    ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind,
     ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, ResponsesMode, Result,
     with_model,
 };
@@ -40,6 +40,8 @@ pub struct OpenAiProvider {
     stream_usage: bool,
     /// Where `/v1/responses` requests go, when the upstream speaks Responses itself.
     responses: Option<Uri>,
+    /// Where `/v1/embeddings` requests go.
+    embeddings: Uri,
 }
 
 impl OpenAiProvider {
@@ -48,6 +50,13 @@ impl OpenAiProvider {
         let endpoint = chat_completions_url(&config.base_url)
             .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
         let kit = ProviderKit::new(name, config, |k| format!("Bearer {k}"))?;
+        let url = endpoint.to_string();
+        let api_root = url.strip_suffix("/chat/completions").unwrap_or(&url);
+        let embeddings = format!("{api_root}/embeddings")
+            .parse::<Uri>()
+            .map_err(|e| {
+                Error::invalid_request(format!("base_url: no embeddings URL from it: {e}"))
+            })?;
         let native_responses = match config.responses {
             Some(mode) => mode == ResponsesMode::Native,
             None => endpoint.host() == Some("api.openai.com"),
@@ -64,6 +73,7 @@ impl OpenAiProvider {
         Ok(OpenAiProvider {
             kit,
             responses,
+            embeddings,
             endpoint,
             client,
             stream_usage: config.stream_usage,
@@ -152,17 +162,19 @@ impl ChatProvider for OpenAiProvider {
     }
 
     fn speaks(&self, dialect: &str) -> bool {
-        dialect == "responses" && self.responses.is_some()
+        dialect == EMBEDDINGS || (dialect == "responses" && self.responses.is_some())
     }
 
     async fn forward(&self, model: &str, request: NativeRequest) -> Result<NativeResponse> {
-        let Some(url) = self
-            .responses
-            .clone()
-            .filter(|_| request.operation == "main")
-        else {
+        // Embeddings go through as they came, `model` excepted, like Responses requests.
+        let url = match request.operation {
+            EMBEDDINGS => Some(self.embeddings.clone()),
+            "main" => self.responses.clone(),
+            _ => None,
+        };
+        let Some(url) = url else {
             return Err(Error::internal(format!(
-                "provider '{}' forwards only Responses requests",
+                "provider '{}' forwards only Responses and embeddings requests",
                 self.kit.name
             )));
         };

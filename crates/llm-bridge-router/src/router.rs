@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use indexmap::IndexMap;
 use llm_bridge_core::{
-    ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelRef,
-    NativeRequest, NativeResponse, Price, Result, RetryConfig, TraceParent,
+    ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind, ModelKind,
+    ModelRef, NativeRequest, NativeResponse, Price, Result, RetryConfig, TraceParent,
 };
 use tokio::time::Instant;
 
@@ -45,6 +45,21 @@ impl Target {
     /// The model's prices: its `price:` in the config, else the built-in catalog's.
     pub fn price(&self) -> Option<Price> {
         self.provider.catalog().price(&self.model).map(|p| p.price)
+    }
+
+    /// What the model serves (its `kind`, else what its name says).
+    pub fn kind(&self) -> ModelKind {
+        self.provider
+            .catalog()
+            .lookup(&self.model)
+            .map_or_else(|| ModelKind::of_name(&self.model), |e| e.kind())
+    }
+
+    /// Whether this target answers requests of `operation` ([`EMBEDDINGS`], or a dialect's
+    /// name): embeddings need an adapter that does them and a model of kind `embedding`.
+    pub fn serves(&self, operation: &str) -> bool {
+        self.provider.speaks(operation)
+            && (operation != EMBEDDINGS || self.kind() == ModelKind::Embedding)
     }
 
     /// The model name the upstream receives.
@@ -179,6 +194,8 @@ pub struct ModelListing {
     pub id: String,
     /// The provider, or `llm-bridge` for a route.
     pub owned_by: String,
+    /// What it serves (a route: what its first target serves).
+    pub kind: ModelKind,
 }
 
 /// Resolves model names and sends requests, retrying and falling back as configured.
@@ -346,7 +363,9 @@ impl Router {
         request: ChatRequest,
         trace: Option<&mut AttemptTrace>,
     ) -> Result<Served<ChatResponse>> {
-        self.attempts(plan, request, trace, complete_attempt).await
+        let session = request.session();
+        self.attempts(plan, request, session, trace, complete_attempt)
+            .await
     }
 
     /// A stream of chunks.
@@ -363,7 +382,9 @@ impl Router {
         request: ChatRequest,
         trace: Option<&mut AttemptTrace>,
     ) -> Result<Served<ChunkStream>> {
-        self.attempts(plan, request, trace, stream_attempt).await
+        let session = request.session();
+        self.attempts(plan, request, session, trace, stream_attempt)
+            .await
     }
 
     /// Serves a request that arrived in dialect `dialect` (an ingress's name): a target that
@@ -377,43 +398,77 @@ impl Router {
         native: &NativeRequest,
         trace: Option<&mut AttemptTrace>,
     ) -> Result<Served<Dispatched>> {
-        self.attempts(plan, request, trace, |target, request| async move {
-            if target.provider.speaks(dialect) {
-                let mut native = native.clone();
-                if let Some(traceparent) = request.traceparent() {
-                    native
-                        .headers
-                        .push(("traceparent", traceparent.to_header()));
+        let session = request.session();
+        self.attempts(
+            plan,
+            request,
+            session,
+            trace,
+            |target, request| async move {
+                if target.provider.speaks(dialect) {
+                    let mut native = native.clone();
+                    if let Some(traceparent) = request.traceparent() {
+                        native
+                            .headers
+                            .push(("traceparent", traceparent.to_header()));
+                    }
+                    return target
+                        .provider
+                        .forward(&target.model, native)
+                        .await
+                        .map(Dispatched::Native);
                 }
-                return target
-                    .provider
-                    .forward(&target.model, native)
-                    .await
-                    .map(Dispatched::Native);
+                if request.stream() {
+                    stream_attempt(target, request)
+                        .await
+                        .map(Dispatched::Stream)
+                } else {
+                    complete_attempt(target, request)
+                        .await
+                        .map(Dispatched::Complete)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Serves a request that only targets speaking `operation` can answer ([`EMBEDDINGS`]):
+    /// `native` forwarded to each in turn, with the retries and fallbacks of chat. A target
+    /// that does not serve it (see [`Target::serves`]) is passed over like a missing model.
+    pub async fn forward_planned(
+        &self,
+        plan: &Plan,
+        operation: &str,
+        native: &NativeRequest,
+    ) -> Result<Served<NativeResponse>> {
+        self.attempts(plan, (), native.session, None, |target, ()| async move {
+            if !target.serves(operation) {
+                return Err(Error::new(
+                    ErrorKind::ModelNotFound,
+                    format!("model '{}' does not serve {operation}", target.id()),
+                )
+                .with_param("model"));
             }
-            if request.stream() {
-                stream_attempt(target, request)
-                    .await
-                    .map(Dispatched::Stream)
-            } else {
-                complete_attempt(target, request)
-                    .await
-                    .map(Dispatched::Complete)
-            }
+            target.provider.forward(&target.model, native.clone()).await
         })
         .await
     }
 
     /// Every model a client can name: route aliases, then `provider/model`.
     pub fn models(&self) -> Vec<ModelListing> {
-        let routes = self.routes.keys().map(|alias| ModelListing {
+        let routes = self.routes.iter().map(|(alias, route)| ModelListing {
             id: alias.clone(),
             owned_by: "llm-bridge".into(),
+            kind: route.targets.first().map_or(ModelKind::Chat, Target::kind),
         });
         let models = self.providers.values().flat_map(|p| {
             p.catalog().names().map(move |m| ModelListing {
                 id: format!("{}/{m}", p.name()),
                 owned_by: p.name().to_owned(),
+                kind: p
+                    .catalog()
+                    .lookup(m)
+                    .map_or_else(|| ModelKind::of_name(m), |e| e.kind()),
             })
         });
         routes.chain(models).collect()
@@ -432,15 +487,16 @@ impl Router {
     }
 
     /// Tries the plan's targets in the strategy's order, each up to its retry attempts.
-    async fn attempts<T, F, Fut>(
+    async fn attempts<R: Attempted, T, F, Fut>(
         &self,
         plan: &Plan,
-        request: ChatRequest,
+        request: R,
+        session: Option<u64>,
         mut trace: Option<&mut AttemptTrace>,
         mut op: F,
     ) -> Result<Served<T>>
     where
-        F: FnMut(Target, ChatRequest) -> Fut,
+        F: FnMut(Target, R) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let started = Instant::now();
@@ -474,7 +530,7 @@ impl Router {
         let pin = route
             .as_ref()
             .filter(|r| r.affinity == Affinity::Session && r.targets.len() > 1)
-            .and_then(|_| Some((plan.route.as_deref()?, request.session()?)));
+            .and_then(|_| Some((plan.route.as_deref()?, session?)));
         if let Some(pinned) = pin.and_then(|(alias, session)| self.sessions.get(alias, session)) {
             if let Some(at) = sequence.iter().position(|i| *i == pinned) {
                 let first = sequence.remove(at);
@@ -515,7 +571,7 @@ impl Router {
                 };
                 let Some(mut this) = this else { break };
                 if let Some(trace) = trace.as_deref_mut() {
-                    this.set_traceparent(Some(trace.begin(target)));
+                    this.stamp(trace.begin(target));
                 }
                 let began = Instant::now();
                 let outcome = op(target.clone(), this).await;
@@ -647,3 +703,17 @@ fn served<T>(target: &Target, value: T, route: Option<String>, retries: u32) -> 
 fn not_found(message: String) -> Error {
     Error::new(ErrorKind::ModelNotFound, message).with_param("model")
 }
+
+/// What an attempt sends: a chat request carries the attempt's trace context upstream; a
+/// forwarded request (`()`, its bytes shared by every attempt) carries none.
+trait Attempted: Clone {
+    fn stamp(&mut self, _traceparent: TraceParent) {}
+}
+
+impl Attempted for ChatRequest {
+    fn stamp(&mut self, traceparent: TraceParent) {
+        self.set_traceparent(Some(traceparent));
+    }
+}
+
+impl Attempted for () {}

@@ -207,10 +207,59 @@ pub fn prompt_tokens_of_body(encoding: Encoding, body: &[u8]) -> u64 {
     prompt_tokens(encoding, &messages, value.get("tools"))
 }
 
+/// Tokens of an embeddings request's `input` (`{"input": "…" | ["…", …] | [1, 2, …] | [[1, 2], …]}`):
+/// texts counted with `encoding`, token arrays by their length; 0 when it cannot be read.
+pub fn input_tokens_of_body(encoding: Encoding, body: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Text(String),
+        Tokens(Vec<u64>),
+        Token(serde::de::IgnoredAny),
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Input {
+        One(String),
+        Many(Vec<Item>),
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        input: Option<Input>,
+    }
+    let Ok(Request { input: Some(input) }) = serde_json::from_slice::<Request>(body) else {
+        return 0;
+    };
+    match input {
+        Input::One(text) => encoding.count(&text),
+        Input::Many(items) => items
+            .iter()
+            .map(|item| match item {
+                Item::Text(text) => encoding.count(text),
+                Item::Token(_) => 1,
+                Item::Tokens(tokens) => tokens.len() as u64,
+            })
+            .sum(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn embedding_inputs_are_counted_as_texts_or_tokens() {
+        let e = Encoding::O200k;
+        assert_eq!(input_tokens_of_body(e, br#"{"input":"hello world"}"#), 2);
+        assert_eq!(
+            input_tokens_of_body(e, br#"{"input":["hello world","hello"]}"#),
+            3
+        );
+        assert_eq!(input_tokens_of_body(e, br#"{"input":[1,2,3]}"#), 3);
+        assert_eq!(input_tokens_of_body(e, br#"{"input":[[1,2],[3]]}"#), 3);
+        assert_eq!(input_tokens_of_body(e, br#"{"model":"m"}"#), 0);
+    }
 
     #[test]
     fn vocabulary_by_model() {

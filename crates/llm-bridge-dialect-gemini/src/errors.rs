@@ -103,9 +103,10 @@ fn classify(who: &str, code: u16, p: &Parsed, headers: Option<&HeaderMap>) -> Er
                 ErrorKind::UpstreamRateLimited,
                 message.unwrap_or_else(|| format!("{who} is rate limiting requests")),
             );
-            let delay = p
-                .retry_delay
-                .or_else(|| headers.and_then(llm_bridge_http::retry_after));
+            // `Retry-After` headers are read by the transport (provider-gemini), which knows
+            // every form they take; the body's `retryDelay` is Gemini's own.
+            let _ = headers;
+            let delay = p.retry_delay;
             if let Some(delay) = delay {
                 e = e.with_retry_after(delay);
             }
@@ -232,16 +233,13 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_take_the_delay_from_retry_info_or_the_header() {
+    fn rate_limits_take_the_delay_from_retry_info() {
         let body = br#"[{"error":{"code":429,"message":"You exceeded your current quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"45.5s"}]}}]"#;
         let e = from_status("g", status(429), &HeaderMap::new(), body);
         assert_eq!(e.status(), 429);
         assert_eq!(e.retry_after(), Some(Duration::from_millis(45_500)));
         assert_eq!(e.message(), "You exceeded your current quota");
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", "3".parse().unwrap());
-        let e = from_status("g", status(429), &h, b"{}");
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        // A `Retry-After` header is the transport's to read (provider-gemini).
     }
 
     #[test]
