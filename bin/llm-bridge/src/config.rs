@@ -13,7 +13,7 @@ use indexmap::IndexMap;
 use llm_bridge_auth::LimitsConfig;
 use llm_bridge_core::RetryConfig;
 use llm_bridge_core::{ProviderConfig, TlsConfig};
-use llm_bridge_gateway::{MetricsConfig, ServerConfig};
+use llm_bridge_gateway::{ConsoleConfig, MetricsConfig, ServerConfig};
 pub use llm_bridge_http::ProxyConfig;
 use llm_bridge_router::{CooldownConfig, RouteConfig};
 use llm_bridge_usage::{ResponsesConfig, UsageConfig};
@@ -63,6 +63,9 @@ pub struct AppConfig {
     /// `GET /metrics`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The operators' web console at `/console`.
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 /// The `logging` section, as the Python LLM Bridge wrote it.

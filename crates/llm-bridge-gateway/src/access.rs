@@ -48,6 +48,8 @@ pub struct Telemetry {
     pub estimator: Option<Estimator>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Listeners of access events as they happen (the console's live view).
+    pub live: crate::live::Live,
 }
 
 /// One request's facts, emitted once when it ends (explicitly, or by `Drop` when the client
@@ -389,6 +391,25 @@ impl Ended {
             error = self.error.as_deref(),
             "request finished"
         );
+        if self.telemetry.live.listening() {
+            self.telemetry.live.send(crate::live::LiveEvent {
+                time: llm_bridge_usage::time::rfc3339(self.time_ms),
+                request_id: self.request_id.to_string(),
+                transport: self.transport,
+                key: self.key.as_deref().map(str::to_owned),
+                model: self.model.clone(),
+                provider: self.provider.as_deref().map(str::to_owned),
+                stream: self.stream,
+                status: self.status,
+                outcome: self.outcome.as_str(),
+                latency_ms: ms(self.latency),
+                ttft_ms: self.ttft.map(ms),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                cost,
+                error: self.error.clone(),
+            });
+        }
         let Some(sink) = &self.telemetry.usage else {
             return;
         };

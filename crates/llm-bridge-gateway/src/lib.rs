@@ -13,14 +13,17 @@ mod admin;
 mod body;
 mod config;
 mod conn;
+mod console;
 mod drain;
 mod errors;
 mod exchange;
 mod http;
 mod ingress;
+mod live;
 mod meter;
 mod metrics;
 mod native;
+mod ops;
 mod seal;
 mod server;
 mod service;
@@ -40,6 +43,9 @@ use crate::access::Telemetry;
 
 pub use body::GatewayBody;
 pub use config::{MetricsConfig, ServerConfig};
+pub use console::{ConsoleConfig, assets_size as console_assets_size};
+pub use live::LiveEvent;
+pub use ops::{Inventory, ProviderInfo, ProxyInfo};
 pub use server::serve;
 pub use service::new_request_id;
 
@@ -65,6 +71,8 @@ pub struct Gateway {
     ingresses: Vec<Arc<dyn Ingress>>,
     responses: Option<Arc<dyn ResponseStore>>,
     sealer: Option<Arc<seal::Sealer>>,
+    console: console::Console,
+    inventory: ops::Inventory,
 }
 
 impl Gateway {
@@ -103,6 +111,8 @@ impl Gateway {
             ingresses: Vec::new(),
             responses: None,
             sealer: None,
+            console: console::Console::new(ConsoleConfig::default()),
+            inventory: ops::Inventory::default(),
         })
     }
 
@@ -113,6 +123,17 @@ impl Gateway {
             panic!("Gateway::with_sealing_key must be called before the gateway is shared")
         });
         gateway.sealer = Some(Arc::new(seal::Sealer::new(key)));
+        Arc::new(gateway)
+    }
+
+    /// The same gateway with these console settings and this description of its providers
+    /// for `/admin/status` (before it serves).
+    pub fn with_console(self: Arc<Self>, config: ConsoleConfig, inventory: Inventory) -> Arc<Self> {
+        let mut gateway = Arc::try_unwrap(self).unwrap_or_else(|_| {
+            panic!("Gateway::with_console must be called before the gateway is shared")
+        });
+        gateway.console = console::Console::new(config);
+        gateway.inventory = inventory;
         Arc::new(gateway)
     }
 

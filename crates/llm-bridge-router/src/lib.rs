@@ -20,5 +20,6 @@ mod router;
 mod strategy;
 
 pub use config::{Affinity, CooldownConfig, RouteConfig, RouterConfig, Strategy, TargetSpec};
-pub use router::{Dispatched, ModelListing, Plan, Router, Served, Target};
+pub use health::TargetHealthView;
+pub use router::{RouteView, Dispatched, ModelListing, Plan, Router, Served, Target};
 pub use strategy::{Random, XorShift};

@@ -12,6 +12,7 @@
 
 pub mod count;
 mod estimator;
+mod overview;
 mod query;
 mod record;
 mod responses;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use estimator::Estimator;
+pub use overview::{Overview, OverviewBucket, OverviewQuery, TopEntry};
 pub use query::{GroupBy, UsageGroup, UsageQuery, UsageReport};
 pub use record::{UsageRecord, UsageSource};
 pub use responses::{ResponseStore, SqliteResponses, StoredResponse};

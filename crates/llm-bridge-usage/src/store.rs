@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
 
+use crate::overview::{self, Overview, OverviewQuery};
 use crate::query::{GroupBy, UsageGroup, UsageQuery, UsageReport};
 use crate::record::UsageRecord;
 
@@ -178,6 +179,13 @@ impl UsageStore for SqliteStore {
     }
 }
 
+/// A text column, borrowed.
+fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<Option<&'r str>, StoreError> {
+    row.get_ref(i)?
+        .as_str_or_null()
+        .map_err(|e| StoreError(e.to_string()))
+}
+
 fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -200,10 +208,10 @@ impl UsageReader {
         &self.path
     }
 
-    /// Totals per group over a time range. Blocking: call it off the async threads.
-    pub fn query(&self, q: &UsageQuery) -> Result<UsageReport, StoreError> {
+    /// A read-only connection, or `None` when there is no usage table yet.
+    fn open_read(&self) -> Result<Option<Connection>, StoreError> {
         if !self.path.exists() {
-            return Ok(UsageReport::empty(q));
+            return Ok(None);
         }
         let conn = Connection::open_with_flags(
             &self.path,
@@ -216,9 +224,54 @@ impl UsageReader {
             [],
             |r| r.get(0),
         )?;
-        if !has_table {
-            return Ok(UsageReport::empty(q));
+        Ok(has_table.then_some(conn))
+    }
+
+    /// Buckets, percentiles and top lists over a time range (the console's overview), from
+    /// one pass over the range's records. Blocking: call it off the async threads.
+    pub fn overview(&self, q: &OverviewQuery) -> Result<Overview, StoreError> {
+        let mut builder = overview::Builder::new(q);
+        let Some(conn) = self.open_read()? else {
+            return Ok(builder.finish());
+        };
+        let mut stmt = conn.prepare(
+            "SELECT ts, outcome = 'ok', prompt_tokens, completion_tokens, cost, latency_ms, ttft_ms,
+                    key_name, provider, model
+             FROM usage WHERE ts >= ?1 AND ts < ?2",
+        )?;
+        let mut rows = stmt.query(params![q.from_ms, q.to_ms])?;
+        let mut model = String::new();
+        while let Some(r) = rows.next()? {
+            let row = overview::Row {
+                ts: r.get(0)?,
+                ok: r.get(1)?,
+                prompt: r.get::<_, i64>(2)?.max(0) as u64,
+                completion: r.get::<_, i64>(3)?.max(0) as u64,
+                cost: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+                latency: r.get(5)?,
+                ttft: r.get(6)?,
+            };
+            let key = text(r, 7)?.unwrap_or("(none)");
+            model.clear();
+            match (text(r, 8)?, text(r, 9)?) {
+                (Some(p), Some(m)) => {
+                    model.push_str(p);
+                    model.push('/');
+                    model.push_str(m);
+                }
+                (None, Some(m)) => model.push_str(m),
+                _ => model.push_str("(unknown)"),
+            }
+            builder.add(&row, key, &model);
         }
+        Ok(builder.finish())
+    }
+
+    /// Totals per group over a time range. Blocking: call it off the async threads.
+    pub fn query(&self, q: &UsageQuery) -> Result<UsageReport, StoreError> {
+        let Some(conn) = self.open_read()? else {
+            return Ok(UsageReport::empty(q));
+        };
         let group = match q.group_by {
             GroupBy::Key => "COALESCE(key_name, '(none)')",
             GroupBy::Model => "COALESCE(provider || '/' || model, model, '(unknown)')",
