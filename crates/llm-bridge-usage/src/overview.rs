@@ -88,32 +88,118 @@ pub struct Overview {
     pub top_models: Vec<TopEntry>,
 }
 
-/// Gathers one bucket's samples.
-#[derive(Default)]
+/// A latency histogram: 8 logarithmic bins per doubling (each about 9 % wide), from 0 ms to
+/// about 9 hours. Percentiles read from it are within a bin's width of the exact ones;
+/// histograms add up, so hourly roll-ups answer for any range of hours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hist(Vec<u32>);
+
+const BINS: usize = 200;
+
+impl Default for Hist {
+    fn default() -> Self {
+        Hist(vec![0; BINS])
+    }
+}
+
+impl Hist {
+    fn bin(ms: f64) -> usize {
+        let b = ((ms.max(0.0) + 1.0).log2() * 8.0).floor();
+        (b as usize).min(BINS - 1)
+    }
+
+    /// The middle of a bin, in milliseconds (geometric, so that the error is relative).
+    fn value(bin: usize) -> f64 {
+        ((bin as f64 + 0.5) / 8.0).exp2() - 1.0
+    }
+
+    pub(crate) fn add(&mut self, ms: f64) {
+        self.0[Self::bin(ms)] += 1;
+    }
+
+    pub(crate) fn merge(&mut self, other: &Hist) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a += b;
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.0.iter().map(|c| u64::from(*c)).sum()
+    }
+
+    /// The nearest-rank percentile `p`, or `None` when empty.
+    pub(crate) fn percentile(&self, p: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0u64;
+        for (bin, c) in self.0.iter().enumerate() {
+            seen += u64::from(*c);
+            if seen >= rank {
+                return Some((Self::value(bin) * 10.0).round() / 10.0);
+            }
+        }
+        None
+    }
+
+    /// Sparse bytes: `(bin: u8, count: u32 LE)` for each bin in use.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (bin, c) in self.0.iter().enumerate().filter(|(_, c)| **c > 0) {
+            out.push(u8::try_from(bin).unwrap_or(u8::MAX));
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    /// Adds what [`Hist::encode`] wrote.
+    pub(crate) fn merge_encoded(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks_exact(5) {
+            let bin = usize::from(chunk[0]).min(BINS - 1);
+            let c = u32::from_le_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]);
+            self.0[bin] = self.0[bin].saturating_add(c);
+        }
+    }
+}
+
+/// Totals of some records: a bucket's, a roll-up row's.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Acc {
-    requests: u64,
-    errors: u64,
-    prompt: u64,
-    completion: u64,
-    cost: f64,
-    latency: Vec<f32>,
-    ttft: Vec<f32>,
+    pub requests: u64,
+    pub errors: u64,
+    pub prompt: u64,
+    pub completion: u64,
+    pub cost: f64,
+    pub latency: Hist,
+    pub ttft: Hist,
 }
 
 impl Acc {
-    fn add(&mut self, row: &Row) {
+    pub(crate) fn add(&mut self, row: &Row) {
         self.requests += 1;
         self.errors += u64::from(!row.ok);
         self.prompt += row.prompt;
         self.completion += row.completion;
         self.cost += row.cost;
-        self.latency.push(row.latency as f32);
+        self.latency.add(row.latency);
         if let Some(t) = row.ttft {
-            self.ttft.push(t as f32);
+            self.ttft.add(t);
         }
     }
 
-    fn finish(mut self, start_ms: i64) -> OverviewBucket {
+    pub(crate) fn merge(&mut self, other: &Acc) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.prompt += other.prompt;
+        self.completion += other.completion;
+        self.cost += other.cost;
+        self.latency.merge(&other.latency);
+        self.ttft.merge(&other.ttft);
+    }
+
+    fn finish(self, start_ms: i64) -> OverviewBucket {
         OverviewBucket {
             start: rfc3339(start_ms),
             start_ms,
@@ -128,22 +214,12 @@ impl Acc {
             completion_tokens: self.completion,
             total_tokens: self.prompt + self.completion,
             cost: self.cost,
-            latency_p50_ms: percentile(&mut self.latency, 0.50),
-            latency_p95_ms: percentile(&mut self.latency, 0.95),
-            ttft_p50_ms: percentile(&mut self.ttft, 0.50),
-            ttft_p95_ms: percentile(&mut self.ttft, 0.95),
+            latency_p50_ms: self.latency.percentile(0.50),
+            latency_p95_ms: self.latency.percentile(0.95),
+            ttft_p50_ms: self.ttft.percentile(0.50),
+            ttft_p95_ms: self.ttft.percentile(0.95),
         }
     }
-}
-
-/// The nearest-rank percentile `p` of `samples` (reordered in place).
-fn percentile(samples: &mut [f32], p: f64) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
-    let (_, v, _) = samples.select_nth_unstable_by(rank, f32::total_cmp);
-    Some(f64::from(*v))
 }
 
 /// One record as the overview reads it.
@@ -190,6 +266,26 @@ impl Builder {
             b.add(row);
         }
         self.total.add(row);
+        let mut one = Acc::default();
+        one.requests = 1;
+        one.errors = u64::from(!row.ok);
+        one.prompt = row.prompt;
+        one.completion = row.completion;
+        one.cost = row.cost;
+        self.top(key, model, &one);
+    }
+
+    /// Adds a roll-up of the records of `key` and `model` that start at `ts`.
+    pub(crate) fn add_rollup(&mut self, ts: i64, acc: &Acc, key: &str, model: &str) {
+        let i = usize::try_from((ts - self.q.from_ms) / self.q.bucket_ms).unwrap_or(0);
+        if let Some(b) = self.buckets.get_mut(i) {
+            b.merge(acc);
+        }
+        self.total.merge(acc);
+        self.top(key, model, acc);
+    }
+
+    fn top(&mut self, key: &str, model: &str, acc: &Acc) {
         for (map, name) in [(&mut self.keys, key), (&mut self.models, model)] {
             let e = match map.get_mut(name) {
                 Some(e) => e,
@@ -198,10 +294,10 @@ impl Builder {
                     ..TopEntry::default()
                 }),
             };
-            e.requests += 1;
-            e.errors += u64::from(!row.ok);
-            e.total_tokens += row.prompt + row.completion;
-            e.cost += row.cost;
+            e.requests += acc.requests;
+            e.errors += acc.errors;
+            e.total_tokens += acc.prompt + acc.completion;
+            e.cost += acc.cost;
         }
     }
 
@@ -249,6 +345,25 @@ mod tests {
     }
 
     #[test]
+    fn histograms_encode_merge_and_stay_within_a_bin() {
+        let mut h = Hist::default();
+        for ms in [0.0, 3.0, 250.0, 1200.0, 60_000.0, 1e12] {
+            h.add(ms);
+        }
+        let mut back = Hist::default();
+        back.merge_encoded(&h.encode());
+        assert_eq!(back, h);
+        back.merge(&h);
+        assert_eq!(back.count(), 12);
+        for exact in [1.0, 10.0, 123.0, 4567.0, 89_012.0] {
+            let mut one = Hist::default();
+            one.add(exact);
+            let p = one.percentile(0.5).unwrap();
+            assert!((p - exact).abs() <= 0.09 * exact + 0.5, "{exact} → {p}");
+        }
+    }
+
+    #[test]
     fn buckets_totals_percentiles_and_top_lists() {
         let q = OverviewQuery {
             from_ms: 1000,
@@ -265,9 +380,11 @@ mod tests {
         assert_eq!(o.buckets.len(), 3);
         assert_eq!(o.buckets[0].requests, 100);
         assert_eq!(o.buckets[0].errors, 1);
-        assert_eq!(o.buckets[0].latency_p50_ms, Some(50.0));
-        assert_eq!(o.buckets[0].latency_p95_ms, Some(95.0));
-        assert_eq!(o.buckets[0].ttft_p95_ms, Some(47.5));
+        // Within a bin's width (9 %) of the exact 50, 95 and 47.5.
+        let near = |v: Option<f64>, exact: f64| (v.unwrap() - exact).abs() / exact < 0.09;
+        assert!(near(o.buckets[0].latency_p50_ms, 50.0), "{:?}", o.buckets[0]);
+        assert!(near(o.buckets[0].latency_p95_ms, 95.0), "{:?}", o.buckets[0]);
+        assert!(near(o.buckets[0].ttft_p95_ms, 47.5), "{:?}", o.buckets[0]);
         assert_eq!(o.buckets[1].requests, 0);
         assert_eq!(o.buckets[1].latency_p50_ms, None);
         assert_eq!(o.buckets[2].requests, 1);
