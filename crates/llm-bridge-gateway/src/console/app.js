@@ -127,6 +127,15 @@
         d += (d ? " L" : "M") + (PL + cw * i + cw / 2).toFixed(1) + " " + y(v).toFixed(1);
       });
       if (d) root.append(svg("path", { d, class: "line " + s.cls }));
+      // A dot per point: a bucket alone still shows.
+      s.values.forEach((v, i) => {
+        if (v === null || v === undefined) return;
+        const c = svg("circle", { cx: (PL + cw * i + cw / 2).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: s.cls });
+        const tt = svg("title");
+        tt.textContent = `${labels[i]}: ${s.name} ${opts.format ? opts.format(v) : fmt(v)}`;
+        c.append(tt);
+        root.append(c);
+      });
     }
     container.append(root);
     if (series.length > 1 || opts.legend) {
@@ -160,8 +169,8 @@
       const s = await api("POST", "/console/session", { key });
       csrf = s.csrf_token;
       $("#nav").hidden = false;
-      if (!PAGES.includes(location.hash.slice(1))) location.hash = "#overview";
-      route();
+      if (!PAGES.includes(location.hash.slice(1))) location.hash = "#overview"; // routes on hashchange
+      else route();
     } catch (e) {
       $("#signin-error").textContent = e.status === 429
         ? "Too many wrong keys: wait a minute and try again."
@@ -252,7 +261,7 @@
       { name: "p95", cls: "s2", values: col("ttft_p95_ms"), kind: "line" },
     ], { label: "Time to first token p50 and p95 per bucket, ms" });
     chart($("#chart-cost"), labels, [{ name: "cost", cls: "s3", values: col("cost") }],
-      { label: "Cost per bucket", format: (v) => "$" + compact(v) });
+      { label: "Cost per bucket", format: (v) => "$" + (v === 0 ? "0" : v >= 1 ? compact(v) : v.toPrecision(2)) });
     chart($("#chart-errors"), labels, [{ name: "error rate", cls: "s2", values: col("error_rate"), kind: "line" }],
       { label: "Error rate per bucket", min: 0.01, format: (v) => (v * 100).toFixed(0) + "%" });
     const top = (rows) => rows.map((r) => [r.name, fmt(r.requests), fmt(r.errors), fmt(r.total_tokens), fmtCost(r.cost)]);
@@ -436,11 +445,13 @@
   function targetsTable(targets, weights) {
     const head = ["Target", "Health", "Failures in a row", "Latency", "Requests (1 h)", "Errors (1 h)"];
     if (weights) head.push("Weight");
-    return table(el("div", { class: "scroll" }), head, targets.map((t) => {
+    const wrap = el("div", { class: "scroll" });
+    table(wrap, head, targets.map((t) => {
       const r = [el("code", { text: t.target }), healthPill(t), fmt(t.consecutive_failures), fmtMs(t.latency_ms), fmt(t.requests_last_hour), fmt(t.errors_last_hour)];
       if (weights) r.push(fmt(t.weight));
       return r;
     }), [2, 3, 4, 5, 6]);
+    return wrap;
   }
   async function loadProviders() {
     const s = await api("GET", "/admin/status");
@@ -464,9 +475,13 @@
         targetsTable(r.targets, r.strategy === "weighted")));
     }
     body.append(el("h2", { text: "Proxies" }));
-    body.append(s.proxies.length
-      ? table(el("div", { class: "card scroll" }), ["For", "Proxy", "Credentials"], s.proxies.map((p) => [p.scheme + "://", el("code", { text: p.url }), p.has_credentials ? "set (hidden)" : "none"]))
-      : el("p", { class: "muted", text: "No proxy configured in proxy:." }));
+    if (s.proxies.length) {
+      const wrap = el("div", { class: "card scroll" });
+      table(wrap, ["For", "Proxy", "Credentials"], s.proxies.map((p) => [p.scheme + "://", el("code", { text: p.url }), p.has_credentials ? "set (hidden)" : "none"]));
+      body.append(wrap);
+    } else {
+      body.append(el("p", { class: "muted", text: "No proxy configured in proxy:." }));
+    }
   }
   $("#providers-refresh").addEventListener("click", () => loadProviders().catch((e) => toast(e.message)));
 
