@@ -151,6 +151,11 @@ async function main() {
   await shots("live");
   log("the request appears in the live view (filtered by key)");
 
+  // Some traffic of the static key besides, over other models and the route, for the charts.
+  for (const model of ["mock/gpt-4o-mini", "smart", "mock/gpt-4o", "smart", "mock/gpt-4o-mini", "mock/nope"]) {
+    await chat(process.env.ACCESS_KEY, model);
+  }
+
   // ---- overview and usage show it
   await page.getByRole("link", { name: "Overview" }).click();
   await eventually("the key in the overview's top keys", async () => {

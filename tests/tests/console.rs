@@ -62,7 +62,10 @@ async fn with_cookie(
 }
 
 fn cookie_of(answer: &Answer) -> (String, String) {
-    let set = answer.header("set-cookie").expect("a session cookie").to_owned();
+    let set = answer
+        .header("set-cookie")
+        .expect("a session cookie")
+        .to_owned();
     let token = set
         .strip_prefix("llmb_console=")
         .and_then(|r| r.split(';').next())
@@ -179,7 +182,12 @@ async fn sign_in_sessions_csrf_and_sign_out() {
         "{}",
         String::from_utf8_lossy(&created.body)
     );
-    assert!(created.json()["key"].as_str().unwrap().starts_with("sk-llmb-"));
+    assert!(
+        created.json()["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("sk-llmb-")
+    );
     let listed = with_cookie(&anon, Method::GET, "/admin/keys", &cookie, &[], None).await;
     assert_eq!(listed.json()["data"][0]["name"], "from-console");
 
@@ -292,7 +300,10 @@ async fn overview_usage_status_and_live_events() {
     assert_eq!(overview["top_models"][0]["requests"], 2);
     assert_eq!(admin.get("/admin/overview?range=year").await.status, 400);
 
-    let usage = admin.get("/admin/usage?group_by=model&from=1d").await.json();
+    let usage = admin
+        .get("/admin/usage?group_by=model&from=1d")
+        .await
+        .json();
     assert_eq!(usage["total"]["requests"], 3);
     let csv = admin
         .get("/admin/usage?group_by=key&from=1d&format=csv")
@@ -301,15 +312,22 @@ async fn overview_usage_status_and_live_events() {
     let csv = String::from_utf8_lossy(&csv.body).into_owned();
     assert!(csv.starts_with("group,requests,errors,"), "{csv}");
     assert!(
-        csv.lines().any(|l| l.starts_with(&format!("{key_name},3,1,"))),
+        csv.lines()
+            .any(|l| l.starts_with(&format!("{key_name},3,1,"))),
         "{csv}"
     );
 
     // Status: models, key prefixes only, routes with health, proxies without credentials.
     let status = admin.get("/admin/status").await;
     let text = String::from_utf8_lossy(&status.body).into_owned();
-    assert!(!text.contains("sk-upstream-up"), "a provider key leaked: {text}");
-    assert!(!text.contains("proxy-secret-pw"), "a proxy password leaked: {text}");
+    assert!(
+        !text.contains("sk-upstream-up"),
+        "a provider key leaked: {text}"
+    );
+    assert!(
+        !text.contains("proxy-secret-pw"),
+        "a proxy password leaked: {text}"
+    );
     assert!(!text.contains("proxyuser"), "a proxy user leaked: {text}");
     let status = status.json();
     let up = &status["providers"][0];
@@ -326,7 +344,9 @@ async fn overview_usage_status_and_live_events() {
 }
 
 fn record(i: u64, now: i64) -> UsageRecord {
-    let keys = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+    let keys = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
     let models = ["gpt-4o", "gpt-4o-mini", "deepseek-chat", "gemini-2.5-flash"];
     // Six days: the week's overview ends at the next 6-hour boundary.
     let span = 6 * 86_400_000;
@@ -345,7 +365,7 @@ fn record(i: u64, now: i64) -> UsageRecord {
         usage: Usage::new(100 + i % 900, 20 + i % 300),
         usage_source: UsageSource::Upstream,
         latency_ms: 200.0 + (i % 1000) as f64,
-        ttft_ms: (i % 2 == 0).then(|| 80.0 + (i % 400) as f64),
+        ttft_ms: (i % 2 == 0).then_some(80.0 + (i % 400) as f64),
         cost: Some(0.0001 * (i % 10) as f64),
     }
 }
@@ -372,7 +392,10 @@ async fn overview_and_usage_answer_within_50_ms_over_100k_records() {
     .await;
     let admin = gw.client.with_key(Some(ADMIN_KEY));
     let week = admin.get("/admin/overview?range=week").await.json();
-    assert_eq!(week["total"]["requests"], 100_000, "every record is counted");
+    assert_eq!(
+        week["total"]["requests"], 100_000,
+        "every record is counted"
+    );
     assert_eq!(week["total"]["errors"], 2_000);
     assert_eq!(week["top_keys"].as_array().unwrap().len(), 5);
     let all = admin.get("/admin/usage?group_by=key&from=30d").await.json();

@@ -343,7 +343,10 @@ fn build_providers(
     let mut providers = Vec::new();
     let mut inventory = Inventory::default();
     for (scheme, url) in [("https", &config.proxy.https), ("http", &config.proxy.http)] {
-        let Some(url) = url.as_ref().filter(|u| !u.expose_secret().trim().is_empty()) else {
+        let Some(url) = url
+            .as_ref()
+            .filter(|u| !u.expose_secret().trim().is_empty())
+        else {
             continue;
         };
         // Shown without credentials; a URL that does not parse is shown as its scheme only.
@@ -388,7 +391,10 @@ fn build_providers(
 
 /// The first few characters of a provider key, enough to tell keys apart.
 fn key_prefix(key: &str) -> String {
-    let shown: String = key.chars().take(if key.chars().count() > 16 { 6 } else { 3 }).collect();
+    let shown: String = key
+        .chars()
+        .take(if key.chars().count() > 16 { 6 } else { 3 })
+        .collect();
     format!("{shown}…")
 }
 

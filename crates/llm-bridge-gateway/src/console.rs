@@ -141,7 +141,8 @@ impl Console {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match failures.get(&ip) {
             Some((start, n))
-                if *n >= SIGN_IN_FAILURES_PER_MINUTE && start.elapsed() < Duration::from_secs(60) =>
+                if *n >= SIGN_IN_FAILURES_PER_MINUTE
+                    && start.elapsed() < Duration::from_secs(60) =>
             {
                 Err(Error::new(
                     ErrorKind::RateLimited,
@@ -415,7 +416,10 @@ fn asset(text: &'static str, content_type: &'static str) -> Response<GatewayBody
              connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     r
@@ -438,7 +442,10 @@ mod tests {
     #[test]
     fn origins_of_other_sites_are_refused() {
         let mut h = HeaderMap::new();
-        h.insert(http::header::HOST, HeaderValue::from_static("127.0.0.1:1219"));
+        h.insert(
+            http::header::HOST,
+            HeaderValue::from_static("127.0.0.1:1219"),
+        );
         assert!(same_origin(&h).is_ok());
         h.insert(
             http::header::ORIGIN,

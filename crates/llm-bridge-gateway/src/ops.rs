@@ -144,10 +144,10 @@ async fn overview(gateway: &Gateway, query: Option<&str>) -> Result<Response<Gat
         match k {
             "range" => range = v,
             _ => {
-                return Err(Error::invalid_request(format!(
-                    "unknown query parameter '{k}'"
-                ))
-                .with_param(k.to_owned()));
+                return Err(
+                    Error::invalid_request(format!("unknown query parameter '{k}'"))
+                        .with_param(k.to_owned()),
+                );
             }
         }
     }
@@ -233,7 +233,10 @@ async fn usage(gateway: &Gateway, query: Option<&str>) -> Result<Response<Gatewa
     }
     let mut r = Response::new(GatewayBody::full(Bytes::from(out)));
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     h.insert(
         CONTENT_DISPOSITION,
         HeaderValue::from_static("attachment; filename=\"llm-bridge-usage.csv\""),
@@ -267,8 +270,7 @@ fn strategy(s: Strategy) -> &'static str {
 /// `GET /admin/status`.
 async fn status(gateway: &Gateway) -> Result<Response<GatewayBody>, Error> {
     // Errors of the last hour per `provider/model`, from the usage records.
-    let errors: std::collections::HashMap<String, (u64, u64)> = match gateway.usage_reader.clone()
-    {
+    let errors: std::collections::HashMap<String, (u64, u64)> = match gateway.usage_reader.clone() {
         Some(reader) => {
             let now = time::now_ms();
             let q = UsageQuery {
@@ -351,18 +353,14 @@ fn events(gateway: &Gateway, query: Option<&str>) -> Result<Response<GatewayBody
             "model" => filter.model = v,
             "status" => filter.status = v,
             _ => {
-                return Err(Error::invalid_request(format!(
-                    "unknown query parameter '{k}'"
-                ))
-                .with_param(k.to_owned()));
+                return Err(
+                    Error::invalid_request(format!("unknown query parameter '{k}'"))
+                        .with_param(k.to_owned()),
+                );
             }
         }
     }
-    let body = LiveBody::start(
-        &gateway.telemetry.live,
-        filter,
-        gateway.shutdown_signal(),
-    );
+    let body = LiveBody::start(&gateway.telemetry.live, filter, gateway.shutdown_signal());
     let mut r = Response::new(GatewayBody::Live(Box::new(body)));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

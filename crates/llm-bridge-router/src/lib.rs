@@ -21,5 +21,5 @@ mod strategy;
 
 pub use config::{Affinity, CooldownConfig, RouteConfig, RouterConfig, Strategy, TargetSpec};
 pub use health::TargetHealthView;
-pub use router::{RouteView, Dispatched, ModelListing, Plan, Router, Served, Target};
+pub use router::{Dispatched, ModelListing, Plan, RouteView, Router, Served, Target};
 pub use strategy::{Random, XorShift};

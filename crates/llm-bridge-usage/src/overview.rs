@@ -266,13 +266,8 @@ impl Builder {
             b.add(row);
         }
         self.total.add(row);
-        let mut one = Acc::default();
-        one.requests = 1;
-        one.errors = u64::from(!row.ok);
-        one.prompt = row.prompt;
-        one.completion = row.completion;
-        one.cost = row.cost;
-        self.top(key, model, &one);
+        let tokens = row.prompt + row.completion;
+        self.top(key, model, (1, u64::from(!row.ok), tokens, row.cost));
     }
 
     /// Adds a roll-up of the records of `key` and `model` that start at `ts`.
@@ -282,10 +277,17 @@ impl Builder {
             b.merge(acc);
         }
         self.total.merge(acc);
-        self.top(key, model, acc);
+        let tokens = acc.prompt + acc.completion;
+        self.top(key, model, (acc.requests, acc.errors, tokens, acc.cost));
     }
 
-    fn top(&mut self, key: &str, model: &str, acc: &Acc) {
+    /// Counts `(requests, errors, tokens, cost)` for a key and a model.
+    fn top(
+        &mut self,
+        key: &str,
+        model: &str,
+        (requests, errors, tokens, cost): (u64, u64, u64, f64),
+    ) {
         for (map, name) in [(&mut self.keys, key), (&mut self.models, model)] {
             let e = match map.get_mut(name) {
                 Some(e) => e,
@@ -294,10 +296,10 @@ impl Builder {
                     ..TopEntry::default()
                 }),
             };
-            e.requests += acc.requests;
-            e.errors += acc.errors;
-            e.total_tokens += acc.prompt + acc.completion;
-            e.cost += acc.cost;
+            e.requests += requests;
+            e.errors += errors;
+            e.total_tokens += tokens;
+            e.cost += cost;
         }
     }
 
@@ -382,8 +384,16 @@ mod tests {
         assert_eq!(o.buckets[0].errors, 1);
         // Within a bin's width (9 %) of the exact 50, 95 and 47.5.
         let near = |v: Option<f64>, exact: f64| (v.unwrap() - exact).abs() / exact < 0.09;
-        assert!(near(o.buckets[0].latency_p50_ms, 50.0), "{:?}", o.buckets[0]);
-        assert!(near(o.buckets[0].latency_p95_ms, 95.0), "{:?}", o.buckets[0]);
+        assert!(
+            near(o.buckets[0].latency_p50_ms, 50.0),
+            "{:?}",
+            o.buckets[0]
+        );
+        assert!(
+            near(o.buckets[0].latency_p95_ms, 95.0),
+            "{:?}",
+            o.buckets[0]
+        );
         assert!(near(o.buckets[0].ttft_p95_ms, 47.5), "{:?}", o.buckets[0]);
         assert_eq!(o.buckets[1].requests, 0);
         assert_eq!(o.buckets[1].latency_p50_ms, None);

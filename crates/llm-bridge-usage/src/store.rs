@@ -177,8 +177,10 @@ fn roll_up(tx: &rusqlite::Transaction<'_>, records: &[UsageRecord]) -> Result<()
             roll.cache_write += old.get::<_, i64>(7)?;
             roll.cost += old.get::<_, f64>(8)?;
             roll.priced += old.get::<_, i64>(9)?;
-            roll.latency.merge_encoded(old.get_ref(10)?.as_blob().unwrap_or_default());
-            roll.ttft.merge_encoded(old.get_ref(11)?.as_blob().unwrap_or_default());
+            roll.latency
+                .merge_encoded(old.get_ref(10)?.as_blob().unwrap_or_default());
+            roll.ttft
+                .merge_encoded(old.get_ref(11)?.as_blob().unwrap_or_default());
         }
         drop(rows);
         write.execute(params![
@@ -574,8 +576,10 @@ impl UsageReader {
                     cost: r.get(5)?,
                     ..Acc::default()
                 };
-                acc.latency.merge_encoded(r.get_ref(6)?.as_blob().unwrap_or_default());
-                acc.ttft.merge_encoded(r.get_ref(7)?.as_blob().unwrap_or_default());
+                acc.latency
+                    .merge_encoded(r.get_ref(6)?.as_blob().unwrap_or_default());
+                acc.ttft
+                    .merge_encoded(r.get_ref(7)?.as_blob().unwrap_or_default());
                 let key = text(r, 8)?.filter(|k| !k.is_empty()).unwrap_or("(none)");
                 let provider = text(r, 9)?.filter(|p| !p.is_empty());
                 let m = text(r, 10)?.filter(|m| !m.is_empty());
@@ -615,7 +619,11 @@ impl UsageReader {
         };
         // Whole hours from the roll-ups, the partial hours at either end from the records.
         let first_hour = q.from_ms.div_euclid(HOUR_MS) * HOUR_MS
-            + if q.from_ms.rem_euclid(HOUR_MS) == 0 { 0 } else { HOUR_MS };
+            + if q.from_ms.rem_euclid(HOUR_MS) == 0 {
+                0
+            } else {
+                HOUR_MS
+            };
         let last_hour = q.to_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let mut groups: Vec<UsageGroup> = Vec::new();
         if first_hour < last_hour && has_table(&conn, "usage_hourly")? {

@@ -300,7 +300,10 @@ fn hourly_rollups_give_the_same_answers_as_the_records() {
                     let a = report.data.iter().find(|g| g.group == "a").unwrap();
                     assert_eq!(
                         a.requests,
-                        inside.iter().filter(|r| r.key.as_deref() == Some("a")).count() as u64
+                        inside
+                            .iter()
+                            .filter(|r| r.key.as_deref() == Some("a"))
+                            .count() as u64
                     );
                 }
             }

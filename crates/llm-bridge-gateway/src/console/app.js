@@ -263,7 +263,7 @@
     chart($("#chart-cost"), labels, [{ name: "cost", cls: "s3", values: col("cost") }],
       { label: "Cost per bucket", format: (v) => "$" + (v === 0 ? "0" : v >= 1 ? compact(v) : v.toPrecision(2)) });
     chart($("#chart-errors"), labels, [{ name: "error rate", cls: "s2", values: col("error_rate"), kind: "line" }],
-      { label: "Error rate per bucket", min: 0.01, format: (v) => (v * 100).toFixed(0) + "%" });
+      { label: "Error rate per bucket", min: 0.01, format: (v) => (v * 100).toFixed(v < 0.1 ? 1 : 0) + "%" });
     const top = (rows) => rows.map((r) => [r.name, fmt(r.requests), fmt(r.errors), fmt(r.total_tokens), fmtCost(r.cost)]);
     table($("#top-keys"), ["Key", "Requests", "Errors", "Tokens", "Cost"], top(o.top_keys), [1, 2, 3, 4]);
     table($("#top-models"), ["Model", "Requests", "Errors", "Tokens", "Cost"], top(o.top_models), [1, 2, 3, 4]);
