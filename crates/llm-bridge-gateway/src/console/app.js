@@ -75,7 +75,7 @@
   }
 
   // ---------- charts (inline SVG) ----------
-  const W = 560, H = 190, PL = 48, PR = 8, PT = 10, PB = 24;
+  const W = 560, H = 190, PL = 58, PR = 8, PT = 10, PB = 24;
   function svg(tag, attrs = {}) {
     const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
     for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
