@@ -432,3 +432,31 @@ async fn overview_and_usage_answer_within_50_ms_over_100k_records() {
     }
     println!("{}", report.join("\n"));
 }
+
+/// An open live view does not hold up a graceful shutdown: its stream ends when shutdown
+/// begins, not at the drain timeout.
+#[tokio::test]
+async fn an_open_live_view_ends_at_shutdown() {
+    let mock = MockUpstream::start().await;
+    let gw = TestGateway::start(&config(&mock, "server: { drain_timeout: 20 }\n")).await;
+    let admin = gw.client.with_key(Some(ADMIN_KEY));
+    let request = admin
+        .request(Method::GET, "/admin/events")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut events = admin.send(request).await.into_body();
+    let first = events.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b": connected\n\n");
+    let started = Instant::now();
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = events.frame().await {} });
+    gw.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} for the live view",
+        started.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the event stream ended")
+        .unwrap();
+}
