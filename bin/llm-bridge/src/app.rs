@@ -11,8 +11,8 @@ use llm_bridge_auth::{
 };
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{ApiKeys, ChatProvider, ProviderConfig, api_key_env_var};
-use llm_bridge_gateway::{Gateway, UsageHandles};
-use llm_bridge_http::{ClientOptions, ProxyEnv, ProxyRules, TlsRoots, UpstreamClient};
+use llm_bridge_gateway::{Gateway, Inventory, ProviderInfo, ProxyInfo, UsageHandles};
+use llm_bridge_http::{ClientOptions, Proxy, ProxyEnv, ProxyRules, TlsRoots, UpstreamClient};
 use llm_bridge_redis::{RedisLimits, SpendSource, Spent};
 use llm_bridge_router::{Router, RouterConfig};
 use llm_bridge_usage::{GroupBy, UsageQuery, UsageWriter};
@@ -98,7 +98,7 @@ impl App {
         env: &Environment,
         registry: &Registry,
     ) -> Result<App, ConfigError> {
-        let providers = build_providers(config, env, registry)?;
+        let (providers, inventory) = build_providers(config, env, registry)?;
         let router = Router::new(
             providers,
             RouterConfig {
@@ -211,6 +211,7 @@ impl App {
             Some(tracer) => gateway.with_tracer(tracer),
             None => gateway,
         };
+        let gateway = gateway.with_console(config.console.clone(), inventory);
         let gateway = match sealing_key(env, stores.sealing_key_folder()) {
             Ok(key) => gateway.with_sealing_key(&key),
             Err(e) => {
@@ -398,7 +399,7 @@ fn build_providers(
     config: &AppConfig,
     env: &Environment,
     registry: &Registry,
-) -> Result<Vec<Arc<dyn ChatProvider>>, ConfigError> {
+) -> Result<(Vec<Arc<dyn ChatProvider>>, Inventory), ConfigError> {
     let proxies = ProxyRules::new(&config.proxy, &proxy_env(env))
         .map_err(|e| ConfigError::new(e.message()))?;
     // Loaded once: providers without their own `tls` share it.
@@ -409,12 +410,44 @@ fn build_providers(
         None => TlsRoots::webpki(),
     };
     let mut providers = Vec::new();
+    let mut inventory = Inventory::default();
+    for (scheme, url) in [("https", &config.proxy.https), ("http", &config.proxy.http)] {
+        let Some(url) = url
+            .as_ref()
+            .filter(|u| !u.expose_secret().trim().is_empty())
+        else {
+            continue;
+        };
+        // Shown without credentials; a URL that does not parse is shown as its scheme only.
+        let (shown, has_credentials) = match Proxy::parse(url.expose_secret()) {
+            Ok(p) => (p.to_string(), p.has_credentials()),
+            Err(_) => ("(invalid URL)".to_owned(), false),
+        };
+        inventory.proxies.push(ProxyInfo {
+            scheme: scheme.to_owned(),
+            url: shown,
+            has_credentials,
+        });
+    }
     for (name, provider) in &config.providers {
         let mut provider: ProviderConfig = provider.clone();
         if let Some(keys) = env.var(&api_key_env_var(name)) {
             provider.api_key = ApiKeys::from_list(keys);
         }
         let client_options = client_options(name, &provider, &proxies, &default_roots)?;
+        inventory.providers.push(ProviderInfo {
+            name: name.clone(),
+            adapter: provider.adapter.clone(),
+            base_url: without_userinfo(&provider.base_url),
+            models: provider.models.keys().cloned().collect(),
+            key_prefixes: provider
+                .api_key
+                .keys()
+                .iter()
+                .map(|k| key_prefix(k.expose_secret()))
+                .collect(),
+            proxy: client_options.proxy.as_ref().map(ToString::to_string),
+        });
         let client = UpstreamClient::new(&client_options)
             .map_err(|e| ConfigError::new(format!("providers.{name}: {}", e.message())))?;
         let built = registry
@@ -422,7 +455,30 @@ fn build_providers(
             .map_err(|e| ConfigError::new(format!("providers.{name}.{e}")))?;
         providers.push(built);
     }
-    Ok(providers)
+    Ok((providers, inventory))
+}
+
+/// The first few characters of a provider key, enough to tell keys apart.
+fn key_prefix(key: &str) -> String {
+    let shown: String = key
+        .chars()
+        .take(if key.chars().count() > 16 { 6 } else { 3 })
+        .collect();
+    format!("{shown}…")
+}
+
+/// A URL without the `user:password@` part.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// `HTTPS_PROXY` & co., upper case first as curl and hyper-util read them.

@@ -13,7 +13,7 @@ use indexmap::IndexMap;
 use llm_bridge_auth::LimitsConfig;
 use llm_bridge_core::RetryConfig;
 use llm_bridge_core::{ProviderConfig, TlsConfig};
-use llm_bridge_gateway::{MetricsConfig, ServerConfig, TelemetryConfig};
+use llm_bridge_gateway::{ConsoleConfig, MetricsConfig, ServerConfig, TelemetryConfig};
 pub use llm_bridge_http::ProxyConfig;
 use llm_bridge_router::{CooldownConfig, RouteConfig};
 use llm_bridge_usage::{ResponsesConfig, UsageConfig};
@@ -66,6 +66,9 @@ pub struct AppConfig {
     /// OpenTelemetry traces (OTLP/HTTP).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The operators' web console at `/console`.
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 /// The `logging` section, as the Python LLM Bridge wrote it.

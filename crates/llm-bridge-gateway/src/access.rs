@@ -51,6 +51,8 @@ pub struct Telemetry {
     pub metrics: Metrics,
     /// OpenTelemetry traces, when configured.
     pub tracer: Option<Arc<Tracer>>,
+    /// Listeners of access events as they happen (the console's live view).
+    pub live: crate::live::Live,
 }
 
 /// One request's facts, emitted once when it ends (explicitly, or by `Drop` when the client
@@ -446,6 +448,25 @@ impl Ended {
                     },
                 );
             }
+        }
+        if self.telemetry.live.listening() {
+            self.telemetry.live.send(crate::live::LiveEvent {
+                time: llm_bridge_usage::time::rfc3339(self.time_ms),
+                request_id: self.request_id.to_string(),
+                transport: self.transport,
+                key: self.key.as_deref().map(str::to_owned),
+                model: self.model.clone(),
+                provider: self.provider.as_deref().map(str::to_owned),
+                stream: self.stream,
+                status: self.status,
+                outcome: self.outcome.as_str(),
+                latency_ms: ms(self.latency),
+                ttft_ms: self.ttft.map(ms),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                cost,
+                error: self.error.clone(),
+            });
         }
         let Some(sink) = &self.telemetry.usage else {
             return;

@@ -48,14 +48,6 @@ async fn handle(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<(StatusCode, Value), Error> {
-    let principal = gateway.auth.authenticate(presented_key(headers))?;
-    if !principal.admin {
-        return Err(Error::new(
-            ErrorKind::PermissionDenied,
-            "managing keys needs an ADMIN_API_KEYS key",
-        )
-        .with_code("admin_key_required"));
-    }
     let Some(managed) = gateway.auth.managed().cloned() else {
         return Err(Error::new(
             ErrorKind::Unavailable,
@@ -136,6 +128,27 @@ async fn handle(
     tokio::task::spawn_blocking(task)
         .await
         .map_err(|_| Error::internal("the key operation failed"))?
+}
+
+/// Whether the caller may use the admin API: a bearer `ADMIN_API_KEYS` key, or (console
+/// enabled) the console's session cookie, with its CSRF token for changes.
+pub(crate) fn authorize(
+    gateway: &Gateway,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), Error> {
+    if gateway.console.config.enabled && crate::console::has_session_cookie(headers) {
+        return gateway.console.check_session(method, headers);
+    }
+    let principal = gateway.auth.authenticate(presented_key(headers))?;
+    if !principal.admin {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "the admin API needs an ADMIN_API_KEYS key",
+        )
+        .with_code("admin_key_required"));
+    }
+    Ok(())
 }
 
 fn not_found(name: &str) -> Error {

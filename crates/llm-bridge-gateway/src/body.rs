@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use llm_bridge_core::{Error, ErrorKind};
 
+use crate::live::LiveBody;
 use crate::native::NativeBody;
 use crate::sse::SseBody;
 
@@ -22,6 +23,8 @@ pub enum GatewayBody {
     Sse(Box<SseBody>),
     /// An answer in the client's own dialect, forwarded as the upstream sent it.
     Native(Box<NativeBody>),
+    /// Access events as they happen (`/admin/events`).
+    Live(Box<LiveBody>),
 }
 
 impl GatewayBody {
@@ -48,13 +51,14 @@ impl Body for GatewayBody {
             GatewayBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             GatewayBody::Sse(sse) => Pin::new(sse.as_mut()).poll_frame(cx),
             GatewayBody::Native(native) => Pin::new(native.as_mut()).poll_frame(cx),
+            GatewayBody::Live(live) => Pin::new(live.as_mut()).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             GatewayBody::Full(bytes) => bytes.is_none(),
-            GatewayBody::Sse(_) => false,
+            GatewayBody::Sse(_) | GatewayBody::Live(_) => false,
             GatewayBody::Native(native) => native.is_end_stream(),
         }
     }
@@ -64,7 +68,9 @@ impl Body for GatewayBody {
             GatewayBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            GatewayBody::Sse(_) | GatewayBody::Native(_) => SizeHint::default(),
+            GatewayBody::Sse(_) | GatewayBody::Native(_) | GatewayBody::Live(_) => {
+                SizeHint::default()
+            }
         }
     }
 }

@@ -13,15 +13,18 @@ mod admin;
 mod body;
 mod config;
 mod conn;
+mod console;
 mod drain;
 mod embeddings;
 mod errors;
 mod exchange;
 mod http;
 mod ingress;
+mod live;
 mod meter;
 mod metrics;
 mod native;
+mod ops;
 mod seal;
 mod server;
 mod service;
@@ -42,6 +45,9 @@ use crate::access::Telemetry;
 
 pub use body::GatewayBody;
 pub use config::{MetricsConfig, ServerConfig, TelemetryConfig};
+pub use console::{ConsoleConfig, assets_size as console_assets_size};
+pub use live::LiveEvent;
+pub use ops::{Inventory, ProviderInfo, ProxyInfo};
 pub use server::serve;
 pub use service::new_request_id;
 pub use traces::{SpanExporter, TraceCounters, Tracer, TracerSettings};
@@ -68,6 +74,8 @@ pub struct Gateway {
     ingresses: Vec<Arc<dyn Ingress>>,
     responses: Option<Arc<dyn ResponseStore>>,
     sealer: Option<Arc<seal::Sealer>>,
+    console: console::Console,
+    inventory: ops::Inventory,
 }
 
 impl Gateway {
@@ -106,6 +114,8 @@ impl Gateway {
             ingresses: Vec::new(),
             responses: None,
             sealer: None,
+            console: console::Console::new(ConsoleConfig::default()),
+            inventory: ops::Inventory::default(),
         })
     }
 
@@ -116,6 +126,17 @@ impl Gateway {
             panic!("Gateway::with_sealing_key must be called before the gateway is shared")
         });
         gateway.sealer = Some(Arc::new(seal::Sealer::new(key)));
+        Arc::new(gateway)
+    }
+
+    /// The same gateway with these console settings and this description of its providers
+    /// for `/admin/status` (before it serves).
+    pub fn with_console(self: Arc<Self>, config: ConsoleConfig, inventory: Inventory) -> Arc<Self> {
+        let mut gateway = Arc::try_unwrap(self).unwrap_or_else(|_| {
+            panic!("Gateway::with_console must be called before the gateway is shared")
+        });
+        gateway.console = console::Console::new(config);
+        gateway.inventory = inventory;
         Arc::new(gateway)
     }
 

@@ -78,8 +78,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok((stream, peer)) => (stream, peer),
                     Err(e) => {
                         // Out of file descriptors and the like: free one if an idle
                         // connection holds it, back off instead of spinning, and say so
@@ -101,7 +101,8 @@ pub async fn serve(
                 }
                 let state = registered.state.clone();
                 let gw = gateway.clone();
-                let service = service_fn(move |req| {
+                let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer.ip()));
                     let busy = state.busy();
                     let gw = gw.clone();
                     async move {
@@ -190,6 +191,10 @@ fn refuse(stream: TcpStream) {
     let _ = stream.try_write(answer.as_bytes());
     tracing::debug!("refused a connection: server.max_connections reached");
 }
+
+/// The address a request's connection came from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub std::net::IpAddr);
 
 /// Failed accepts, logged at most every ten seconds, with growing back-off.
 #[derive(Default)]

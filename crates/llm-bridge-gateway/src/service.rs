@@ -116,7 +116,8 @@ pub async fn handle(
     }
     // Browser apps call the API from other origins with bearer keys (never cookies). The
     // operators' endpoints are not for other origins' pages to read.
-    let operators_only = path == "/metrics" || path.starts_with("/admin");
+    let operators_only =
+        path == "/metrics" || path.starts_with("/admin") || path.starts_with("/console");
     if operators_only {
         return Ok(response);
     }
@@ -169,9 +170,39 @@ async fn route(
             usage(gateway, request.headers(), request.uri().query()).await
         }
         (&Method::GET, "/v1/ws" | "/ws") => crate::ws::upgrade(gateway, request),
-        (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => {
+        (_, p) if p == "/console" || p.starts_with("/console/") => {
+            if !gateway.console.config.enabled {
+                let mut r = error_response(&Error::new(
+                    ErrorKind::InvalidRequest,
+                    "the console is turned off on this gateway (console.enabled: false)",
+                ));
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                return r;
+            }
+            let client = request
+                .extensions()
+                .get::<crate::server::ClientAddr>()
+                .map(|a| a.0);
             let (parts, body) = request.into_parts();
-            crate::admin::keys(gateway, &parts.method, p, &parts.headers, body).await
+            crate::console::serve(gateway, &parts.method, p, &parts.headers, body, client).await
+        }
+        (_, p) if p.starts_with("/admin/") => {
+            if let Err(e) = crate::admin::authorize(gateway, method, request.headers()) {
+                return error_response(&e);
+            }
+            if let Some(r) = crate::ops::serve(gateway, method, p, request.uri().query()).await {
+                return r;
+            }
+            if p == "/admin/keys" || p.starts_with("/admin/keys/") {
+                let (parts, body) = request.into_parts();
+                return crate::admin::keys(gateway, &parts.method, p, &parts.headers, body).await;
+            }
+            let mut r = error_response(&Error::new(
+                ErrorKind::InvalidRequest,
+                format!("unknown endpoint: {method} {path}"),
+            ));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
         }
         (&Method::GET, "/healthz") => health(true),
         (&Method::GET, "/readyz") => health(gateway.is_ready()),

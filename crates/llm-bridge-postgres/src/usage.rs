@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use llm_bridge_usage::{
-    GroupBy, StoreError, UsageGroup, UsageQuery, UsageReader, UsageRecord, UsageReport, UsageStore,
+    GroupBy, Overview, OverviewBuilder, OverviewQuery, OverviewRow, StoreError, UsageGroup,
+    UsageQuery, UsageReader, UsageRecord, UsageReport, UsageStore,
 };
 
 use crate::Postgres;
@@ -212,5 +213,40 @@ impl UsageReader for PgUsageReader {
                 .collect::<Vec<_>>())
         })?;
         Ok(UsageReport::new(q, groups))
+    }
+
+    /// The console's overview from the range's records, read in one query and folded by the
+    /// same builder as SQLite's (PostgreSQL keeps no hourly roll-ups yet: a week of 100,000
+    /// records is one range scan on `usage_ts`).
+    fn overview(&self, q: &OverviewQuery) -> Result<Overview, StoreError> {
+        let (from, to) = (q.from_ms, q.to_ms);
+        let rows = self.pg.run(|shared| async move {
+            let client = shared.client().await?;
+            client
+                .query(
+                    "SELECT ts, outcome = 'ok', prompt_tokens, completion_tokens,
+                            COALESCE(cost, 0), latency_ms, ttft_ms,
+                            COALESCE(key_name, '(none)'),
+                            COALESCE(provider || '/' || model, model, '(unknown)')
+                     FROM usage WHERE ts >= $1 AND ts < $2",
+                    &[&from, &to],
+                )
+                .await
+                .map_err(|e| shared.error(&e))
+        })?;
+        let mut builder = OverviewBuilder::new(q);
+        for r in &rows {
+            let row = OverviewRow {
+                ts: r.get(0),
+                ok: r.get(1),
+                prompt: count(r.get(2)),
+                completion: count(r.get(3)),
+                cost: r.get(4),
+                latency: r.get(5),
+                ttft: r.get(6),
+            };
+            builder.add(&row, r.get(7), r.get(8));
+        }
+        Ok(builder.finish())
     }
 }

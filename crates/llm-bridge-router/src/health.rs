@@ -52,6 +52,17 @@ pub enum Availability {
     Resting(Instant),
 }
 
+/// A target's health as the router sees it at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TargetHealthView {
+    /// How long it still rests, when it is in cooldown.
+    pub cooldown_remaining: Option<Duration>,
+    /// Failed attempts in a row.
+    pub consecutive_failures: u32,
+    /// Its recent latency (decaying average), in seconds.
+    pub latency: Option<f64>,
+}
+
 /// Health of every target, by `provider/model`.
 #[derive(Debug)]
 pub struct Health {
@@ -135,6 +146,26 @@ impl Health {
             h.circuit = Circuit::Closed;
             h.failures = 0;
         });
+    }
+
+    /// What the router knows of a target now.
+    pub fn snapshot(&self, id: &str) -> TargetHealthView {
+        let now = Instant::now();
+        let map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = map.get(id) else {
+            return TargetHealthView::default();
+        };
+        let resting = match h.circuit {
+            Circuit::Closed => None,
+            Circuit::Open { until } | Circuit::HalfOpen { until } => {
+                (until > now).then(|| until - now)
+            }
+        };
+        TargetHealthView {
+            cooldown_remaining: resting,
+            consecutive_failures: h.failures,
+            latency: h.latency,
+        }
     }
 
     /// The latency average of a target, in seconds.

@@ -20,5 +20,8 @@ mod router;
 mod strategy;
 
 pub use config::{Affinity, CooldownConfig, RouteConfig, RouterConfig, Strategy, TargetSpec};
-pub use router::{Attempt, AttemptTrace, Dispatched, ModelListing, Plan, Router, Served, Target};
+pub use health::TargetHealthView;
+pub use router::{
+    Attempt, AttemptTrace, Dispatched, ModelListing, Plan, RouteView, Router, Served, Target,
+};
 pub use strategy::{Random, XorShift};

@@ -187,6 +187,19 @@ impl AttemptTrace {
     }
 }
 
+/// A route as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteView {
+    /// The alias clients name.
+    pub alias: String,
+    /// How it chooses among its targets.
+    pub strategy: Strategy,
+    /// Its targets, `provider/model`, in order.
+    pub targets: Vec<String>,
+    /// Their weights.
+    pub weights: Vec<u32>,
+}
+
 /// One entry of `GET /v1/models`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelListing {
@@ -452,6 +465,24 @@ impl Router {
             target.provider.forward(&target.model, native.clone()).await
         })
         .await
+    }
+
+    /// Each route: its strategy and its targets (`provider/model`).
+    pub fn route_views(&self) -> Vec<RouteView> {
+        self.routes
+            .iter()
+            .map(|(alias, r)| RouteView {
+                alias: alias.clone(),
+                strategy: r.strategy,
+                targets: r.ids.clone(),
+                weights: r.weights.clone(),
+            })
+            .collect()
+    }
+
+    /// What the router knows now of a target's health (`provider/model`).
+    pub fn target_health(&self, id: &str) -> crate::health::TargetHealthView {
+        self.health.snapshot(id)
     }
 
     /// Every model a client can name: route aliases, then `provider/model`.

@@ -15,6 +15,7 @@
 
 pub mod count;
 mod estimator;
+mod overview;
 mod query;
 mod record;
 mod responses;
@@ -28,6 +29,10 @@ use llm_bridge_core::secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use estimator::Estimator;
+pub use overview::{
+    Builder as OverviewBuilder, Overview, OverviewBucket, OverviewQuery, Row as OverviewRow,
+    TopEntry,
+};
 pub use query::{GroupBy, UsageGroup, UsageQuery, UsageReport};
 pub use record::{UsageRecord, UsageSource};
 pub use responses::{ResponseStore, SqliteResponses, StoredResponse};

@@ -91,7 +91,7 @@ pub struct UsageGroup {
 }
 
 impl UsageGroup {
-    fn add(&mut self, other: &UsageGroup) {
+    pub(crate) fn add(&mut self, other: &UsageGroup) {
         self.requests += other.requests;
         self.errors += other.errors;
         self.estimated_requests += other.estimated_requests;
