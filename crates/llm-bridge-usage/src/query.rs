@@ -129,13 +129,18 @@ pub struct UsageReport {
 
 impl UsageReport {
     /// A report of these groups.
-    pub fn new(q: &UsageQuery, data: Vec<UsageGroup>) -> Self {
+    pub fn new(q: &UsageQuery, mut data: Vec<UsageGroup>) -> Self {
         let mut total = UsageGroup {
             group: "total".into(),
             ..UsageGroup::default()
         };
         for g in &data {
             total.add(g);
+        }
+        // Sums of floats depend on their order (records, hourly roll-ups, a database's own
+        // SUM): costs are reported to a billionth, so that every store says the same.
+        for g in data.iter_mut().chain(std::iter::once(&mut total)) {
+            g.cost = g.cost.map(|c| (c * 1e9).round() / 1e9);
         }
         UsageReport {
             object: "usage.report",
