@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         }
     }
     return_memory_after_load();
+    llm_bridge::cli::on_worker_idle(collect_this_thread);
     llm_bridge::cli::run(llm_bridge::cli::Cli::parse())
 }
 
@@ -34,4 +35,13 @@ fn return_memory_after_load() {
                 unsafe { libmimalloc_sys::mi_collect(true) };
             }
         });
+}
+
+/// Returns the pages this thread's heap holds free (its own frees and other threads' frees of
+/// its blocks) to the system: run by each async worker thread as it goes idle, since an idle
+/// thread's heap is collected by no one else.
+#[allow(unsafe_code)]
+fn collect_this_thread() {
+    // SAFETY: mi_collect takes no pointers; it collects the calling thread's heap.
+    unsafe { libmimalloc_sys::mi_collect(false) };
 }
