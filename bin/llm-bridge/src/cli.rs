@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand};
 use llm_bridge_core::secrecy::ExposeSecret;
@@ -98,6 +99,16 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Run by each async worker thread as it runs out of work (see [`on_worker_idle`]).
+static WORKER_IDLE: OnceLock<fn()> = OnceLock::new();
+
+/// Sets what each async worker thread of `serve` runs as it runs out of work (goes to
+/// sleep): `main` returns the memory the thread's allocator holds free to the system there,
+/// since only the thread that owns it can.
+pub fn on_worker_idle(idle: fn()) {
+    let _ = WORKER_IDLE.set(idle);
+}
+
 fn serve(
     mut config: AppConfig,
     env: &Environment,
@@ -122,6 +133,11 @@ fn serve(
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(|| {
+            if let Some(idle) = WORKER_IDLE.get() {
+                idle();
+            }
+        })
         .build()
     {
         Ok(rt) => rt,

@@ -157,10 +157,36 @@ pub fn server_timing(
         let us = d.as_micros();
         (us / 1000, us % 1000)
     };
-    let ((g, gf), (u, uf)) = (ms(gateway), ms(upstream));
-    let value = format!("gateway;dur={g}.{gf:03}, upstream;dur={u}.{uf:03}");
+    // Written by hand: `format!` cost more than the rest of this function (callgrind).
+    let mut value = String::with_capacity(64);
+    for (name, d) in [("gateway;dur=", gateway), (", upstream;dur=", upstream)] {
+        let (whole, frac) = ms(d);
+        value.push_str(name);
+        push_decimal(&mut value, whole);
+        value.push('.');
+        for unit in [100, 10, 1] {
+            value.push(char::from(b'0' + (frac / unit % 10) as u8));
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().insert("server-timing", v);
+    }
+}
+
+/// `value` in decimal.
+fn push_decimal(out: &mut String, mut value: u128) {
+    let mut digits = [0u8; 39];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
     }
 }
 
@@ -329,4 +355,32 @@ fn percent_decode(v: &str) -> String {
     percent_encoding::percent_decode_str(&v.replace('+', " "))
         .decode_utf8_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn server_timing_as_the_formatter_wrote_it() {
+        for (total_us, upstream_us) in [(0, 0), (1_234, 1_000), (5_000_001, 7), (99, 120)] {
+            let (total, upstream) = (
+                Duration::from_micros(total_us),
+                Duration::from_micros(upstream_us),
+            );
+            let mut response = Response::new(GatewayBody::empty());
+            server_timing(&mut response, total, upstream);
+            let g = total.saturating_sub(upstream).as_micros();
+            let u = upstream.as_micros();
+            let expected = format!(
+                "gateway;dur={}.{:03}, upstream;dur={}.{:03}",
+                g / 1000,
+                g % 1000,
+                u / 1000,
+                u % 1000
+            );
+            assert_eq!(response.headers()["server-timing"], expected.as_str());
+        }
+    }
 }
