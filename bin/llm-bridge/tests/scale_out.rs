@@ -145,9 +145,12 @@ struct Database {
 
 impl Database {
     fn create(admin_url: &str) -> Database {
+        // Both tests of this file run at once, in one process: a counter tells them apart.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
-            "llmb_scale_{}_{}",
+            "llmb_scale_{}_{}_{}",
             std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
