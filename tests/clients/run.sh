@@ -7,7 +7,8 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
-cargo build --quiet -p llm-bridge --bin llm-bridge -p llm-bridge-tests --bin mock-upstream
+# The whole workspace's binaries, so that every script builds with the same features (no rebuild).
+cargo build --quiet --workspace --bins
 
 VENV=$TARGET/clients-venv
 if [ ! -x "$VENV/bin/python" ]; then
@@ -15,21 +16,15 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=tests/lib.sh
+source tests/lib.sh
 
 "$TARGET/debug/mock-upstream" --port-file "$WORK/mock.port" --chunks 5 >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 # The scripted upstream of the agent tests: asks for tools, speaks chat and Messages.
 "$VENV/bin/python" tests/agents/mock_llm.py --port-file "$WORK/script.port" --log "$WORK/script.jsonl" &
 PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/mock.port" ] && [ -s "$WORK/script.port" ] && break; sleep 0.1; done
+wait_for_files "$WORK/mock.port" "$WORK/script.port"
 MOCK_PORT=$(cat "$WORK/mock.port")
 SCRIPT_PORT=$(cat "$WORK/script.port")
 
@@ -78,7 +73,7 @@ logging: { format: json, level: debug }
 usage: { database: $WORK/usage.db }
 YAML
 
-PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 KEY=sk-client-test-$RANDOM$RANDOM
 ACCESS_API_KEYS=$KEY MOCK_API_KEY=sk-mock-upstream-secret \
     "$TARGET/debug/llm-bridge" --config "$WORK/config.yaml" --port "$PORT" >"$WORK/gateway.log" 2>&1 &

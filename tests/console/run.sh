@@ -22,7 +22,8 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 "$CHROMIUM" --version 2>/dev/null || true
 
-cargo build --quiet -p llm-bridge --bin llm-bridge -p llm-bridge-tests --bin mock-upstream
+# The whole workspace's binaries, so that every script builds with the same features (no rebuild).
+cargo build --quiet --workspace --bins
 
 NODE_DIR=$TARGET/console-node
 if [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ] \
@@ -31,18 +32,12 @@ if [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ] \
     (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent --no-save "playwright-core@$PLAYWRIGHT_CORE_VERSION")
 fi
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=tests/lib.sh
+source tests/lib.sh
 
 "$TARGET/debug/mock-upstream" --port-file "$WORK/mock.port" --chunks 3 >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
+wait_for_files "$WORK/mock.port"
 MOCK_PORT=$(cat "$WORK/mock.port")
 
 cat >"$WORK/config.yaml" <<YAML
@@ -67,16 +62,13 @@ logging: { format: json, level: info }
 usage: { database: $WORK/usage.db, flush_interval: 0.1 }
 YAML
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 ADMIN_KEY=sk-admin-console-test-$RANDOM$RANDOM
 ACCESS_KEY=sk-access-console-test-$RANDOM$RANDOM
 ADMIN_API_KEYS=$ADMIN_KEY ACCESS_API_KEYS=$ACCESS_KEY \
     "$TARGET/debug/llm-bridge" --config "$WORK/config.yaml" --port "$PORT" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
-    sleep 0.1
-done
+wait_for_url "http://127.0.0.1:$PORT/healthz"
 
 mkdir -p "$SCREENS"
 status=0
