@@ -55,15 +55,12 @@ pub struct Telemetry {
     pub live: crate::live::Live,
 }
 
-/// One request's facts, emitted once when it ends (explicitly, or by `Drop` when the client
-/// abandoned it).
-pub struct RequestLog {
-    telemetry: Arc<Telemetry>,
+/// What is learnt about one request as it is served, filled in as it goes and moved whole
+/// into the access event, the usage record and the trace when it ends.
+#[derive(Default)]
+pub struct RequestFacts {
     /// The request id (the client's `x-request-id` or a generated one).
     pub request_id: Arc<str>,
-    /// When the request arrived.
-    pub started: Instant,
-    started_wall: SystemTime,
     /// `http` or `ws`.
     pub transport: &'static str,
     /// The access key's name.
@@ -103,8 +100,6 @@ pub struct RequestLog {
     pub listed: bool,
     /// About a token per four bytes of the request body.
     pub prompt_estimate: u64,
-    /// The span every log line of this request is emitted in.
-    pub span: tracing::Span,
     /// The key's admission, settled with the real usage when the request ends.
     pub admission: Option<Admission>,
     /// The client's request body, kept (by reference) for a token estimate.
@@ -123,7 +118,32 @@ pub struct RequestLog {
     pub propagate: Option<llm_bridge_core::TraceParent>,
     /// Whether the request is for embeddings: its prompt is `input`, not `messages`.
     pub embeddings: bool,
+}
+
+/// One request's log: its [`RequestFacts`] (reached through `Deref`), emitted once when it
+/// ends (explicitly, or by `Drop` when the client abandoned it).
+pub struct RequestLog {
+    telemetry: Arc<Telemetry>,
+    /// When the request arrived.
+    pub started: Instant,
+    started_wall: SystemTime,
+    /// The span every log line of this request is emitted in.
+    pub span: tracing::Span,
+    facts: RequestFacts,
     finished: bool,
+}
+
+impl std::ops::Deref for RequestLog {
+    type Target = RequestFacts;
+    fn deref(&self) -> &RequestFacts {
+        &self.facts
+    }
+}
+
+impl std::ops::DerefMut for RequestLog {
+    fn deref_mut(&mut self) -> &mut RequestFacts {
+        &mut self.facts
+    }
 }
 
 impl std::fmt::Debug for RequestLog {
@@ -143,38 +163,15 @@ impl RequestLog {
         let span = tracing::info_span!("request", request_id = %request_id, transport);
         RequestLog {
             telemetry,
-            request_id,
             started: Instant::now(),
             started_wall: SystemTime::now(),
-            transport,
-            key: None,
-            model: None,
-            provider: None,
-            provider_model: None,
-            upstream_model: None,
-            route: None,
-            stream: false,
-            status: 200,
-            ttft: None,
-            upstream: None,
-            usage: None,
-            price: None,
-            error: None,
-            error_kind: None,
-            overhead: None,
-            retries: 0,
-            listed: false,
-            prompt_estimate: 0,
             span,
-            admission: None,
-            request_body: None,
-            response_body: None,
-            delivered_text: String::new(),
-            delivered_extra: 0,
-            answered: false,
-            trace: None,
-            propagate: None,
-            embeddings: false,
+            facts: RequestFacts {
+                request_id,
+                transport,
+                status: 200,
+                ..RequestFacts::default()
+            },
             finished: false,
         }
     }
@@ -233,34 +230,8 @@ impl RequestLog {
                 .started_wall
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            request_id: self.request_id.clone(),
-            transport: self.transport,
-            key: self.key.take(),
-            model: self.model.take(),
-            provider: self.provider.take(),
-            provider_model: self.provider_model.take(),
-            upstream_model: self.upstream_model.take(),
-            route: self.route.take(),
-            stream: self.stream,
-            status: self.status,
-            ttft: self.ttft,
-            upstream: self.upstream,
-            usage: self.usage,
-            price: self.price,
-            error: self.error.take(),
-            error_kind: self.error_kind,
-            overhead: self.overhead,
-            retries: self.retries,
-            listed: self.listed,
             span: self.span.clone(),
-            admission: self.admission.take(),
-            request_body: self.request_body.take(),
-            response_body: self.response_body.take(),
-            delivered_text: std::mem::take(&mut self.delivered_text),
-            delivered_extra: self.delivered_extra,
-            answered: self.answered,
-            trace: self.trace.take(),
-            embeddings: self.embeddings,
+            facts: std::mem::take(&mut self.facts),
         };
         if ended.needs_estimate() {
             // Counting tokens is CPU work (and the first count loads a vocabulary): keep it
@@ -287,73 +258,51 @@ struct Ended {
     outcome: Outcome,
     latency: Duration,
     time_ms: i64,
-    request_id: Arc<str>,
-    transport: &'static str,
-    key: Option<Arc<str>>,
-    model: Option<String>,
-    provider: Option<Arc<str>>,
-    provider_model: Option<String>,
-    upstream_model: Option<String>,
-    route: Option<String>,
-    stream: bool,
-    status: u16,
-    ttft: Option<Duration>,
-    upstream: Option<Duration>,
-    usage: Option<Usage>,
-    price: Option<Price>,
-    error: Option<String>,
-    error_kind: Option<ErrorKind>,
-    overhead: Option<Duration>,
-    retries: u32,
-    listed: bool,
     span: tracing::Span,
-    admission: Option<Admission>,
-    request_body: Option<Bytes>,
-    response_body: Option<Bytes>,
-    delivered_text: String,
-    delivered_extra: u64,
-    answered: bool,
-    trace: Option<Box<RequestTrace>>,
-    embeddings: bool,
+    facts: RequestFacts,
 }
 
 impl Ended {
     /// Tokens were spent (an answer started) but the upstream did not say how many.
     fn needs_estimate(&self) -> bool {
-        self.usage.is_none() && self.answered
+        self.facts.usage.is_none() && self.facts.answered
     }
 
     fn usage(&self) -> (Usage, UsageSource) {
-        if let Some(u) = self.usage {
+        if let Some(u) = self.facts.usage {
             return (u, UsageSource::Upstream);
         }
-        if !self.answered {
+        if !self.facts.answered {
             return (Usage::default(), UsageSource::None);
         }
-        let encoding = Encoding::for_model(self.upstream_model.as_deref().unwrap_or_default());
-        let prompt = self.request_body.as_deref().map_or(0, |b| {
-            if self.embeddings {
+        let encoding =
+            Encoding::for_model(self.facts.upstream_model.as_deref().unwrap_or_default());
+        let prompt = self.facts.request_body.as_deref().map_or(0, |b| {
+            if self.facts.embeddings {
                 input_tokens_of_body(encoding, b)
             } else {
                 prompt_tokens_of_body(encoding, b)
             }
         });
-        let completion = match &self.response_body {
+        let completion = match &self.facts.response_body {
             Some(body) => {
                 let mut text = String::new();
                 let _ = inspect(body, Some(&mut text));
                 encoding.count(&text)
             }
-            None => encoding.count_with_extra(&self.delivered_text, self.delivered_extra),
+            None => {
+                encoding.count_with_extra(&self.facts.delivered_text, self.facts.delivered_extra)
+            }
         };
         (Usage::new(prompt, completion), UsageSource::Estimated)
     }
 
     /// The requested model without its `provider/` prefix, when the provider is known.
     fn model_within_provider(&self) -> Option<String> {
-        let model = self.model.as_deref()?;
+        let model = self.facts.model.as_deref()?;
         Some(
-            self.provider
+            self.facts
+                .provider
                 .as_deref()
                 .and_then(|p| model.strip_prefix(p)?.strip_prefix('/'))
                 .unwrap_or(model)
@@ -364,33 +313,39 @@ impl Ended {
     fn emit(mut self) {
         let (usage, source) = self.usage();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let cost = self.price.map(|p| p.cost(&usage));
-        if let Some(admission) = self.admission.take() {
+        let cost = self.facts.price.map(|p| p.cost(&usage));
+        if let Some(admission) = self.facts.admission.take() {
             admission.settle(usage.total_tokens, cost.unwrap_or(0.0));
         }
         let model = self
+            .facts
             .provider_model
-            .clone()
+            .take()
             .or_else(|| self.model_within_provider());
-        let provider = self.provider.as_deref().unwrap_or_default();
+        let provider = self.facts.provider.as_deref().unwrap_or_default();
         // Labels come from the config only: a client's made-up model name must not make a
         // series of its own.
-        let model_label = match (&self.provider, &model) {
-            (Some(p), Some(m)) if self.listed => format!("{p}/{m}"),
+        let model_label = match (&self.facts.provider, &model) {
+            (Some(p), Some(m)) if self.facts.listed => format!("{p}/{m}"),
             (Some(p), Some(_)) => format!("{p}/*"),
             _ => "unknown".to_owned(),
         };
         self.telemetry.metrics.request_finished(&Observation {
             provider,
             model: &model_label,
-            status: self.status,
-            transport: self.transport,
+            status: self.facts.status,
+            transport: self.facts.transport,
             latency_s: self.latency.as_secs_f64(),
             // The histogram is of streams' first chunks; a complete answer's ttft is its latency.
-            ttft_s: self.ttft.filter(|_| self.stream).map(|d| d.as_secs_f64()),
-            overhead_s: self.overhead.map(|d| d.as_secs_f64()),
+            ttft_s: self
+                .facts
+                .ttft
+                .filter(|_| self.facts.stream)
+                .map(|d| d.as_secs_f64()),
+            overhead_s: self.facts.overhead.map(|d| d.as_secs_f64()),
             usage: &usage,
             upstream_error: self
+                .facts
                 .error_kind
                 .filter(|k| k.is_upstream())
                 .map(ErrorKind::label),
@@ -399,19 +354,19 @@ impl Ended {
         let _entered = self.span.enter();
         tracing::info!(
             target: "llm_bridge::access",
-            request_id = %self.request_id,
-            transport = self.transport,
-            key = self.key.as_deref(),
-            model = self.model.as_deref(),
-            route = self.route.as_deref(),
-            provider = self.provider.as_deref(),
-            upstream_model = self.upstream_model.as_deref(),
-            stream = self.stream,
-            status = self.status,
+            request_id = %self.facts.request_id,
+            transport = self.facts.transport,
+            key = self.facts.key.as_deref(),
+            model = self.facts.model.as_deref(),
+            route = self.facts.route.as_deref(),
+            provider = self.facts.provider.as_deref(),
+            upstream_model = self.facts.upstream_model.as_deref(),
+            stream = self.facts.stream,
+            status = self.facts.status,
             outcome = self.outcome.as_str(),
             latency_ms = ms(self.latency),
-            ttft_ms = self.ttft.map(ms),
-            upstream_ms = self.upstream.map(ms),
+            ttft_ms = self.facts.ttft.map(ms),
+            upstream_ms = self.facts.upstream.map(ms),
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
             cached_tokens = usage.cached_tokens,
@@ -419,32 +374,32 @@ impl Ended {
             reasoning_tokens = usage.reasoning_tokens,
             usage_source = source.as_str(),
             cost = cost,
-            retries = self.retries,
-            error = self.error.as_deref(),
+            retries = self.facts.retries,
+            error = self.facts.error.as_deref(),
             "request finished"
         );
-        if let Some(trace) = self.trace.take() {
+        if let Some(trace) = self.facts.trace.take() {
             if let Some(tracer) = &self.telemetry.tracer {
                 tracer.submit(
                     trace,
                     &Finished {
-                        request_id: &self.request_id,
-                        transport: self.transport,
-                        key: self.key.as_deref(),
-                        model: self.model.as_deref(),
-                        route: self.route.as_deref(),
-                        stream: self.stream,
-                        status: self.status,
+                        request_id: &self.facts.request_id,
+                        transport: self.facts.transport,
+                        key: self.facts.key.as_deref(),
+                        model: self.facts.model.as_deref(),
+                        route: self.facts.route.as_deref(),
+                        stream: self.facts.stream,
+                        status: self.facts.status,
                         outcome: self.outcome.as_str(),
                         usage: &usage,
                         usage_known: source != UsageSource::None,
                         cost,
-                        error: self.error.as_deref(),
-                        error_kind: self.error_kind,
-                        retries: self.retries,
+                        error: self.facts.error.as_deref(),
+                        error_kind: self.facts.error_kind,
+                        retries: self.facts.retries,
                         latency: self.latency,
-                        request_body: self.request_body.as_ref(),
-                        delivered_text: &self.delivered_text,
+                        request_body: self.facts.request_body.as_ref(),
+                        delivered_text: &self.facts.delivered_text,
                     },
                 );
             }
@@ -452,48 +407,45 @@ impl Ended {
         if self.telemetry.live.listening() {
             self.telemetry.live.send(crate::live::LiveEvent {
                 time: llm_bridge_usage::time::rfc3339(self.time_ms),
-                request_id: self.request_id.to_string(),
-                transport: self.transport,
-                key: self.key.as_deref().map(str::to_owned),
-                model: self.model.clone(),
-                provider: self.provider.as_deref().map(str::to_owned),
-                stream: self.stream,
-                status: self.status,
+                request_id: self.facts.request_id.to_string(),
+                transport: self.facts.transport,
+                key: self.facts.key.as_deref().map(str::to_owned),
+                model: self.facts.model.clone(),
+                provider: self.facts.provider.as_deref().map(str::to_owned),
+                stream: self.facts.stream,
+                status: self.facts.status,
                 outcome: self.outcome.as_str(),
                 latency_ms: ms(self.latency),
-                ttft_ms: self.ttft.map(ms),
+                ttft_ms: self.facts.ttft.map(ms),
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
                 cost,
-                error: self.error.clone(),
+                error: self.facts.error.clone(),
             });
         }
         let Some(sink) = &self.telemetry.usage else {
             return;
         };
         // Requests nobody authenticated belong to no one: they are logged, not recorded.
-        if self.key.is_none() {
+        if self.facts.key.is_none() {
             return;
         }
         sink.record(UsageRecord {
             time_ms: self.time_ms,
-            request_id: self.request_id.to_string(),
-            key: self.key.as_deref().map(str::to_owned),
-            provider: self.provider.as_deref().map(str::to_owned),
-            model: self
-                .provider_model
-                .clone()
-                .or_else(|| self.model_within_provider()),
-            upstream_model: self.upstream_model.clone(),
-            route: self.route.clone(),
-            transport: self.transport.to_owned(),
-            stream: self.stream,
-            status: self.status,
+            request_id: self.facts.request_id.to_string(),
+            key: self.facts.key.as_deref().map(str::to_owned),
+            provider: self.facts.provider.as_deref().map(str::to_owned),
+            model,
+            upstream_model: self.facts.upstream_model.take(),
+            route: self.facts.route.take(),
+            transport: self.facts.transport.to_owned(),
+            stream: self.facts.stream,
+            status: self.facts.status,
             outcome: self.outcome.as_str().to_owned(),
             usage,
             usage_source: source,
             latency_ms: ms(self.latency),
-            ttft_ms: self.ttft.map(ms),
+            ttft_ms: self.facts.ttft.map(ms),
             cost,
         });
     }

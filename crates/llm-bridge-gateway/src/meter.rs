@@ -118,8 +118,8 @@ impl Stream for MeteredStream {
                     return Poll::Ready(Some(StreamItem::Failed(e)));
                 }
             };
+            let text = (log.delivered_text.len() - text_before) as u64;
             if let Some(admission) = log.admission.as_mut().filter(|a| a.has_token_budget()) {
-                let text = (log.delivered_text.len() - text_before) as u64;
                 this.spent_estimate += text.div_ceil(4);
                 if let Some(u) = seen.usage {
                     this.spent_estimate = this.spent_estimate.max(u.total_tokens);
