@@ -17,7 +17,8 @@ CLAUDE_CODE_VERSION=2.1.328
 CODEX_VERSION=0.169.0
 GEMINI_CLI_VERSION=0.61.0
 
-cargo build --quiet -p llm-bridge --bin llm-bridge
+# The whole workspace's binaries, so that every script builds with the same features (no rebuild).
+cargo build --quiet --workspace --bins
 
 AGENTS=$TARGET/agents
 mkdir -p "$AGENTS"
@@ -37,18 +38,12 @@ if [ ! -x "$GEMINI" ] || [ "$("$GEMINI" --version 2>/dev/null)" != "$GEMINI_CLI_
 fi
 "$GEMINI" --version
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=tests/lib.sh
+source tests/lib.sh
 
 python3 tests/agents/mock_llm.py --port-file "$WORK/mock.port" --log "$WORK/upstream.jsonl" &
 PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
+wait_for_files "$WORK/mock.port"
 MOCK_PORT=$(cat "$WORK/mock.port")
 
 cat >"$WORK/config.yaml" <<YAML
@@ -78,16 +73,13 @@ logging: { format: json, level: debug }
 usage: { database: $WORK/usage.db }
 YAML
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 KEY=sk-agent-test-$RANDOM$RANDOM
 ACCESS_API_KEYS=$KEY CHAT_API_KEY=sk-chat-upstream-secret CLAUDE_API_KEY=sk-ant-upstream-secret \
     OPENAI_API_KEY=sk-openai-upstream-secret GEM_API_KEY=AIza-gem-upstream-secret \
     "$TARGET/debug/llm-bridge" --config "$WORK/config.yaml" --port "$PORT" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
-    sleep 0.1
-done
+wait_for_url "http://127.0.0.1:$PORT/healthz"
 
 failures=0
 fail() {
@@ -158,20 +150,35 @@ for provider in chat openai claude; do
     python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" "$provider" tools gpt-5 || fail "upstream check ($provider, tools)"
 done
 
-# Codex's built-in OpenAI provider pointed at the gateway (`openai_base_url`) tries a WebSocket
-# to /v1/responses first; the gateway's 426 must send it to HTTP at once, not after retries.
-echo "== Codex's built-in provider at the gateway: WebSocket answered 426, then HTTP"
+# Codex's built-in OpenAI provider pointed at the gateway (`openai_base_url`) speaks
+# Responses over a WebSocket (`GET /v1/responses` upgraded): each turn is one frame, and a
+# tool loop's next turn sends only what is new, continuing the connection's last answer.
 home=$(mktemp -d -p "$WORK")
 printf 'model = "chat/gpt-5"\nopenai_base_url = "http://127.0.0.1:%s/v1"\n' "$PORT" >"$home/config.toml"
 echo "$KEY" | CODEX_HOME=$home "$CODEX" login --with-api-key >/dev/null 2>&1 || fail "codex login"
-started=$(date +%s)
+: >"$WORK/upstream.jsonl"
+before=$(wc -l <"$WORK/gateway.log")
+echo "== Codex's built-in provider at the gateway: a plain answer over a WebSocket"
 out=$(cd "$WORK" && CODEX_HOME=$home timeout 120 "$CODEX" exec --skip-git-repo-check --color never \
     "Say hi" </dev/null) || fail "codex exited $? (built-in provider)"
-elapsed=$(( $(date +%s) - started ))
 echo "$out"
 grep -q "llm-bridge says hi" <<<"$out" || fail "Codex did not print the answer (built-in provider)"
-[ "$elapsed" -le 10 ] || fail "Codex took ${elapsed} s: the fallback from WebSocket to HTTP was not immediate"
-grep -q '"path":"/v1/responses","status":426' "$WORK/gateway.log" || fail "no WebSocket attempt was answered 426"
+python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" chat plain gpt-5 || fail "upstream check (WebSocket, plain)"
+
+: >"$WORK/upstream.jsonl"
+echo "== Codex's built-in provider at the gateway: an exec_command tool loop over a WebSocket"
+out=$(cd "$WORK" && CODEX_HOME=$home timeout 120 "$CODEX" exec --skip-git-repo-check --color never \
+    --sandbox danger-full-access "Please run-bash and tell me what it printed" </dev/null) \
+    || fail "codex exited $? (built-in provider, tools)"
+echo "$out"
+grep -q "The command printed: llm-bridge-ok" <<<"$out" || fail "Codex did not print the tool result (WebSocket)"
+python3 tests/agents/check_upstream.py "$WORK/upstream.jsonl" chat tools gpt-5 || fail "upstream check (WebSocket, tools)"
+# Every turn went over the WebSocket: access events of transport ws, none refused with 426.
+ws_turns=$(tail -n +"$((before + 1))" "$WORK/gateway.log" | grep -c '"transport":"ws"' || true)
+[ "$ws_turns" -ge 3 ] || fail "expected at least 3 turns over the WebSocket, the log shows $ws_turns"
+if tail -n +"$((before + 1))" "$WORK/gateway.log" | grep -q '"status":426'; then
+    fail "a WebSocket attempt was answered 426"
+fi
 
 # gemini -p with a fresh HOME (API-key auth chosen, nothing sent to Google), the gateway as
 # its Gemini API: GOOGLE_GEMINI_BASE_URL, the access key as GEMINI_API_KEY.

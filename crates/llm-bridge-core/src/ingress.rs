@@ -157,6 +157,39 @@ pub trait Ingress: Send + Sync + 'static {
     fn state(&self) -> Option<&dyn IngressState> {
         None
     }
+
+    /// How the dialect is spoken over a WebSocket on its own path, if it is (Responses'
+    /// WebSocket mode: `GET /v1/responses` upgraded, one `response.create` frame per turn).
+    fn socket(&self) -> Option<&dyn IngressSocket> {
+        None
+    }
+}
+
+/// One turn asked for on a dialect's WebSocket.
+#[derive(Debug, Clone)]
+pub struct SocketTurn {
+    /// The request as it would have been POSTed (a streamed one).
+    pub body: Bytes,
+    /// `false` for a turn that only prepares the connection (Responses' `generate: false`):
+    /// it is answered at once, without an upstream, and can be continued like any other.
+    pub generate: bool,
+}
+
+/// A dialect spoken over a WebSocket: each client frame asks for one turn, whose events go
+/// back as text frames, the same events as its server-sent event stream.
+pub trait IngressSocket: Send + Sync {
+    /// A client's text frame → the turn it asks for, or why it cannot be served.
+    fn turn(&self, frame: &[u8]) -> Result<SocketTurn>;
+
+    /// A turn refused before its events started, as a frame: `status` and the dialect's error
+    /// body (what [`Ingress::error`] renders).
+    fn error_frame(&self, status: u16, error_body: &[u8]) -> Bytes;
+
+    /// The events (one frame each) and the whole answer of a turn that generates nothing.
+    fn prepared(&self, body: &[u8]) -> (Vec<Bytes>, Bytes);
+
+    /// The whole answer, when `event` (one frame) is a turn's last event.
+    fn final_answer(&self, event: &[u8]) -> Option<Bytes>;
 }
 
 /// A dialect whose answers the gateway keeps, so that a later request can continue one and a

@@ -89,7 +89,8 @@ pub use config::{
 };
 pub use error::{Error, ErrorKind, Result, UpstreamDetail};
 pub use ingress::{
-    Call, Endpoint, Ingress, IngressRequest, IngressState, IngressStream, NativeMeter,
+    Call, Endpoint, Ingress, IngressRequest, IngressSocket, IngressState, IngressStream,
+    NativeMeter, SocketTurn,
 };
 pub use message::{Content, ContentPart, FunctionCall, ImageUrl, Message, ToolCall};
 pub use model_ref::ModelRef;

@@ -81,6 +81,39 @@ async fn serve_in(
         Ok(bytes) => bytes,
         Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
     };
+    serve_read(gateway, shared, &parts.headers, &principal, bytes, log, at).await
+}
+
+/// One turn of a dialect's WebSocket: `body` as if POSTed with the upgrade's `headers`
+/// (authenticated again, so that a key revoked meanwhile stops working).
+pub(crate) async fn serve_turn(
+    gateway: &Arc<Gateway>,
+    shared: &Arc<dyn Ingress>,
+    headers: &http::HeaderMap,
+    body: Bytes,
+    mut log: RequestLog,
+) -> Response<GatewayBody> {
+    let ingress = &**shared;
+    log.begin_trace(headers, || format!("WS {}", ingress.path()));
+    let principal = match gateway.auth.authenticate(presented_key(headers)) {
+        Ok(p) => p,
+        Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
+    };
+    log.key = Some(principal.name.clone());
+    serve_read(gateway, shared, headers, &principal, body, log, None).await
+}
+
+/// A request whose key is known and whose body is read.
+async fn serve_read(
+    gateway: &Arc<Gateway>,
+    shared: &Arc<dyn Ingress>,
+    headers: &http::HeaderMap,
+    principal: &Principal,
+    bytes: Bytes,
+    mut log: RequestLog,
+    at: Option<&Endpoint>,
+) -> Response<GatewayBody> {
+    let ingress = &**shared;
     log.request_body = Some(bytes.clone());
     let mut translated = match translate(ingress, &bytes, at) {
         Ok(t) => t,
@@ -97,7 +130,7 @@ async fn serve_in(
                 *state,
                 store,
                 &earlier_id,
-                &principal,
+                principal,
                 &bytes,
             )
             .await
@@ -140,7 +173,7 @@ async fn serve_in(
         .sealer
         .clone()
         .filter(|_| ingress.wants_sealed_state(&bytes));
-    if let Some(session) = session_header(&parts.headers) {
+    if let Some(session) = session_header(headers) {
         pivot.set_session(session);
     }
     if pivot.stream() {
@@ -151,13 +184,13 @@ async fn serve_in(
     let native = NativeRequest {
         operation: at.map_or("main", |e| e.native),
         body: bytes,
-        headers: forwarded_headers(ingress, &parts.headers),
+        headers: forwarded_headers(ingress, headers),
         stream: pivot.stream(),
         session: pivot.session(),
     };
     let started = log.started;
     let dialect = Dialect::Ingress(ingress, &native);
-    let exchanged = exchange::run_as(gateway, log, &principal, pivot, dialect).await;
+    let exchanged = exchange::run_as(gateway, log, principal, pivot, dialect).await;
     let mut response = match exchanged.result {
         Ok(Answer::Complete { body, upstream }) => {
             let body = match &sealer {

@@ -28,6 +28,7 @@ mod ops;
 mod seal;
 mod server;
 mod service;
+mod socket;
 mod sse;
 mod traces;
 mod ws;

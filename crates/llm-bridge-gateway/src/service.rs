@@ -215,8 +215,9 @@ async fn route(
             r
         }
         // A WebSocket asked of a dialect's endpoint (Codex tries `GET /v1/responses` with
-        // `OpenAI-Beta: responses_websockets=…` first): 426 tells it at once to use HTTP,
-        // where any other answer costs it retries.
+        // `OpenAI-Beta: responses_websockets=…` first): served when the dialect has a
+        // WebSocket mode; else 426 tells the client at once to use HTTP, where any other
+        // answer costs it retries.
         (&Method::GET, p)
             if gateway.ingress_at(p).is_some()
                 && request
@@ -225,6 +226,10 @@ async fn route(
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.eq_ignore_ascii_case("websocket")) =>
         {
+            let ingress = gateway.ingress_at(p).filter(|(_, count)| !count);
+            if let Some((ingress, _)) = ingress.filter(|(i, _)| i.socket().is_some()) {
+                return crate::socket::upgrade(gateway, ingress.clone(), request);
+            }
             let mut r = error_response(&Error::new(
                 ErrorKind::InvalidRequest,
                 format!(

@@ -51,7 +51,30 @@ const WRITER_GRACE: Duration = Duration::from_secs(5);
 
 /// Answers the upgrade request and serves the connection in the background.
 pub fn upgrade(gateway: &Arc<Gateway>, mut request: Request<Incoming>) -> Response<GatewayBody> {
-    let headers = request.headers();
+    if let Some(refused) = refuse_upgrade(gateway, request.headers(), "/v1/ws") {
+        return refused;
+    }
+    // A key on the upgrade authenticates every message; a wrong one is refused at once.
+    let principal = match presented_key(request.headers()) {
+        Some(k) => match gateway.auth.authenticate(Some(k)) {
+            Ok(p) => Some(p),
+            Err(e) => return error_response(&e),
+        },
+        None => None,
+    };
+    let gw = gateway.clone();
+    accept(gateway, &mut request, move |ws| {
+        serve_connection(gw, ws, principal)
+    })
+}
+
+/// Why an upgrade request to `path` cannot become a WebSocket, if it cannot: not an upgrade
+/// (426), another protocol version, or the gateway shutting down.
+pub(crate) fn refuse_upgrade(
+    gateway: &Gateway,
+    headers: &http::HeaderMap,
+    path: &str,
+) -> Option<Response<GatewayBody>> {
     let wants_upgrade = headers
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -63,15 +86,15 @@ pub fn upgrade(gateway: &Arc<Gateway>, mut request: Request<Incoming>) -> Respon
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             });
-    let Some(key) = headers.get(SEC_WEBSOCKET_KEY).filter(|_| wants_upgrade) else {
-        let mut r = error_response(&Error::invalid_request(
-            "/v1/ws is a WebSocket endpoint: connect with a WebSocket client",
-        ));
+    if !wants_upgrade || !headers.contains_key(SEC_WEBSOCKET_KEY) {
+        let mut r = error_response(&Error::invalid_request(format!(
+            "{path} is a WebSocket endpoint: connect with a WebSocket client"
+        )));
         *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
         r.headers_mut()
             .insert(UPGRADE, HeaderValue::from_static("websocket"));
-        return r;
-    };
+        return Some(r);
+    }
     if headers
         .get(SEC_WEBSOCKET_VERSION)
         .and_then(|v| v.to_str().ok())
@@ -82,26 +105,41 @@ pub fn upgrade(gateway: &Arc<Gateway>, mut request: Request<Incoming>) -> Respon
         ));
         r.headers_mut()
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return r;
+        return Some(r);
     }
     if gateway.is_shutting_down() {
-        return error_response(&Error::new(
+        return Some(error_response(&Error::new(
             ErrorKind::Unavailable,
             "the gateway is shutting down",
-        ));
+        )));
     }
-    // A key on the upgrade authenticates every message; a wrong one is refused at once.
-    let principal = match presented_key(headers) {
-        Some(k) => match gateway.auth.authenticate(Some(k)) {
-            Ok(p) => Some(p),
-            Err(e) => return error_response(&e),
-        },
-        None => None,
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    let gw = gateway.clone();
+    None
+}
+
+/// Switches protocols (the request passed [`refuse_upgrade`]) and runs `serve` on the
+/// WebSocket in the background, counted among the connections that shutdown waits for.
+pub(crate) fn accept<F, Fut>(
+    gateway: &Arc<Gateway>,
+    request: &mut Request<Incoming>,
+    serve: F,
+) -> Response<GatewayBody>
+where
+    F: FnOnce(Conn) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let accept = request
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|key| derive_accept_key(key.as_bytes()));
+    let on_upgrade = hyper::upgrade::on(&mut *request);
     let connection = gateway.ws_connections.enter();
+    // Frames up to this size are read and answered with an error frame when over
+    // max_body_bytes; beyond it the connection is closed (1009).
+    let largest = gateway
+        .config
+        .max_body_bytes
+        .saturating_mul(4)
+        .max(16 << 20);
     tokio::spawn(async move {
         let _connection = connection;
         match on_upgrade.await {
@@ -109,21 +147,15 @@ pub fn upgrade(gateway: &Arc<Gateway>, mut request: Request<Incoming>) -> Respon
                 let config = WebSocketConfig::default()
                     .read_buffer_size(8 * 1024)
                     .write_buffer_size(0)
-                    // Frames up to this size are read and answered with an error frame when
-                    // over max_body_bytes; beyond it the connection is closed (1009).
-                    .max_message_size(Some(
-                        gw.config.max_body_bytes.saturating_mul(4).max(16 << 20),
-                    ))
-                    .max_frame_size(Some(
-                        gw.config.max_body_bytes.saturating_mul(4).max(16 << 20),
-                    ));
+                    .max_message_size(Some(largest))
+                    .max_frame_size(Some(largest));
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
                     Some(config),
                 )
                 .await;
-                serve_connection(gw, ws, principal).await;
+                serve(ws).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
@@ -133,7 +165,7 @@ pub fn upgrade(gateway: &Arc<Gateway>, mut request: Request<Incoming>) -> Respon
     let h = response.headers_mut();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
+    if let Some(v) = accept.and_then(|a| HeaderValue::from_str(&a).ok()) {
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
     response
@@ -152,7 +184,8 @@ struct ClientFrame {
     payload: Option<Box<RawValue>>,
 }
 
-type Conn = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// An accepted WebSocket.
+pub(crate) type Conn = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 async fn serve_connection(gateway: Arc<Gateway>, ws: Conn, principal: Option<Principal>) {
     let conn_id = new_request_id();

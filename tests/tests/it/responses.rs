@@ -299,22 +299,248 @@ async fn streamed_answers_are_kept_and_store_false_keeps_nothing() {
     assert_eq!(missing.json()["error"]["param"], "previous_response_id");
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket on `/v1/responses` as Codex opens it.
+async fn socket(
+    gw: &TestGateway,
+    key: &str,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/v1/responses", gw.url().replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("authorization", format!("Bearer {key}").parse().unwrap());
+    headers.insert(
+        "openai-beta",
+        "responses_websockets=2026-02-06".parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Sends one frame and reads the events of its turn, up to its last (or an error frame).
+async fn turn(ws: &mut Socket, frame: Value) -> Vec<Value> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+    let mut events = Vec::new();
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the connection stays open")
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(text.as_str()).unwrap();
+        let kind = event["type"].as_str().unwrap().to_owned();
+        events.push(event);
+        if matches!(
+            kind.as_str(),
+            "error" | "response.completed" | "response.failed" | "response.incomplete"
+        ) {
+            return events;
+        }
+    }
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
 #[tokio::test]
-async fn a_websocket_asked_of_responses_is_told_to_use_http_at_once() {
+async fn codexs_websocket_turns_are_served_and_continued_on_the_connection() {
     let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
     let gw = gateway(&chat, &native).await;
+    let mut ws = socket(&gw, testkit::TEST_KEY).await.unwrap();
+    let base = json!({"type": "response.create", "model": "up/m", "instructions": "be brief",
+        "tools": [], "tool_choice": "auto", "parallel_tool_calls": true, "store": false,
+        "stream": true, "include": ["reasoning.encrypted_content"]});
+    let with = |extra: Value| {
+        let mut frame = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            frame[k] = v.clone();
+        }
+        frame
+    };
+
+    // Codex prepares the connection with `generate: false`: answered at once, no upstream.
+    let first_input = json!([{"type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "hi"}]}]);
+    let prepared = turn(
+        &mut ws,
+        with(json!({"input": first_input, "generate": false})),
+    )
+    .await;
+    assert_eq!(
+        kinds(&prepared),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.completed"
+        ]
+    );
+    assert_eq!(chat.request_count(), 0);
+    let warm_id = prepared[2]["response"]["id"].as_str().unwrap().to_owned();
+
+    // Then the same request continued with nothing new: the upstream gets the whole input.
+    let events = turn(
+        &mut ws,
+        with(json!({"input": [], "previous_response_id": warm_id})),
+    )
+    .await;
+    let names = kinds(&events);
+    assert_eq!(
+        &names[..2],
+        ["response.created", "response.in_progress"],
+        "{names:?}"
+    );
+    assert_eq!(names.last(), Some(&"response.completed"), "{names:?}");
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(text, "echo: hi");
+    let sent = chat.last().json();
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["messages"][0]["content"], "be brief");
+    assert_eq!(sent["messages"][1]["content"], "hi");
+    let answer_id = events.last().unwrap()["response"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The next turn sends only what is new: the upstream gets the earlier turn and answer too.
+    let events = turn(
+        &mut ws,
+        with(
+            json!({"previous_response_id": answer_id, "input": [{"type": "message",
+            "role": "user", "content": [{"type": "input_text", "text": "again"}]}]}),
+        ),
+    )
+    .await;
+    assert_eq!(kinds(&events).last(), Some(&"response.completed"));
+    let sent = chat.last().json();
+    let contents: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["be brief", "hi", "echo: hi", "again"], "{sent}");
+
+    // A turn the gateway refuses is one error frame; the connection stays.
+    let refused = turn(&mut ws, with(json!({"model": "up/nothing", "input": "x"}))).await;
+    assert_eq!(kinds(&refused), ["error"]);
+    assert_eq!(refused[0]["status"], 404);
+    assert_eq!(refused[0]["error"]["type"], "invalid_request_error");
+    let bad = turn(&mut ws, json!({"type": "response.cancel"})).await;
+    assert_eq!(bad[0]["status"], 400);
+    assert_eq!(bad[0]["error"]["param"], "type");
+    // An id the connection does not know, with nothing kept: 400 naming it.
+    let unknown = turn(
+        &mut ws,
+        with(json!({"previous_response_id": "resp_unknown", "input": "x"})),
+    )
+    .await;
+    assert_eq!(unknown[0]["status"], 400);
+    assert_eq!(unknown[0]["error"]["param"], "previous_response_id");
+    drop(ws);
+
+    // Two generated turns: two usage records, made over a WebSocket.
+    let db = gw.shutdown().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, String, i64)> = conn
+        .prepare("SELECT transport, outcome, completion_tokens FROM usage WHERE status = 200")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ws".to_owned(), "ok".to_owned(), 7),
+            ("ws".to_owned(), "ok".to_owned(), 7)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn websocket_turns_pass_through_to_a_native_upstream_and_keys_are_checked() {
+    let (chat, native) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gw = gateway(&chat, &native).await;
+    // A wrong key is refused before the upgrade, in OpenAI's shape.
+    match socket(&gw, "sk-wrong").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected a 401, got {:?}", other.map(|_| ())),
+    }
+    let events = [
+        json!({"type": "response.created", "sequence_number": 0,
+            "response": {"id": "resp_native", "object": "response", "status": "in_progress", "output": []}}),
+        json!({"type": "response.output_text.delta", "sequence_number": 1, "delta": "native"}),
+        json!({"type": "response.completed", "sequence_number": 2,
+            "response": {"id": "resp_native", "object": "response", "status": "completed",
+                "output": [{"type": "message", "role": "assistant",
+                    "content": [{"type": "output_text", "text": "native"}]}],
+                "usage": {"input_tokens": 5, "output_tokens": 1, "total_tokens": 6}}}),
+    ];
+    let mut stream = String::new();
+    for e in &events {
+        stream.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap()
+        ));
+    }
+    native.set_default(Behavior::Stream {
+        status: 200,
+        pieces: vec![Bytes::from(stream)],
+        delay: std::time::Duration::ZERO,
+        end: testkit::StreamEnd::Close,
+    });
+    let mut ws = socket(&gw, testkit::TEST_KEY).await.unwrap();
+    let got = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "native/gpt-5", "input": "hi", "store": false}),
+    )
+    .await;
+    assert_eq!(
+        got, events,
+        "the upstream's events, one frame each, unaltered"
+    );
+    let sent = native.last();
+    assert!(sent.uri.ends_with("/v1/responses"), "{}", sent.uri);
+    let body = sent.json();
+    assert_eq!(body["model"], "gpt-5");
+    assert_eq!(body["stream"], true);
+    assert!(body.get("type").is_none(), "{body}");
+    // The upgrade's beta header is about the socket, not for the upstream's HTTP.
+    assert_eq!(sent.header("openai-beta"), None);
+
+    // Messages has no WebSocket mode: 426 tells a client to use HTTP at once.
     let request = gw
         .client
-        .request(http::Method::GET, "/v1/responses")
+        .request(http::Method::GET, "/v1/messages")
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-version", "13")
         .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("openai-beta", "responses_websockets=2026-02-06")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let answer = gw.client.call(request).await;
-    // Codex falls back to HTTP for the session on a 426 (any other answer costs it retries).
     assert_eq!(answer.status, 426);
     assert_eq!(answer.json()["error"]["type"], "invalid_request_error");
 }

@@ -4,3 +4,4 @@ pub(crate) mod events;
 pub mod mounted;
 pub(crate) mod request;
 pub(crate) mod response;
+pub(crate) mod socket;

@@ -63,6 +63,10 @@ impl Ingress for ResponsesIngress {
         Some(self)
     }
 
+    fn socket(&self) -> Option<&dyn llm_bridge_core::IngressSocket> {
+        Some(self)
+    }
+
     fn wants_sealed_state(&self, body: &[u8]) -> bool {
         fields(body)
             .get("include")
