@@ -124,5 +124,57 @@ class ResponsesSdkNative(unittest.TestCase):
         self.assertEqual(item.name, "exec_command")
 
 
+def one_turn(connection):
+    """The events of one turn, up to its last (or an error)."""
+    events = []
+    for event in connection:
+        events.append(event)
+        if event.type in ("response.completed", "response.failed", "response.incomplete", "error"):
+            return events
+    raise AssertionError("the connection closed before the turn ended")
+
+
+class ResponsesSdkWebSocket(unittest.TestCase):
+    """`client.responses.connect()`: Responses over a WebSocket on /v1/responses."""
+
+    def test_turns_on_one_connection_continue_the_last_answer(self):
+        with client().responses.connect() as connection:
+            connection.response.create(model="script/m", instructions="be brief",
+                                       input="Say hi", store=False)
+            events = one_turn(connection)
+            self.assertEqual(events[0].type, "response.created")
+            self.assertEqual(events[-1].type, "response.completed")
+            self.assertEqual([e.sequence_number for e in events], list(range(len(events))))
+            first = events[-1].response
+            self.assertEqual(first.output_text.strip(), "llm-bridge says hi")
+
+            # Nothing is stored (store: False), yet the connection continues its last answer.
+            connection.response.create(model="script/m", input="Say hi once more",
+                                       previous_response_id=first.id, store=False)
+            events = one_turn(connection)
+            self.assertEqual(events[-1].type, "response.completed")
+            sent = upstream_requests()[-1]["body"]
+            said = [m.get("content", "").strip() for m in sent["messages"]]
+            # Instructions are not carried over from the earlier turn (as OpenAI documents).
+            self.assertEqual(said, ["Say hi", "llm-bridge says hi", "Say hi once more"])
+
+            # A refused turn is an error frame; the connection stays for the next.
+            connection.response.create(model="nobody/nothing", input="x")
+            events = one_turn(connection)
+            self.assertEqual(events[-1].type, "error")
+            connection.response.create(model="mock/gpt-4o", input="still here")
+            events = one_turn(connection)
+            text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+            self.assertEqual(text, "echo: still here")
+
+    def test_a_wrong_key_is_refused_before_the_connection_opens(self):
+        import websockets.exceptions
+        with self.assertRaises(websockets.exceptions.InvalidStatus) as caught:
+            with client("sk-wrong").responses.connect(max_retries=0) as connection:
+                connection.response.create(model="mock/gpt-4o", input="x")
+                one_turn(connection)
+        self.assertEqual(caught.exception.response.status_code, 401)
+
+
 if __name__ == "__main__":
     unittest.main()
