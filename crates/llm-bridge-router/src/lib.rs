@@ -16,6 +16,7 @@
 mod affinity;
 mod config;
 mod health;
+mod retry;
 mod router;
 mod strategy;
 

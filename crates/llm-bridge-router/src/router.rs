@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::affinity::Sessions;
 use crate::config::{Affinity, RouterConfig, Strategy};
 use crate::health::{Availability, Health};
+use crate::retry::{AfterFailure, after_failure};
 use crate::strategy::{Random, XorShift, order};
 
 /// A provider and a model name within it.
@@ -621,8 +622,16 @@ impl Router {
                     attempt.failed_after = Some(began.elapsed());
                     attempt.error = Some((e.kind(), e.message().to_owned()));
                 }
-                let kind = e.kind();
-                if !kind.is_retryable() && !falls_back(kind) {
+                let time_left = deadline.saturating_duration_since(Instant::now());
+                let decision = after_failure(
+                    e.kind(),
+                    e.retry_after(),
+                    attempt,
+                    &retry,
+                    time_left,
+                    || self.random.next_f64(),
+                );
+                if decision == AfterFailure::Stop {
                     // The request itself is at fault: no other target will do better.
                     self.health.reachable(id);
                     return Err(e);
@@ -634,32 +643,11 @@ impl Router {
                     error = %e,
                     "upstream attempt failed"
                 );
-                let more_here = kind.is_retryable() && attempt + 1 < retry.attempts.max(1);
-                if more_here {
-                    let wait = match e.retry_after() {
-                        Some(asked) if asked > retry.max_retry_after.duration() => None,
-                        Some(asked) => Some(asked),
-                        None => Some(
-                            retry
-                                .backoff_ceiling(attempt)
-                                .mul_f64(self.random.next_f64()),
-                        ),
-                    };
-                    match wait {
-                        Some(wait) if Instant::now() + wait < deadline => {
-                            last_error = Some(e);
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                        // Waiting would pass the deadline or the Retry-After cap: next target.
-                        _ => {
-                            last_error = Some(e);
-                            break;
-                        }
-                    }
-                }
                 last_error = Some(e);
-                break;
+                match decision {
+                    AfterFailure::Retry(wait) => tokio::time::sleep(wait).await,
+                    AfterFailure::NextTarget | AfterFailure::Stop => break,
+                }
             }
         }
         Err(last_error
@@ -708,14 +696,6 @@ pub enum Dispatched {
     Complete(ChatResponse),
     /// A pivot stream.
     Stream(ChunkStream),
-}
-
-/// Failures that are the target's, not the request's: another target may serve it.
-fn falls_back(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::UpstreamAuth | ErrorKind::UpstreamRejected(404) | ErrorKind::ModelNotFound
-    )
 }
 
 fn served<T>(target: &Target, value: T, route: Option<String>, retries: u32) -> Served<T> {
