@@ -109,12 +109,142 @@ pub fn run(root: &Path) -> Result<(), String> {
             scan_env_reads(&dir, name, &mut problems);
         }
     }
+    let dependencies = check_dependencies(root, &mut problems)?;
     if problems.is_empty() {
-        println!("tidy: ok ({} crates checked)", packages.len());
+        println!(
+            "tidy: ok ({} crates checked; {dependencies} dependencies: licenses, bans, duplicates)",
+            packages.len()
+        );
         Ok(())
     } else {
         Err(format!("tidy found problems:\n  {}", problems.join("\n  ")))
     }
+}
+
+/// Licenses a dependency may carry (one alternative of each `AND` part of its expression).
+const LICENSES: &[&str] = &[
+    "MIT",
+    "MIT-0",
+    "Apache-2.0",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "ISC",
+    "Zlib",
+    "0BSD",
+    "CC0-1.0",
+    "Unlicense",
+    "Unicode-3.0",
+    "Unicode-DFS-2016",
+    "BSL-1.0",
+    "CDLA-Permissive-2.0",
+];
+
+/// Crates that must not be in the build: a second TLS or crypto stack beside rustls and
+/// ring (DESIGN.md: ring, not aws-lc; no OpenSSL to install or link).
+const BANNED: &[&str] = &[
+    "aws-lc-rs",
+    "aws-lc-sys",
+    "openssl",
+    "openssl-sys",
+    "native-tls",
+];
+
+/// Heavy crates that must be in the build once only: two versions would be compiled twice.
+const SINGLE: &[&str] = &[
+    "tokio",
+    "hyper",
+    "h2",
+    "http",
+    "rustls",
+    "ring",
+    "serde",
+    "serde_json",
+    "rusqlite",
+    "tokio-postgres",
+    "redis",
+];
+
+/// What `cargo deny check licenses bans` would check, from `cargo metadata` alone (it runs
+/// offline; advisories need the RustSec database from the network, which CI does not have):
+/// every dependency's license, no banned crate, one version of each heavy crate. Returns the
+/// number of dependencies checked.
+fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<usize, String> {
+    // The dependencies built here (others, e.g. Windows-only ones, need not be downloaded).
+    let rustc = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("rustc -vV: {e}"))?;
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .ok_or("rustc -vV names no host")?;
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo metadata (with dependencies) failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let metadata: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("cargo metadata output: {e}"))?;
+    let packages = metadata["packages"]
+        .as_array()
+        .ok_or("no packages in metadata")?;
+    let mut versions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut checked = 0;
+    for package in packages {
+        // Ours: the workspace's own crates have no registry source.
+        if package["source"].is_null() {
+            continue;
+        }
+        checked += 1;
+        let name = package["name"].as_str().unwrap_or_default();
+        let version = package["version"].as_str().unwrap_or_default();
+        versions.entry(name).or_default().push(version);
+        if BANNED.contains(&name) {
+            problems.push(format!(
+                "{name} {version} is in the build: it is banned (a second TLS or crypto stack)"
+            ));
+        }
+        match package["license"].as_str() {
+            Some(expression) if license_allowed(expression) => {}
+            Some(expression) => problems.push(format!(
+                "{name} {version}: license '{expression}' is not in the allowed list (xtask/src/tidy.rs)"
+            )),
+            None => problems.push(format!("{name} {version}: no SPDX license expression")),
+        }
+    }
+    for name in SINGLE {
+        if let Some(found) = versions.get(name).filter(|v| v.len() > 1) {
+            problems.push(format!(
+                "{name} is built in {} versions ({}): one is enough",
+                found.len(),
+                found.join(", ")
+            ));
+        }
+    }
+    Ok(checked)
+}
+
+/// Whether an SPDX expression allows use under one of [`LICENSES`]: each `AND` part needs
+/// one allowed alternative (`OR`); exceptions (`WITH …`) only widen a license.
+fn license_allowed(expression: &str) -> bool {
+    let flat = expression.replace(['(', ')'], " ").replace('/', " OR ");
+    flat.split(" AND ").all(|part| {
+        part.split(" OR ").any(|alternative| {
+            let id = alternative
+                .split(" WITH ")
+                .next()
+                .unwrap_or_default()
+                .trim();
+            LICENSES.contains(&id)
+        })
+    })
 }
 
 /// Libraries receive typed config; only the binary reads the environment.
@@ -140,5 +270,23 @@ fn scan_env_reads(dir: &Path, crate_name: &str, problems: &mut Vec<String>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::license_allowed;
+
+    #[test]
+    fn license_expressions_need_an_allowed_alternative_in_every_part() {
+        assert!(license_allowed("MIT"));
+        assert!(license_allowed("MIT OR Apache-2.0"));
+        assert!(license_allowed("MIT/Apache-2.0"));
+        assert!(license_allowed("Apache-2.0 WITH LLVM-exception"));
+        assert!(license_allowed("(MIT OR Apache-2.0) AND Unicode-3.0"));
+        assert!(license_allowed("Apache-2.0 AND ISC"));
+        assert!(!license_allowed("GPL-3.0"));
+        assert!(!license_allowed("MIT AND GPL-3.0"));
+        assert!(license_allowed("GPL-3.0 OR MIT"));
     }
 }
