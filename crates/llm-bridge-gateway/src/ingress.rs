@@ -203,8 +203,12 @@ async fn serve_read(
                         // Kept before it is answered: the client may continue it at once.
                         if let Some(id) = state.answer_id(&rendered) {
                             let answer = String::from_utf8_lossy(&rendered).into_owned();
-                            let _ =
-                                tokio::task::spawn_blocking(move || keeper.keep(id, answer)).await;
+                            if keeper.store.put_blocks() {
+                                let keep = move || keeper.keep(id, answer);
+                                let _ = tokio::task::spawn_blocking(keep).await;
+                            } else {
+                                keeper.keep(id, answer);
+                            }
                         }
                     }
                     let mut response = json_response(StatusCode::OK, rendered);
@@ -224,9 +228,16 @@ async fn serve_read(
                 let shared = shared.clone();
                 body = body.then(Box::new(move |answer: Bytes| {
                     if let Some(id) = shared.state().and_then(|s| s.answer_id(&answer)) {
-                        // At the end of the stream, on its own task: one small insert, so
-                        // that the answer is kept before its last event reaches the client.
-                        keeper.keep(id, String::from_utf8_lossy(&answer).into_owned());
+                        // At the end of the stream, before its last event reaches the client
+                        // (who may continue the answer at once): a store write that may block
+                        // (PostgreSQL waits on its own runtime), so the async worker hands its
+                        // other tasks over meanwhile.
+                        let answer = String::from_utf8_lossy(&answer).into_owned();
+                        if keeper.store.put_blocks() {
+                            blocking(move || keeper.keep(id, answer));
+                        } else {
+                            keeper.keep(id, answer);
+                        }
                     }
                 }));
             }
@@ -398,6 +409,19 @@ struct Keeper {
     store: Arc<dyn ResponseStore>,
     key: String,
     input: String,
+}
+
+/// Runs blocking work on an async worker: on a multi-threaded runtime its other tasks move to
+/// other workers meanwhile (`block_in_place`); elsewhere (a single-threaded test runtime) it
+/// just runs.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
 }
 
 impl Keeper {

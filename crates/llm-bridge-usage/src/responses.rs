@@ -3,7 +3,7 @@
 //! `previous_response_id`, until they expire (`responses.ttl`).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -35,6 +35,12 @@ pub trait ResponseStore: Send + Sync {
     fn delete(&self, id: &str) -> Result<bool, StoreError>;
     /// Forgets every answer that expired before `now_ms`; how many.
     fn prune(&self, now_ms: i64) -> Result<usize, StoreError>;
+
+    /// Whether `put` may wait (on a disk or a server): then callers make it off the async
+    /// threads. A store that only queues the answer for a writer says `false`.
+    fn put_blocks(&self) -> bool {
+        true
+    }
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -50,10 +56,27 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX responses_expires ON responses (expires_ms);",
 ];
 
-/// Kept answers in the embedded SQLite database (the usage database).
+/// Kept answers in the embedded SQLite database (the usage database), written behind: `put`
+/// queues the answer and a writer thread inserts what is queued in one transaction, so that
+/// keeping an answer costs a request no disk write (it cost a translated Responses request
+/// about half its CPU time). Queued answers are read like written ones; `prune`, `export` and
+/// dropping the store write them first.
 pub struct SqliteResponses {
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
     conn: Mutex<Connection>,
     ttl_ms: i64,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    answers: Vec<StoredResponse>,
+    closing: bool,
 }
 
 impl SqliteResponses {
@@ -62,16 +85,27 @@ impl SqliteResponses {
     pub fn open(path: &Path, ttl: Duration) -> Result<Self, StoreError> {
         let mut conn = open_database(path, Duration::from_secs(2))?;
         migrate(&mut conn, "responses", MIGRATIONS)?;
-        Ok(SqliteResponses {
+        let shared = Arc::new(Shared {
             conn: Mutex::new(conn),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
+        let for_writer = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("llmb-responses".into())
+            .spawn(move || for_writer.run_writer())
+            .map_err(|e| StoreError(format!("could not start the answers writer: {e}")))?;
+        Ok(SqliteResponses {
+            shared,
+            writer: Some(writer),
         })
     }
 
     /// Every kept answer not expired at `now_ms`, oldest first: for moving them to another
     /// store (`llm-bridge migrate`).
     pub fn export(&self, now_ms: i64) -> Result<Vec<StoredResponse>, StoreError> {
-        let conn = self.conn();
+        let conn = self.shared.write_queued()?;
         let mut stmt = conn.prepare(
             "SELECT id, created_ms, key_name, input, response FROM responses
              WHERE expires_ms > ?1 ORDER BY created_ms, id",
@@ -87,31 +121,102 @@ impl SqliteResponses {
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+impl Shared {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes whatever is queued, and returns the connection still held, so that what the
+    /// caller reads or deletes next sees every answer kept so far. The connection is taken
+    /// before the queue: a reader that misses an answer in the queue waits here for it.
+    fn write_queued(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        let mut conn = self.conn();
+        let answers = std::mem::take(&mut self.queue().answers);
+        if answers.is_empty() {
+            return Ok(conn);
+        }
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO responses (id, created_ms, expires_ms, key_name, input, response)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in &answers {
+                insert.execute(params![
+                    r.id,
+                    r.created_ms,
+                    r.created_ms.saturating_add(self.ttl_ms),
+                    r.key,
+                    r.input,
+                    r.response
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(conn)
+    }
+
+    fn run_writer(&self) {
+        loop {
+            let closing = {
+                let mut queue = self.queue();
+                while queue.answers.is_empty() && !queue.closing {
+                    queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+                queue.closing
+            };
+            if let Err(e) = self.write_queued() {
+                tracing::error!(error = %e, "could not keep answers (SQLite)");
+            }
+            if closing && self.queue().answers.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for SqliteResponses {
+    fn drop(&mut self) {
+        self.shared.queue().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 
 impl ResponseStore for SqliteResponses {
     fn put(&self, r: &StoredResponse) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO responses (id, created_ms, expires_ms, key_name, input, response)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                r.id,
-                r.created_ms,
-                r.created_ms.saturating_add(self.ttl_ms),
-                r.key,
-                r.input,
-                r.response
-            ],
-        )?;
+        self.shared.queue().answers.push(r.clone());
+        self.shared.wake.notify_one();
         Ok(())
     }
 
+    fn put_blocks(&self) -> bool {
+        false
+    }
+
     fn get(&self, id: &str, now_ms: i64) -> Result<Option<StoredResponse>, StoreError> {
+        let alive = |r: &StoredResponse| r.created_ms.saturating_add(self.shared.ttl_ms) > now_ms;
+        let queued = self
+            .shared
+            .queue()
+            .answers
+            .iter()
+            .rev()
+            .find(|r| r.id == id)
+            .cloned();
+        if let Some(r) = queued {
+            return Ok(Some(r).filter(alive));
+        }
         Ok(self
+            .shared
             .conn()
             .query_row(
                 "SELECT id, created_ms, key_name, input, response FROM responses
@@ -132,14 +237,16 @@ impl ResponseStore for SqliteResponses {
 
     fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self
-            .conn()
+            .shared
+            .write_queued()?
             .execute("DELETE FROM responses WHERE id = ?1", [id])?
             > 0)
     }
 
     fn prune(&self, now_ms: i64) -> Result<usize, StoreError> {
         Ok(self
-            .conn()
+            .shared
+            .write_queued()?
             .execute("DELETE FROM responses WHERE expires_ms <= ?1", [now_ms])?)
     }
 }
@@ -172,5 +279,40 @@ mod tests {
         assert_eq!(store.get("resp_1", 2_000).unwrap(), None);
         // The usage tables and this one share the database and its migrations table.
         crate::SqliteStore::open(&dir.path().join("u.db")).unwrap();
+    }
+
+    #[test]
+    fn queued_answers_are_read_at_once_written_in_batches_and_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.db");
+        let store = SqliteResponses::open(&path, Duration::from_secs(60)).unwrap();
+        assert!(!store.put_blocks());
+        let answer = |i: usize| StoredResponse {
+            id: format!("resp_{i}"),
+            created_ms: 1_000,
+            key: "team".into(),
+            input: "[]".into(),
+            response: format!(r#"{{"id":"resp_{i}"}}"#),
+        };
+        // Each answer can be read the moment it is kept, whether queued or written.
+        for i in 0..500 {
+            store.put(&answer(i)).unwrap();
+            assert_eq!(
+                store.get(&format!("resp_{i}"), 2_000).unwrap(),
+                Some(answer(i))
+            );
+        }
+        // A deletion right after the put wins over the queued insert.
+        store.put(&answer(500)).unwrap();
+        assert!(store.delete("resp_500").unwrap());
+        assert_eq!(store.get("resp_500", 2_000).unwrap(), None);
+        store.put(&answer(501)).unwrap();
+        drop(store);
+        // Dropping the store wrote the queue: all there, from another connection.
+        let conn = Connection::open(&path).unwrap();
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM responses", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 501);
     }
 }
