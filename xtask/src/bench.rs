@@ -437,6 +437,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let responses_body = json!({"model": "fast/m", "max_output_tokens": 64,
         "input": "Say something short about gateways."})
     .to_string();
+    // The same with nothing kept (`store: false`, as Codex sends): what keeping answers costs.
+    let unkept_body = json!({"model": "fast/m", "max_output_tokens": 64, "store": false,
+        "input": "Say something short about gateways."})
+    .to_string();
     let mut variants = vec![
         (
             "llm-bridge, static key",
@@ -485,6 +489,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
             gw_pid,
             "/v1/responses",
             Some(responses_body.as_str()),
+        ),
+        (
+            "llm-bridge, /v1/responses translated, store: false",
+            gw_port,
+            "sk-bench-static",
+            gw_pid,
+            "/v1/responses",
+            Some(unkept_body.as_str()),
         ),
     ];
     if let Some(sh) = &shared {
@@ -1021,6 +1033,7 @@ fn print_table(r: &Value) {
         "llm-bridge, /v1/messages pass-through",
         "llm-bridge, /v1/messages translated",
         "llm-bridge, /v1/responses translated",
+        "llm-bridge, /v1/responses translated, store: false",
     ] {
         println!(
             "CPU per request, {} vs chat completions (static key): {} vs {} µs ({}×)",
