@@ -260,6 +260,12 @@ impl App {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        if let Some(store) = gateway.response_store().cloned() {
+            let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::error!(error = %e, "kept answers could not all be written before exit");
+            }
+        }
         if let Some(writer) = self.usage_writer {
             let flushed = tokio::task::spawn_blocking(move || {
                 writer.shutdown(std::time::Duration::from_secs(15))

@@ -257,6 +257,11 @@ impl Gateway {
             .map_or(0, Estimator::pending)
     }
 
+    /// Where kept answers live, when they are kept.
+    pub fn response_store(&self) -> Option<&Arc<dyn ResponseStore>> {
+        self.responses.as_ref()
+    }
+
     /// Whether shutdown began (new WebSocket requests are refused, connections close).
     pub fn is_shutting_down(&self) -> bool {
         self.ws_connections.started()

@@ -41,6 +41,11 @@ pub trait ResponseStore: Send + Sync {
     fn put_blocks(&self) -> bool {
         true
     }
+
+    /// Writes what is queued, if the store queues (at shutdown, after the last request).
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -200,6 +205,10 @@ impl ResponseStore for SqliteResponses {
 
     fn put_blocks(&self) -> bool {
         false
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.shared.write_queued().map(drop)
     }
 
     fn get(&self, id: &str, now_ms: i64) -> Result<Option<StoredResponse>, StoreError> {
