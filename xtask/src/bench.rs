@@ -1043,6 +1043,20 @@ fn print_table(r: &Value) {
             fmt(ratio(v(dialect), v("llm-bridge, static key")), 3)
         );
     }
+    if r["paths"]["llm-bridge, static key, traces (sample 1)"].is_object() {
+        println!(
+            "CPU per request, traces (sample 1) vs none (static key): {} vs {} µs ({}×)",
+            fmt(v("llm-bridge, static key, traces (sample 1)"), 1),
+            fmt(v("llm-bridge, static key"), 1),
+            fmt(
+                ratio(
+                    v("llm-bridge, static key, traces (sample 1)"),
+                    v("llm-bridge, static key")
+                ),
+                3
+            )
+        );
+    }
     let (local, shared) = (
         "llm-bridge, key with limits, local",
         "llm-bridge, key with limits, Redis + PostgreSQL",
