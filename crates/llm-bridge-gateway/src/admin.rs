@@ -130,15 +130,19 @@ async fn handle(
         .map_err(|_| Error::internal("the key operation failed"))?
 }
 
-/// Whether the caller may use the admin API: a bearer `ADMIN_API_KEYS` key, or (console
-/// enabled) the console's session cookie, with its CSRF token for changes.
+/// Whether the caller may use the admin API: a bearer `ADMIN_API_KEYS` key (its name is
+/// returned, for the access line), or (console enabled) the console's session cookie, with
+/// its CSRF token for changes.
 pub(crate) fn authorize(
     gateway: &Gateway,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<(), Error> {
+) -> Result<Option<std::sync::Arc<str>>, Error> {
     if gateway.console.config.enabled && crate::console::has_session_cookie(headers) {
-        return gateway.console.check_session(method, headers);
+        return gateway
+            .console
+            .check_session(method, headers)
+            .map(|()| None);
     }
     let principal = gateway.auth.authenticate(presented_key(headers))?;
     if !principal.admin {
@@ -148,7 +152,7 @@ pub(crate) fn authorize(
         )
         .with_code("admin_key_required"));
     }
-    Ok(())
+    Ok(Some(principal.name))
 }
 
 fn not_found(name: &str) -> Error {

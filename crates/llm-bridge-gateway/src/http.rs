@@ -29,6 +29,23 @@ pub fn bearer_token(value: &str) -> &str {
     }
 }
 
+/// The name of the key a response was made for, carried in the response's extensions: the
+/// access line of a request served outside the exchange names its key from it, without
+/// authenticating the key a second time.
+#[derive(Clone)]
+pub(crate) struct KeyName(pub(crate) Arc<str>);
+
+/// `response`, marked as made for `principal`'s key.
+pub(crate) fn for_key(
+    principal: &Principal,
+    mut response: Response<GatewayBody>,
+) -> Response<GatewayBody> {
+    response
+        .extensions_mut()
+        .insert(KeyName(principal.name.clone()));
+    response
+}
+
 /// The access key a request presents: `Authorization: Bearer <key>` or `x-api-key: <key>`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
@@ -210,10 +227,11 @@ pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
         Err(e) => return error_response(&e),
     };
     let data = models_for(gateway, &principal);
-    json_response(
+    let answer = json_response(
         StatusCode::OK,
         Bytes::from(json!({"object": "list", "data": data}).to_string()),
-    )
+    );
+    for_key(&principal, answer)
 }
 
 /// `GET /v1/models/{id}`, as OpenAI answers it; the id's `/` may come literal or as `%2F`
@@ -225,10 +243,10 @@ pub fn model(gateway: &Gateway, headers: &HeaderMap, id: &str) -> Response<Gatew
         Err(e) => return error_response(&e),
     };
     let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
-    match models_for(gateway, &principal)
+    let found = models_for(gateway, &principal)
         .into_iter()
-        .find(|m| m["id"] == *id)
-    {
+        .find(|m| m["id"] == *id);
+    let answer = match found {
         Some(m) => json_response(StatusCode::OK, Bytes::from(m.to_string())),
         None => error_response(
             &Error::new(
@@ -237,7 +255,8 @@ pub fn model(gateway: &Gateway, headers: &HeaderMap, id: &str) -> Response<Gatew
             )
             .with_param("model"),
         ),
-    }
+    };
+    for_key(&principal, answer)
 }
 
 /// `GET /healthz` and `GET /readyz`.
@@ -273,13 +292,22 @@ pub async fn usage(
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
+    let answer = usage_for(gateway, &principal, query).await;
+    for_key(&principal, answer)
+}
+
+async fn usage_for(
+    gateway: &Gateway,
+    principal: &Principal,
+    query: Option<&str>,
+) -> Response<GatewayBody> {
     let Some(reader) = gateway.usage_reader.clone() else {
         return error_response(&Error::new(
             ErrorKind::InvalidRequest,
             "usage recording is disabled on this gateway (usage.enabled: false)",
         ));
     };
-    let q = match usage_query(query, &principal) {
+    let q = match usage_query(query, principal) {
         Ok(q) => q,
         Err(e) => return error_response(&e),
     };

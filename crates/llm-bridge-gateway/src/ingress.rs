@@ -21,7 +21,9 @@ use crate::access::RequestLog;
 use crate::body::{GatewayBody, read_limited};
 use crate::errors::error_response;
 use crate::exchange::{self, Answer, Dialect};
-use crate::http::{json_response, presented_key, rate_headers, server_timing, session_header};
+use crate::http::{
+    for_key, json_response, presented_key, rate_headers, server_timing, session_header,
+};
 use crate::sse::SseBody;
 
 /// The error answer of a dialect: its own body, with the headers of ours (`Retry-After`,
@@ -285,10 +287,22 @@ pub async fn count_tokens(
     at: Option<&Endpoint>,
 ) -> Response<GatewayBody> {
     let (parts, body) = request.into_parts();
-    if let Err(e) = gateway.auth.authenticate(presented_key(&parts.headers)) {
-        return ingress_error(ingress, &e);
-    }
-    let bytes = match read_limited(body, &parts.headers, gateway.config.max_body_bytes).await {
+    let principal = match gateway.auth.authenticate(presented_key(&parts.headers)) {
+        Ok(p) => p,
+        Err(e) => return ingress_error(ingress, &e),
+    };
+    let answer = count_tokens_read(gateway, ingress, &parts.headers, body, at).await;
+    for_key(&principal, answer)
+}
+
+async fn count_tokens_read(
+    gateway: &Gateway,
+    ingress: &dyn Ingress,
+    headers: &http::HeaderMap,
+    body: Incoming,
+    at: Option<&Endpoint>,
+) -> Response<GatewayBody> {
+    let bytes = match read_limited(body, headers, gateway.config.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(e) => return ingress_error(ingress, &e),
     };
@@ -296,7 +310,7 @@ pub async fn count_tokens(
         Ok(t) => t.request,
         Err(e) => return ingress_error(ingress, &e),
     };
-    if let Some(session) = session_header(&parts.headers) {
+    if let Some(session) = session_header(headers) {
         pivot.set_session(session);
     }
     let plan = match gateway.router.resolve(pivot.model()) {
@@ -312,7 +326,7 @@ pub async fn count_tokens(
         let native = NativeRequest {
             operation: at.map_or("count_tokens", |e| e.native),
             body: bytes,
-            headers: forwarded_headers(ingress, &parts.headers),
+            headers: forwarded_headers(ingress, headers),
             stream: false,
             session: pivot.session(),
         };
@@ -381,12 +395,13 @@ pub fn models(
             ErrorKind::ModelNotFound,
             format!("the model '{id}' does not exist or this key may not use it"),
         );
-        return ingress_error(ingress, &e);
+        return for_key(&principal, ingress_error(ingress, &e));
     }
-    json_response(
+    let answer = json_response(
         StatusCode::OK,
         ingress.models_answer(&models, one.is_some()),
-    )
+    );
+    for_key(&principal, answer)
 }
 
 /// The client's headers that the dialect forwards upstream.
@@ -510,11 +525,23 @@ pub async fn kept(
         Ok(p) => p,
         Err(e) => return ingress_error(ingress, &e),
     };
+    let answer = kept_for(ingress, state, store, method, rest, &principal).await;
+    for_key(&principal, answer)
+}
+
+async fn kept_for(
+    ingress: &dyn Ingress,
+    state: &dyn IngressState,
+    store: &Arc<dyn ResponseStore>,
+    method: &http::Method,
+    rest: &str,
+    principal: &Principal,
+) -> Response<GatewayBody> {
     let (id, items) = match rest.strip_suffix("/input_items") {
         Some(id) => (id, true),
         None => (rest, false),
     };
-    let found = match kept_answer(store, id, &principal).await {
+    let found = match kept_answer(store, id, principal).await {
         Ok(Some(found)) => found,
         Ok(None) => {
             return ingress_error(

@@ -89,7 +89,6 @@ pub async fn handle(
         crate::ingress::serve(&gateway, ingress, request, request_id.clone(), None).await
     } else {
         let span = tracing::info_span!("request", request_id = %request_id, transport = "http");
-        let key = presented_key(request.headers()).map(str::to_owned);
         let response = route(&gateway, request, &method, &path, endpoint.as_ref(), google)
             .instrument(span.clone())
             .await;
@@ -98,9 +97,10 @@ pub async fn handle(
         let _entered = span.enter();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let status = response.status().as_u16();
-        let key_name = key
-            .and_then(|k| gateway.auth.authenticate(Some(&k)).ok())
-            .map(|p| p.name);
+        let key_name = response
+            .extensions()
+            .get::<crate::http::KeyName>()
+            .map(|k| k.0.clone());
         if quiet {
             tracing::debug!(target: "llm_bridge::access", request_id = %request_id, transport = "http",
                 method = %method, path = %path, status, latency_ms, key = key_name.as_deref(), "request finished");
@@ -187,21 +187,28 @@ async fn route(
             crate::console::serve(gateway, &parts.method, p, &parts.headers, body, client).await
         }
         (_, p) if p.starts_with("/admin/") => {
-            if let Err(e) = crate::admin::authorize(gateway, method, request.headers()) {
-                return error_response(&e);
-            }
-            if let Some(r) = crate::ops::serve(gateway, method, p, request.uri().query()).await {
-                return r;
-            }
-            if p == "/admin/keys" || p.starts_with("/admin/keys/") {
+            let admin = match crate::admin::authorize(gateway, method, request.headers()) {
+                Ok(admin) => admin,
+                Err(e) => return error_response(&e),
+            };
+            let mut r = if let Some(r) =
+                crate::ops::serve(gateway, method, p, request.uri().query()).await
+            {
+                r
+            } else if p == "/admin/keys" || p.starts_with("/admin/keys/") {
                 let (parts, body) = request.into_parts();
-                return crate::admin::keys(gateway, &parts.method, p, &parts.headers, body).await;
+                crate::admin::keys(gateway, &parts.method, p, &parts.headers, body).await
+            } else {
+                let mut r = error_response(&Error::new(
+                    ErrorKind::InvalidRequest,
+                    format!("unknown endpoint: {method} {path}"),
+                ));
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                r
+            };
+            if let Some(name) = admin {
+                r.extensions_mut().insert(crate::http::KeyName(name));
             }
-            let mut r = error_response(&Error::new(
-                ErrorKind::InvalidRequest,
-                format!("unknown endpoint: {method} {path}"),
-            ));
-            *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
         (&Method::GET, "/healthz") => health(true),

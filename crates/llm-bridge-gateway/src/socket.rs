@@ -39,9 +39,10 @@ pub fn upgrade(
     if let Some(refused) = refuse_upgrade(gateway, request.headers(), ingress.path()) {
         return refused;
     }
-    if let Err(e) = gateway.auth.authenticate(presented_key(request.headers())) {
-        return ingress_error(&*ingress, &e);
-    }
+    let principal = match gateway.auth.authenticate(presented_key(request.headers())) {
+        Ok(p) => p,
+        Err(e) => return ingress_error(&*ingress, &e),
+    };
     // Each turn is authenticated with these; the upgrade's own headers are not a request's.
     let mut headers = request.headers().clone();
     for name in [
@@ -56,9 +57,10 @@ pub fn upgrade(
         headers.remove(name);
     }
     let gw = gateway.clone();
-    accept(gateway, &mut request, move |ws| {
+    let response = accept(gateway, &mut request, move |ws| {
         serve_connection(gw, ingress, headers, ws)
-    })
+    });
+    crate::http::for_key(&principal, response)
 }
 
 /// The last answer of a connection, which the next turn may continue.

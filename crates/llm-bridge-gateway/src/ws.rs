@@ -63,9 +63,14 @@ pub fn upgrade(gateway: &Arc<Gateway>, mut request: Request<Incoming>) -> Respon
         None => None,
     };
     let gw = gateway.clone();
-    accept(gateway, &mut request, move |ws| {
+    let name = principal.as_ref().map(|p| p.name.clone());
+    let mut response = accept(gateway, &mut request, move |ws| {
         serve_connection(gw, ws, principal)
-    })
+    });
+    if let Some(name) = name {
+        response.extensions_mut().insert(crate::http::KeyName(name));
+    }
+    response
 }
 
 /// Why an upgrade request to `path` cannot become a WebSocket, if it cannot: not an upgrade

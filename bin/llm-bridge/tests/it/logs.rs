@@ -237,6 +237,13 @@ async fn json_logs_have_one_access_event_per_request_rotate_and_hold_no_secret()
             );
             assert_eq!(events["mix-401"][0]["outcome"], "error");
             assert_eq!(events["mix-health"][0]["level"], "DEBUG");
+            // Requests served outside the exchange name the key their handler authenticated.
+            assert_eq!(events["mix-models"][0]["key"], "access-1");
+            assert_eq!(events["mix-usage"][0]["key"], "admin-1");
+            assert!(
+                events["mix-health"][0].get("key").is_none(),
+                "health checks use no key"
+            );
         }
     }
 
