@@ -113,7 +113,7 @@ impl App {
                     .collect(),
             },
         )
-        .map_err(|e| ConfigError::new(e.message()))?;
+        .map_err(|e| ConfigError::new(e.to_string()))?;
 
         let (keys, generated_key) = match env
             .access_api_keys
@@ -458,7 +458,7 @@ fn build_providers(
             .map_err(|e| ConfigError::new(format!("providers.{name}: {}", e.message())))?;
         let built = registry
             .build(name, &provider, client)
-            .map_err(|e| ConfigError::new(format!("providers.{name}.{e}")))?;
+            .map_err(|e| ConfigError::new(e.within(&format!("providers.{name}")).to_string()))?;
         providers.push(built);
     }
     Ok((providers, inventory))

@@ -4,16 +4,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use llm_bridge_core::{ChatProvider, ProviderConfig, Result};
+use llm_bridge_core::{ChatProvider, ProviderConfig, StartupError};
 use llm_bridge_http::UpstreamClient;
 use llm_bridge_provider_anthropic::AnthropicProvider;
 use llm_bridge_provider_gemini::GeminiProvider;
 use llm_bridge_provider_openai::OpenAiProvider;
 
+/// What a constructor gives: the provider, or why its config cannot start (an adapter's
+/// request `Error` converts, as a message at no key).
+pub type Built = Result<Arc<dyn ChatProvider>, StartupError>;
+
 /// Builds a provider from its name, its config and a client set up for it (proxy, TLS).
-pub type Constructor = Box<
-    dyn Fn(&str, &ProviderConfig, UpstreamClient) -> Result<Arc<dyn ChatProvider>> + Send + Sync,
->;
+pub type Constructor = Box<dyn Fn(&str, &ProviderConfig, UpstreamClient) -> Built + Send + Sync>;
 
 /// The known adapters.
 pub struct Registry {
@@ -47,10 +49,7 @@ impl Registry {
     pub fn register(
         &mut self,
         adapter: &str,
-        constructor: impl Fn(&str, &ProviderConfig, UpstreamClient) -> Result<Arc<dyn ChatProvider>>
-        + Send
-        + Sync
-        + 'static,
+        constructor: impl Fn(&str, &ProviderConfig, UpstreamClient) -> Built + Send + Sync + 'static,
     ) {
         self.adapters
             .insert(adapter.to_owned(), Box::new(constructor));
@@ -62,19 +61,17 @@ impl Registry {
     }
 
     /// Builds the provider `name`.
-    pub fn build(
-        &self,
-        name: &str,
-        config: &ProviderConfig,
-        client: UpstreamClient,
-    ) -> std::result::Result<Arc<dyn ChatProvider>, String> {
+    pub fn build(&self, name: &str, config: &ProviderConfig, client: UpstreamClient) -> Built {
         let Some(constructor) = self.adapters.get(&config.adapter) else {
-            return Err(format!(
-                "adapter: unknown adapter \"{}\" (known: {})",
-                config.adapter,
-                self.names().collect::<Vec<_>>().join(", ")
+            return Err(StartupError::at(
+                "adapter",
+                format!(
+                    "unknown adapter \"{}\" (known: {})",
+                    config.adapter,
+                    self.names().collect::<Vec<_>>().join(", ")
+                ),
             ));
         };
-        constructor(name, config, client).map_err(|e| e.message().to_owned())
+        constructor(name, config, client)
     }
 }

@@ -81,6 +81,7 @@ pub mod redact;
 mod request;
 mod response;
 mod retry;
+mod startup;
 pub mod trace;
 
 pub use config::{
@@ -101,6 +102,7 @@ pub use response::{
     completion_usage, inspect, strip_usage,
 };
 pub use retry::RetryConfig;
+pub use startup::StartupError;
 pub use trace::TraceParent;
 
 /// Re-exported so that implementors of [`ChatProvider`] use the same secret type.

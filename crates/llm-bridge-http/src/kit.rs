@@ -8,7 +8,7 @@ use http::HeaderValue;
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{
     Error, ErrorKind, ModelCatalog, ModelEntry, NativeResponse, ProviderConfig, Result,
-    api_key_env_var,
+    StartupError, api_key_env_var,
 };
 
 use crate::body::IdleBody;
@@ -41,7 +41,7 @@ impl ProviderKit {
         name: &str,
         config: &ProviderConfig,
         header_value: impl Fn(&str) -> String,
-    ) -> Result<Self> {
+    ) -> std::result::Result<Self, StartupError> {
         let keys = config
             .api_key
             .keys()
@@ -49,14 +49,15 @@ impl ProviderKit {
             .map(|k| {
                 let mut v =
                     HeaderValue::try_from(header_value(k.expose_secret())).map_err(|_| {
-                        Error::invalid_request(
-                            "api_key: contains characters not allowed in an HTTP header",
+                        StartupError::at(
+                            "api_key",
+                            "contains characters not allowed in an HTTP header",
                         )
                     })?;
                 v.set_sensitive(true);
                 Ok(v)
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<std::result::Result<Vec<_>, StartupError>>()?;
         Ok(ProviderKit {
             name: name.into(),
             catalog: config.catalog(),

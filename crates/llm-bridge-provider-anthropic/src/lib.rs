@@ -39,7 +39,7 @@ use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
-    ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result, with_model,
+    ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result, StartupError, with_model,
 };
 use llm_bridge_dialect_anthropic::{
     ChunkTranslator, DEFAULT_MAX_TOKENS, chat_completion, error_from_event, error_from_status,
@@ -69,9 +69,13 @@ pub struct AnthropicProvider {
 
 impl AnthropicProvider {
     /// A provider from its config; `client` carries the connection settings (proxy, TLS).
-    pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
+    pub fn new(
+        name: &str,
+        config: &ProviderConfig,
+        client: UpstreamClient,
+    ) -> std::result::Result<Self, StartupError> {
         let endpoint = messages_url(&config.base_url)
-            .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
+            .map_err(|e| StartupError::at("base_url", e.message()))?;
         let kit = ProviderKit::new(name, config, str::to_owned)?;
         let version = config
             .anthropic_version
@@ -79,22 +83,22 @@ impl AnthropicProvider {
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .unwrap_or(DEFAULT_VERSION);
-        let version = HeaderValue::try_from(version).map_err(|_| {
-            Error::invalid_request("anthropic_version: not a valid HTTP header value")
-        })?;
+        let version = HeaderValue::try_from(version)
+            .map_err(|_| StartupError::at("anthropic_version", "not a valid HTTP header value"))?;
         let betas: Vec<&str> = config
             .anthropic_beta
             .iter()
             .map(|b| b.trim())
             .filter(|b| !b.is_empty())
             .collect();
-        let beta = if betas.is_empty() {
-            None
-        } else {
-            Some(HeaderValue::try_from(betas.join(",")).map_err(|_| {
-                Error::invalid_request("anthropic_beta: not valid HTTP header values")
-            })?)
-        };
+        let beta =
+            if betas.is_empty() {
+                None
+            } else {
+                Some(HeaderValue::try_from(betas.join(",")).map_err(|_| {
+                    StartupError::at("anthropic_beta", "not valid HTTP header values")
+                })?)
+            };
         Ok(AnthropicProvider {
             kit,
             endpoint,
@@ -393,6 +397,6 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert!(e.message().contains("anthropic_beta"), "{}", e.message());
+        assert_eq!(e.path(), "anthropic_beta", "{e}");
     }
 }

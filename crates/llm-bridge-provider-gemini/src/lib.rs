@@ -77,7 +77,7 @@ use http::{Method, Request, Uri};
 use http_body_util::Full;
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind,
-    ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result,
+    ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result, StartupError,
 };
 use llm_bridge_http::{IdleBody, MAX_ERROR_BYTES, ProviderKit, SseStream, UpstreamClient};
 
@@ -120,9 +120,13 @@ pub struct GeminiProvider {
 
 impl GeminiProvider {
     /// A provider from its config; `client` carries the connection settings (proxy, TLS).
-    pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
-        let root = api_root(&config.base_url)
-            .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
+    pub fn new(
+        name: &str,
+        config: &ProviderConfig,
+        client: UpstreamClient,
+    ) -> std::result::Result<Self, StartupError> {
+        let root =
+            api_root(&config.base_url).map_err(|e| StartupError::at("base_url", e.message()))?;
         let kit = ProviderKit::new(name, config, str::to_owned)?;
         Ok(GeminiProvider { kit, root, client })
     }

@@ -23,7 +23,7 @@ use http_body_util::Full;
 use llm_bridge_core::{
     ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind,
     ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, ResponsesMode, Result,
-    with_model,
+    StartupError, with_model,
 };
 use llm_bridge_http::{IdleBody, MAX_ERROR_BYTES, ProviderKit, SseStream, UpstreamClient};
 
@@ -46,17 +46,19 @@ pub struct OpenAiProvider {
 
 impl OpenAiProvider {
     /// A provider from its config; `client` carries the connection settings (proxy, TLS).
-    pub fn new(name: &str, config: &ProviderConfig, client: UpstreamClient) -> Result<Self> {
+    pub fn new(
+        name: &str,
+        config: &ProviderConfig,
+        client: UpstreamClient,
+    ) -> std::result::Result<Self, StartupError> {
         let endpoint = chat_completions_url(&config.base_url)
-            .map_err(|e| Error::invalid_request(format!("base_url: {}", e.message())))?;
+            .map_err(|e| StartupError::at("base_url", e.message()))?;
         let kit = ProviderKit::new(name, config, |k| format!("Bearer {k}"))?;
         let url = endpoint.to_string();
         let api_root = url.strip_suffix("/chat/completions").unwrap_or(&url);
         let embeddings = format!("{api_root}/embeddings")
             .parse::<Uri>()
-            .map_err(|e| {
-                Error::invalid_request(format!("base_url: no embeddings URL from it: {e}"))
-            })?;
+            .map_err(|e| StartupError::at("base_url", format!("no embeddings URL from it: {e}")))?;
         let native_responses = match config.responses {
             Some(mode) => mode == ResponsesMode::Native,
             None => endpoint.host() == Some("api.openai.com"),
@@ -65,7 +67,7 @@ impl OpenAiProvider {
             let url = endpoint.to_string();
             let root = url.strip_suffix("/chat/completions").unwrap_or(&url);
             Some(format!("{root}/responses").parse::<Uri>().map_err(|e| {
-                Error::invalid_request(format!("base_url: no Responses URL from it: {e}"))
+                StartupError::at("base_url", format!("no Responses URL from it: {e}"))
             })?)
         } else {
             None

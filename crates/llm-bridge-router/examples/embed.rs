@@ -27,18 +27,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream = start_upstream().await?;
 
     // Two providers: one nobody listens to, one that answers.
-    let provider =
-        |name: &str, base_url: String| -> Result<Arc<dyn ChatProvider>, llm_bridge_core::Error> {
-            let config: ProviderConfig = serde_json::from_value(serde_json::json!({
-                "adapter": "openai",
-                "base_url": base_url,
-                "api_key": "sk-example",
-                "models": {"small": {"timeout": 5}},
-            }))
-            .map_err(|e| llm_bridge_core::Error::invalid_request(e.to_string()))?;
-            let client = UpstreamClient::new(&ClientOptions::default())?;
-            Ok(Arc::new(OpenAiProvider::new(name, &config, client)?))
-        };
+    let provider = |name: &str,
+                    base_url: String|
+     -> Result<Arc<dyn ChatProvider>, Box<dyn std::error::Error>> {
+        let config: ProviderConfig = serde_json::from_value(serde_json::json!({
+            "adapter": "openai",
+            "base_url": base_url,
+            "api_key": "sk-example",
+            "models": {"small": {"timeout": 5}},
+        }))
+        .map_err(|e| llm_bridge_core::Error::invalid_request(e.to_string()))?;
+        let client = UpstreamClient::new(&ClientOptions::default())?;
+        Ok(Arc::new(OpenAiProvider::new(name, &config, client)?))
+    };
     let down = provider("down", "http://127.0.0.1:9/v1".into())?;
     let up = provider("up", format!("http://{upstream}/v1"))?;
 

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use indexmap::IndexMap;
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind, ModelKind,
-    ModelRef, NativeRequest, NativeResponse, Price, Result, RetryConfig, TraceParent,
+    ModelRef, NativeRequest, NativeResponse, Price, Result, RetryConfig, StartupError, TraceParent,
 };
 use tokio::time::Instant;
 
@@ -224,7 +224,10 @@ pub struct Router {
 
 impl Router {
     /// A router over these providers.
-    pub fn new(providers: Vec<Arc<dyn ChatProvider>>, config: RouterConfig) -> Result<Self> {
+    pub fn new(
+        providers: Vec<Arc<dyn ChatProvider>>,
+        config: RouterConfig,
+    ) -> std::result::Result<Self, StartupError> {
         Self::with_random(providers, config, Arc::new(XorShift::from_entropy()))
     }
 
@@ -233,21 +236,23 @@ impl Router {
         providers: Vec<Arc<dyn ChatProvider>>,
         config: RouterConfig,
         random: Arc<dyn Random>,
-    ) -> Result<Self> {
+    ) -> std::result::Result<Self, StartupError> {
         let mut map = IndexMap::new();
         for p in providers {
             let name = p.name().to_owned();
             if map.insert(name.clone(), p).is_some() {
-                return Err(Error::invalid_request(format!(
-                    "provider '{name}' is defined twice"
-                )));
+                return Err(StartupError::at(
+                    format!("providers.{name}"),
+                    "defined twice",
+                ));
             }
         }
         if let Some(default) = &config.default_provider {
             if !map.contains_key(default) {
-                return Err(Error::invalid_request(format!(
-                    "default_provider: no provider named '{default}'"
-                )));
+                return Err(StartupError::at(
+                    "default_provider",
+                    format!("no provider named '{default}'"),
+                ));
             }
         }
         let mut router = Router {
@@ -260,7 +265,7 @@ impl Router {
         };
         let mut routes = IndexMap::new();
         for (alias, route) in &router.config.routes {
-            let at = |m: String| Error::invalid_request(format!("routes.{alias}: {m}"));
+            let at = |m: String| StartupError::at(format!("routes.{alias}"), m);
             if alias.is_empty() || alias.contains('/') {
                 return Err(at(
                     "a route alias must be non-empty and contain no '/'".into()

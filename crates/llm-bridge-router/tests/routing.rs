@@ -604,9 +604,9 @@ fn routes_are_validated() {
         },
     );
     let e = Router::new(Vec::new(), config).err().unwrap();
+    assert_eq!(e.path(), "routes.bad");
     assert!(
-        e.message().starts_with("routes.bad: target 'nobody/m'"),
-        "{}",
-        e.message()
+        e.to_string().starts_with("routes.bad: target 'nobody/m'"),
+        "{e}"
     );
 }
