@@ -28,7 +28,7 @@ const PACKED: &[&str] = &[
     "CHANGELOG.md",
 ];
 
-pub fn main(args: &[String]) -> Result<(), String> {
+pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let check = match args {
         [] => false,
         [flag] if flag == "--check" => true,

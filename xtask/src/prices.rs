@@ -12,10 +12,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Where the generated table goes, from the workspace root.
-pub const TABLE: &str = "crates/llm-bridge-core/src/prices/table.rs";
+pub(crate) const TABLE: &str = "crates/llm-bridge-core/src/prices/table.rs";
 
 /// `cargo xtask prices PATH [--check]`.
-pub fn main(root: &Path, args: &[String]) -> Result<(), String> {
+pub(crate) fn main(root: &Path, args: &[String]) -> Result<(), String> {
     let check = args.iter().any(|a| a == "--check");
     let Some(snapshot) = args.iter().find(|a| !a.starts_with("--")) else {
         return Err("usage: cargo xtask prices PATH [--check] (PATH: a models.dev snapshot, e.g. ../shared/data/models.dev)".into());
@@ -55,7 +55,7 @@ struct Facts {
 }
 
 /// The table file for the snapshot at `dir`.
-pub fn generate(dir: &Path) -> Result<String, String> {
+pub(crate) fn generate(dir: &Path) -> Result<String, String> {
     let sources = std::fs::read_to_string(dir.join("SOURCES.md"))
         .map_err(|e| format!("{}: {e}", dir.join("SOURCES.md").display()))?;
     let (repo, commit, date) = provenance(&sources)?;
@@ -146,7 +146,7 @@ pub fn generate(dir: &Path) -> Result<String, String> {
          context,\n        max_output,\n    }\n}\n\n\
          /// Every priced model, sorted by (family, model).\n\
          #[rustfmt::skip]\n\
-         pub static ENTRIES: &[CatalogEntry] = &[\n",
+         pub(super) static ENTRIES: &[CatalogEntry] = &[\n",
     );
     for row in rows {
         out.push_str(&row);

@@ -55,7 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 
 const UNRESTRICTED: &[&str] = &["llm-bridge", "llm-bridge-tests", "xtask"];
 
-pub fn run(root: &Path) -> Result<(), String> {
+pub(crate) fn run(root: &Path) -> Result<(), String> {
     let output = Command::new(env!("CARGO"))
         .args([
             "metadata",

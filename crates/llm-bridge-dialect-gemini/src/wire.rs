@@ -49,7 +49,7 @@ pub(crate) struct Part {
 
 impl Part {
     /// A text part.
-    pub fn text(text: impl Into<String>) -> Part {
+    pub(crate) fn text(text: impl Into<String>) -> Part {
         Part {
             text: Some(text.into()),
             ..Part::default()
@@ -57,7 +57,7 @@ impl Part {
     }
 
     /// Whether the model marked this part as its reasoning.
-    pub fn is_thought(&self) -> bool {
+    pub(crate) fn is_thought(&self) -> bool {
         self.thought == Some(true)
     }
 }

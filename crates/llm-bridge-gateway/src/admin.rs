@@ -28,7 +28,7 @@ use crate::errors::error_response;
 use crate::http::{json_response, presented_key};
 
 /// Handles a request under `/admin/keys`.
-pub async fn keys(
+pub(crate) async fn keys(
     gateway: &Arc<Gateway>,
     method: &Method,
     path: &str,
@@ -160,7 +160,7 @@ fn not_found(name: &str) -> Error {
 }
 
 /// A key as the API shows it: its settings, dates and spending, never the key.
-pub fn describe(managed: &ManagedKeys, record: &KeyRecord) -> Value {
+pub(crate) fn describe(managed: &ManagedKeys, record: &KeyRecord) -> Value {
     let mut v = serde_json::to_value(record).unwrap_or(Value::Null);
     v["object"] = json!("api_key");
     v["revoked"] = json!(record.revoked());

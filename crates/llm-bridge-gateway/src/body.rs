@@ -79,7 +79,11 @@ impl Body for GatewayBody {
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reads a request body, refusing more than `limit` bytes without reading them.
-pub async fn read_limited<B>(body: B, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error>
+pub(crate) async fn read_limited<B>(
+    body: B,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, Error>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

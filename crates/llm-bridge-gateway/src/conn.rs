@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 /// The open connections of one server.
-pub struct Connections {
+pub(crate) struct Connections {
     open: Mutex<HashMap<u64, Arc<ConnState>>>,
     next_id: AtomicU64,
     epoch: Instant,
@@ -31,7 +31,7 @@ pub struct Connections {
 }
 
 /// One connection's state, shared by its task, its requests and the registry.
-pub struct ConnState {
+pub(crate) struct ConnState {
     id: u64,
     /// Requests in flight (their responses not yet fully sent).
     busy: AtomicU32,
@@ -48,7 +48,7 @@ impl ConnState {
     }
 
     /// Marks a request in flight until the returned guard is dropped.
-    pub fn busy(self: &Arc<Self>) -> BusyGuard {
+    pub(crate) fn busy(self: &Arc<Self>) -> BusyGuard {
         self.busy.fetch_add(1, Ordering::AcqRel);
         BusyGuard(self.clone())
     }
@@ -69,7 +69,7 @@ impl ConnState {
 
     /// Waits until the connection should be closed: idle for `timeout`, or evicted while
     /// idle. Never resolves while a request is in flight.
-    pub async fn closing(&self, timeout: Duration) {
+    pub(crate) async fn closing(&self, timeout: Duration) {
         loop {
             let wait = self.idle_deadline_in(timeout).unwrap_or(timeout);
             if self.idle_deadline_in(timeout) == Some(Duration::ZERO) {
@@ -88,7 +88,7 @@ impl ConnState {
 }
 
 /// A request in flight; dropping it marks the connection idle again (when it was the last).
-pub struct BusyGuard(Arc<ConnState>);
+pub(crate) struct BusyGuard(Arc<ConnState>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
@@ -100,7 +100,7 @@ impl Drop for BusyGuard {
 }
 
 /// A registered connection; dropping it unregisters it.
-pub struct Registered {
+pub(crate) struct Registered {
     registry: Arc<Connections>,
     /// The connection's state.
     pub state: Arc<ConnState>,
@@ -114,7 +114,7 @@ impl Drop for Registered {
 
 impl Connections {
     /// A registry allowing `max` open connections.
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Connections {
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -128,14 +128,14 @@ impl Connections {
     }
 
     /// Connections open now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
     /// Registers a just-accepted connection, making room by evicting the longest-idle one
     /// when `also_open` (connections counted elsewhere, e.g. upgraded WebSockets) plus the
     /// registered ones reach the maximum. `None`: full, and nothing idle to evict.
-    pub fn admit(self: &Arc<Self>, also_open: usize) -> Option<Registered> {
+    pub(crate) fn admit(self: &Arc<Self>, also_open: usize) -> Option<Registered> {
         let mut open = self.lock();
         if open.len() + also_open >= self.max && !evict_longest_idle(&open) {
             return None;
@@ -158,7 +158,7 @@ impl Connections {
     }
 
     /// Closes the longest-idle connection (to free a file descriptor); whether there was one.
-    pub fn evict_one(&self) -> bool {
+    pub(crate) fn evict_one(&self) -> bool {
         evict_longest_idle(&self.lock())
     }
 }
@@ -181,7 +181,7 @@ fn evict_longest_idle(open: &HashMap<u64, Arc<ConnState>>) -> bool {
 /// `write_timeout` (it stopped reading) gets its connection closed, which drops its requests
 /// and so cancels their upstream calls. Also gives hyper's own header-less error answers
 /// (400 for a malformed head, 431) the JSON body every other error has.
-pub struct GuardedIo<T> {
+pub(crate) struct GuardedIo<T> {
     inner: T,
     write_timeout: Duration,
     /// Armed while a write is blocked; kept to be re-armed without allocating.
@@ -193,7 +193,7 @@ pub struct GuardedIo<T> {
 
 impl<T> GuardedIo<T> {
     /// Wraps `inner`.
-    pub fn new(inner: T, write_timeout: Duration) -> Self {
+    pub(crate) fn new(inner: T, write_timeout: Duration) -> Self {
         GuardedIo {
             inner,
             write_timeout,
@@ -361,7 +361,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 }
 
 /// The soft limit on open files of this process (`ulimit -n`), when Linux says.
-pub fn open_files_limit() -> Option<usize> {
+pub(crate) fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
@@ -370,7 +370,7 @@ pub fn open_files_limit() -> Option<usize> {
 /// `server.max_connections` when not configured: half of what the file-descriptor limit
 /// leaves after 64 for files and listeners (each client connection may need an upstream one
 /// too), and at most 65,536.
-pub fn default_max_connections() -> usize {
+pub(crate) fn default_max_connections() -> usize {
     open_files_limit().map_or(10_000, |n| (n.saturating_sub(64) / 2).clamp(16, 65_536))
 }
 

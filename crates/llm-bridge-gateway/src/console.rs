@@ -31,9 +31,9 @@ const APP_JS: &str = include_str!("console/app.js");
 const APP_CSS: &str = include_str!("console/app.css");
 
 /// The session cookie's name.
-pub const COOKIE: &str = "llmb_console";
+pub(crate) const COOKIE: &str = "llmb_console";
 /// The header the page sends its session's CSRF token in.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// Wrong keys one client address may try per minute before sign-in answers 429.
 const SIGN_IN_FAILURES_PER_MINUTE: u32 = 5;
 /// Sessions kept at most (the oldest go first).

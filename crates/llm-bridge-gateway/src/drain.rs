@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, watch};
 
 /// The shutdown signal and the connections still open.
-pub struct Drain {
+pub(crate) struct Drain {
     signal: watch::Sender<bool>,
     /// `true` once the drain timeout passed: what still runs is cut.
     cut: watch::Sender<bool>,
@@ -21,7 +21,7 @@ struct Counter {
 }
 
 /// Held by an open connection; dropping it counts the connection closed.
-pub struct Entered(Arc<Counter>);
+pub(crate) struct Entered(Arc<Counter>);
 
 impl Drop for Entered {
     fn drop(&mut self) {
@@ -43,43 +43,43 @@ impl Default for Drain {
 
 impl Drain {
     /// Counts a connection open until the returned guard is dropped.
-    pub fn enter(&self) -> Entered {
+    pub(crate) fn enter(&self) -> Entered {
         self.open.n.fetch_add(1, Ordering::SeqCst);
         Entered(self.open.clone())
     }
 
     /// The signal: `true` once shutdown began.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
         self.signal.subscribe()
     }
 
     /// Begins shutdown.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.signal.send_replace(true);
     }
 
     /// The cut signal: `true` once the drain timeout passed.
-    pub fn subscribe_cut(&self) -> watch::Receiver<bool> {
+    pub(crate) fn subscribe_cut(&self) -> watch::Receiver<bool> {
         self.cut.subscribe()
     }
 
     /// Cuts what still runs (the drain timeout passed).
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.send_replace(true);
     }
 
     /// Whether shutdown began.
-    pub fn started(&self) -> bool {
+    pub(crate) fn started(&self) -> bool {
         *self.signal.borrow()
     }
 
     /// Connections still open.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.n.load(Ordering::SeqCst)
     }
 
     /// Resolves once no connection is open.
-    pub async fn idle(&self) {
+    pub(crate) async fn idle(&self) {
         loop {
             let notified = self.open.idle.notified();
             if self.open() == 0 {

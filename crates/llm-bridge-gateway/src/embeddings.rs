@@ -28,7 +28,7 @@ type DialectAt<'a> = Option<(&'a dyn Ingress, &'a Endpoint)>;
 /// `POST /v1/embeddings`, or a dialect's embeddings endpoint (`dialect`): its request is
 /// translated into an OpenAI embeddings body, served the same way, and its answer and errors
 /// rendered back in the dialect.
-pub async fn serve(
+pub(crate) async fn serve(
     gateway: &Arc<Gateway>,
     request: Request<Incoming>,
     request_id: Arc<str>,

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::body::GatewayBody;
 
 /// `{"message", "type", "param", "code"}`.
-pub fn error_object(e: &Error) -> serde_json::Value {
+pub(crate) fn error_object(e: &Error) -> serde_json::Value {
     json!({
         "message": e.message(),
         "type": e.error_type(),
@@ -19,12 +19,12 @@ pub fn error_object(e: &Error) -> serde_json::Value {
 }
 
 /// `{"error": {…}}` as bytes.
-pub fn error_body(e: &Error) -> Bytes {
+pub(crate) fn error_body(e: &Error) -> Bytes {
     Bytes::from(json!({ "error": error_object(e) }).to_string())
 }
 
 /// The HTTP answer for an error that happened before any byte of the response was sent.
-pub fn error_response(e: &Error) -> Response<GatewayBody> {
+pub(crate) fn error_response(e: &Error) -> Response<GatewayBody> {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(GatewayBody::full(error_body(e)));
     *response.status_mut() = status;

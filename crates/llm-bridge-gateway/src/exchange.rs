@@ -18,7 +18,7 @@ use crate::meter::MeteredStream;
 use crate::native::NativeBody;
 
 /// A successful answer.
-pub enum Answer {
+pub(crate) enum Answer {
     /// A complete `chat.completion` object.
     Complete {
         /// The upstream's JSON, untouched.
@@ -47,7 +47,7 @@ pub enum Answer {
 /// How the client spoke: chat completions, or a dialect whose request may be forwarded
 /// natively to targets that speak it.
 #[derive(Clone, Copy)]
-pub enum Dialect<'a> {
+pub(crate) enum Dialect<'a> {
     /// Chat completions.
     Chat,
     /// A mounted dialect and its request as the client sent it.
@@ -55,7 +55,7 @@ pub enum Dialect<'a> {
 }
 
 /// The outcome of [`run`]: the answer, and the key's rate figures for the response headers.
-pub struct Exchanged {
+pub(crate) struct Exchanged {
     /// The answer, or the error to render.
     pub result: Result<Answer, Error>,
     /// `x-ratelimit-*` figures, when the key has rate limits.
@@ -65,7 +65,7 @@ pub struct Exchanged {
 }
 
 /// Runs one chat request. The log is finished here, or handed to the stream.
-pub async fn run(
+pub(crate) async fn run(
     gateway: &Gateway,
     log: RequestLog,
     principal: &Principal,
@@ -75,7 +75,7 @@ pub async fn run(
 }
 
 /// Runs one request that arrived in `dialect`.
-pub async fn run_as(
+pub(crate) async fn run_as(
     gateway: &Gateway,
     log: RequestLog,
     principal: &Principal,
@@ -241,7 +241,7 @@ async fn admit(
 /// Runs one request that only targets speaking `operation` serve (embeddings): forwarded as
 /// the client sent it, `model` excepted, with keys, limits, budgets, routes and the usage
 /// record as for chat; `usage` reads the answer's token counts.
-pub async fn forward(
+pub(crate) async fn forward(
     gateway: &Gateway,
     mut log: RequestLog,
     principal: &Principal,
@@ -418,7 +418,7 @@ fn note_served<T>(log: &mut RequestLog, served: Served<T>, upstream_started: Ins
 }
 
 /// Finishes the log of a request that failed before its answer started.
-pub fn failed(mut log: RequestLog, e: Error) -> Error {
+pub(crate) fn failed(mut log: RequestLog, e: Error) -> Error {
     if log.provider.is_none() {
         log.provider = e.provider().map(Into::into);
     }

@@ -21,7 +21,7 @@ use crate::sse::SseBody;
 
 /// The token of an `Authorization`-style value: what follows `Bearer ` (any case), or the
 /// whole value.
-pub fn bearer_token(value: &str) -> &str {
+pub(crate) fn bearer_token(value: &str) -> &str {
     let v = value.trim();
     match v.split_once(' ') {
         Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
@@ -47,7 +47,7 @@ pub(crate) fn for_key(
 }
 
 /// The access key a request presents: `Authorization: Bearer <key>` or `x-api-key: <key>`.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -61,7 +61,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The session a request names in `x-session-id` (see [`llm_bridge_core::ChatRequest::session`]).
-pub fn session_header(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn session_header(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("x-session-id")
         .and_then(|v| v.to_str().ok())
@@ -70,7 +70,7 @@ pub fn session_header(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat_completions(
+pub(crate) async fn chat_completions(
     gateway: &Arc<Gateway>,
     request: Request<Incoming>,
     request_id: Arc<str>,
@@ -147,7 +147,7 @@ async fn chat_completions_in(
 }
 
 /// The `x-ratelimit-*` headers of a key with rate limits.
-pub fn rate_headers(response: &mut Response<GatewayBody>, rate: &RateInfo) {
+pub(crate) fn rate_headers(response: &mut Response<GatewayBody>, rate: &RateInfo) {
     let h = response.headers_mut();
     for (name, value) in [
         ("x-ratelimit-limit-requests", rate.limit_requests),
@@ -163,7 +163,7 @@ pub fn rate_headers(response: &mut Response<GatewayBody>, rate: &RateInfo) {
 
 /// `Server-Timing: gateway;dur=…, upstream;dur=…` (milliseconds): the gateway's own time and
 /// the upstream's, up to the start of the answer.
-pub fn server_timing(
+pub(crate) fn server_timing(
     response: &mut Response<GatewayBody>,
     total: std::time::Duration,
     upstream: std::time::Duration,
@@ -197,7 +197,7 @@ fn push_decimal(out: &mut String, value: u128) {
 
 /// The models a key may use, as `/v1/models` lists them: a route is listed when the key may
 /// use its alias or every one of its targets (as for a chat request).
-pub fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_json::Value> {
+pub(crate) fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_json::Value> {
     gateway
         .router
         .models()
@@ -221,7 +221,7 @@ pub fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_json::V
 }
 
 /// `GET /v1/models`.
-pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
+pub(crate) fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
     let principal: Principal = match gateway.auth.authenticate(presented_key(headers)) {
         Ok(p) => p,
         Err(e) => return error_response(&e),
@@ -237,7 +237,7 @@ pub fn models(gateway: &Gateway, headers: &HeaderMap) -> Response<GatewayBody> {
 /// `GET /v1/models/{id}`, as OpenAI answers it; the id's `/` may come literal or as `%2F`
 /// (the OpenAI SDK sends the latter). Unknown models and models the key may not use are
 /// both 404, so that a key learns nothing about models it cannot use.
-pub fn model(gateway: &Gateway, headers: &HeaderMap, id: &str) -> Response<GatewayBody> {
+pub(crate) fn model(gateway: &Gateway, headers: &HeaderMap, id: &str) -> Response<GatewayBody> {
     let principal: Principal = match gateway.auth.authenticate(presented_key(headers)) {
         Ok(p) => p,
         Err(e) => return error_response(&e),
@@ -260,7 +260,7 @@ pub fn model(gateway: &Gateway, headers: &HeaderMap, id: &str) -> Response<Gatew
 }
 
 /// `GET /healthz` and `GET /readyz`.
-pub fn health(ready: bool) -> Response<GatewayBody> {
+pub(crate) fn health(ready: bool) -> Response<GatewayBody> {
     if ready {
         json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
     } else {
@@ -272,7 +272,7 @@ pub fn health(ready: bool) -> Response<GatewayBody> {
 }
 
 /// A JSON answer.
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
+pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
     let mut response = Response::new(GatewayBody::full(body));
     *response.status_mut() = status;
     response
@@ -283,7 +283,7 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
 
 /// `GET /v1/usage?from=&to=&group_by=key|model|provider|day&key=`: a key sees its own usage,
 /// an admin key everyone's.
-pub async fn usage(
+pub(crate) async fn usage(
     gateway: &Gateway,
     headers: &HeaderMap,
     query: Option<&str>,

@@ -28,7 +28,7 @@ use crate::sse::SseBody;
 
 /// The error answer of a dialect: its own body, with the headers of ours (`Retry-After`,
 /// `WWW-Authenticate`).
-pub fn ingress_error(ingress: &dyn Ingress, e: &Error) -> Response<GatewayBody> {
+pub(crate) fn ingress_error(ingress: &dyn Ingress, e: &Error) -> Response<GatewayBody> {
     let mut response = error_response(e);
     let (status, body) = ingress.error(e);
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(response.status());
@@ -38,7 +38,7 @@ pub fn ingress_error(ingress: &dyn Ingress, e: &Error) -> Response<GatewayBody> 
 
 /// `POST <ingress.path()>`, or a generating endpoint of a dialect whose paths name the model
 /// (`at`: Gemini's `…/models/{model}:generateContent`).
-pub async fn serve(
+pub(crate) async fn serve(
     gateway: &Arc<Gateway>,
     ingress: Arc<dyn Ingress>,
     request: Request<Incoming>,
@@ -280,7 +280,7 @@ async fn serve_read(
 
 /// `POST <ingress.count_tokens_path()>`: the prompt's tokens, counted by the gateway's
 /// tokenizer and marked as an estimate (`x-llm-bridge-estimated: true`).
-pub async fn count_tokens(
+pub(crate) async fn count_tokens(
     gateway: &Gateway,
     ingress: &dyn Ingress,
     request: Request<Incoming>,
@@ -365,7 +365,7 @@ async fn count_tokens_read(
 
 /// `GET <ingress.models_path()>[/{id}]`: the models the key may use, in the dialect's shape
 /// (404 in it for a model the key may not use).
-pub fn models(
+pub(crate) fn models(
     gateway: &Gateway,
     ingress: &dyn Ingress,
     headers: &http::HeaderMap,
@@ -511,7 +511,7 @@ async fn kept_answer(
 
 /// `GET /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`,
 /// `DELETE /v1/responses/{id}`: a kept answer, read or forgotten.
-pub async fn kept(
+pub(crate) async fn kept(
     gateway: &Gateway,
     ingress: &dyn Ingress,
     method: &http::Method,

@@ -293,7 +293,7 @@ impl Metrics {
 /// The OpenMetrics exposition that prometheus-client writes, in Prometheus' classic text
 /// format (0.0.4): counters are typed under their `_total` sample name, and the OpenMetrics
 /// `# EOF` and `# UNIT` lines are left out.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
+pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
     let counters: std::collections::HashSet<&str> = openmetrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))

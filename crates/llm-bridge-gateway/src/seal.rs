@@ -189,7 +189,7 @@ fn restore(message: &mut Map<String, Value>, state: &Value) {
 
 /// The pivot chunk or completion with every choice's provider state sealed (its `delta` or
 /// `message`); `None` when there was none (the bytes stay as they are).
-pub fn seal_answer(sealer: &Sealer, json: &[u8]) -> Option<bytes::Bytes> {
+pub(crate) fn seal_answer(sealer: &Sealer, json: &[u8]) -> Option<bytes::Bytes> {
     memchr::memmem::find(json, b"\"extra_content\"")?;
     let mut value: Value = serde_json::from_slice(json).ok()?;
     for choice in value

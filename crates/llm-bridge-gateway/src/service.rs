@@ -36,7 +36,7 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Handles one request.
-pub async fn handle(
+pub(crate) async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {

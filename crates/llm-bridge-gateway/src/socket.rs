@@ -31,7 +31,7 @@ use crate::ws::{Conn, accept, refuse_upgrade};
 
 /// Answers `GET <ingress.path()>` asking for a WebSocket: refused as HTTP (in the dialect's
 /// error shape) when the key is wrong, else upgraded.
-pub fn upgrade(
+pub(crate) fn upgrade(
     gateway: &Arc<Gateway>,
     ingress: Arc<dyn Ingress>,
     mut request: Request<Incoming>,

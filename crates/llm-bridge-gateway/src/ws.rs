@@ -50,7 +50,10 @@ const OUTBOX: usize = 64;
 const WRITER_GRACE: Duration = Duration::from_secs(5);
 
 /// Answers the upgrade request and serves the connection in the background.
-pub fn upgrade(gateway: &Arc<Gateway>, mut request: Request<Incoming>) -> Response<GatewayBody> {
+pub(crate) fn upgrade(
+    gateway: &Arc<Gateway>,
+    mut request: Request<Incoming>,
+) -> Response<GatewayBody> {
     if let Some(refused) = refuse_upgrade(gateway, request.headers(), "/v1/ws") {
         return refused;
     }

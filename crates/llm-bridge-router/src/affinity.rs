@@ -14,7 +14,7 @@ const TTL: Duration = Duration::from_secs(3600);
 
 /// `(route, session)` → the index of the target that served it, and when.
 #[derive(Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     pins: Mutex<HashMap<u64, (usize, Instant)>>,
 }
 
@@ -24,7 +24,7 @@ fn slot(route: &str, session: u64) -> u64 {
 
 impl Sessions {
     /// The target that last served this session on this route, if it is remembered.
-    pub fn get(&self, route: &str, session: u64) -> Option<usize> {
+    pub(crate) fn get(&self, route: &str, session: u64) -> Option<usize> {
         let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
         pins.get(&slot(route, session))
             .filter(|(_, at)| at.elapsed() < TTL)
@@ -32,7 +32,7 @@ impl Sessions {
     }
 
     /// Remembers that `target` served this session on this route.
-    pub fn set(&self, route: &str, session: u64, target: usize) {
+    pub(crate) fn set(&self, route: &str, session: u64, target: usize) {
         let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
         if pins.len() >= CAPACITY {
             pins.retain(|_, (_, at)| at.elapsed() < TTL);

@@ -45,7 +45,7 @@ impl Default for TargetHealth {
 
 /// Whether a target may be tried now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Availability {
+pub(crate) enum Availability {
     /// Healthy, or its cooldown is over and this request is its probe.
     Ready,
     /// Resting until then.
@@ -65,14 +65,14 @@ pub struct TargetHealthView {
 
 /// Health of every target, by `provider/model`.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     cooldown: CooldownConfig,
     targets: Mutex<HashMap<String, TargetHealth>>,
 }
 
 impl Health {
     /// Empty health records.
-    pub fn new(cooldown: CooldownConfig) -> Self {
+    pub(crate) fn new(cooldown: CooldownConfig) -> Self {
         Health {
             cooldown,
             targets: Mutex::new(HashMap::new()),
@@ -85,7 +85,7 @@ impl Health {
     }
 
     /// Whether `id` may be tried now, without claiming anything.
-    pub fn peek(&self, id: &str) -> Availability {
+    pub(crate) fn peek(&self, id: &str) -> Availability {
         let now = Instant::now();
         self.with(id, |h| match h.circuit {
             Circuit::Closed => Availability::Ready,
@@ -98,7 +98,7 @@ impl Health {
 
     /// Whether `id` may be tried; claims the probe when its cooldown is over. Call it just
     /// before the attempt, so that a probe is only claimed by a request that makes it.
-    pub fn acquire(&self, id: &str) -> Availability {
+    pub(crate) fn acquire(&self, id: &str) -> Availability {
         let now = Instant::now();
         let lease = self.cooldown.duration.duration();
         self.with(id, |h| match h.circuit {
@@ -113,7 +113,7 @@ impl Health {
     }
 
     /// A successful attempt: closes the circuit, feeds the latency average.
-    pub fn success(&self, id: &str, latency: Duration) {
+    pub(crate) fn success(&self, id: &str, latency: Duration) {
         self.with(id, |h| {
             h.circuit = Circuit::Closed;
             h.failures = 0;
@@ -126,7 +126,7 @@ impl Health {
     }
 
     /// A failed attempt: a failed probe, or too many failures in a row, open the circuit.
-    pub fn failure(&self, id: &str) {
+    pub(crate) fn failure(&self, id: &str) {
         let cooldown = self.cooldown;
         self.with(id, |h| {
             h.failures += 1;
@@ -141,7 +141,7 @@ impl Health {
     }
 
     /// The target answered, though not with success (it refused the request): it is up.
-    pub fn reachable(&self, id: &str) {
+    pub(crate) fn reachable(&self, id: &str) {
         self.with(id, |h| {
             h.circuit = Circuit::Closed;
             h.failures = 0;
@@ -149,7 +149,7 @@ impl Health {
     }
 
     /// What the router knows of a target now.
-    pub fn snapshot(&self, id: &str) -> TargetHealthView {
+    pub(crate) fn snapshot(&self, id: &str) -> TargetHealthView {
         let now = Instant::now();
         let map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let Some(h) = map.get(id) else {
@@ -169,7 +169,7 @@ impl Health {
     }
 
     /// The latency average of a target, in seconds.
-    pub fn latency(&self, id: &str) -> Option<f64> {
+    pub(crate) fn latency(&self, id: &str) -> Option<f64> {
         self.with(id, |h| h.latency)
     }
 }

@@ -46,10 +46,10 @@ impl Random for XorShift {
 }
 
 /// How often `least_latency` tries a target other than the fastest, to keep learning.
-pub const EXPLORATION: f64 = 0.1;
+pub(crate) const EXPLORATION: f64 = 0.1;
 
 /// The order of `targets` (indices) for one request.
-pub fn order(
+pub(crate) fn order(
     strategy: Strategy,
     ids: &[String],
     weights: &[u32],
@@ -100,7 +100,7 @@ pub fn order(
 
 /// An index drawn in proportion to the weights (zero weights are never drawn first, unless
 /// all are zero).
-pub fn weighted_pick(weights: &[u32], random: &dyn Random) -> usize {
+pub(crate) fn weighted_pick(weights: &[u32], random: &dyn Random) -> usize {
     let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
     if total == 0 {
         return 0;

@@ -118,13 +118,13 @@ impl Encoding {
 mod anyhow_free {
     use tiktoken_rs::CoreBPE;
 
-    pub type Result<T> = std::result::Result<T, String>;
+    pub(super) type Result<T> = std::result::Result<T, String>;
 
-    pub fn o200k() -> Result<CoreBPE> {
+    pub(super) fn o200k() -> Result<CoreBPE> {
         tiktoken_rs::o200k_base().map_err(|e| e.to_string())
     }
 
-    pub fn cl100k() -> Result<CoreBPE> {
+    pub(super) fn cl100k() -> Result<CoreBPE> {
         tiktoken_rs::cl100k_base().map_err(|e| e.to_string())
     }
 }

@@ -52,7 +52,7 @@ const fn e(
 
 /// Every priced model, sorted by (family, model).
 #[rustfmt::skip]
-pub static ENTRIES: &[CatalogEntry] = &[
+pub(super) static ENTRIES: &[CatalogEntry] = &[
     e(ALIBABA, "qvq-max", 1.2, 4.8, None, None, None, 131072, 8192),
     e(ALIBABA, "qwen-flash", 0.05, 0.4, None, None, None, 1000000, 32768),
     e(ALIBABA, "qwen-max", 1.6, 6.4, None, None, None, 32768, 8192),

@@ -65,7 +65,7 @@ impl Ingress for MessagesIngress {
 /// carries the input side, `message_delta` the output; `message_stop` ends the answer.
 /// Only `data:` lines of those events are parsed; the rest is skipped by a byte scan.
 #[derive(Default)]
-pub struct MessagesMeter {
+pub(crate) struct MessagesMeter {
     /// The unfinished last line of what was fed.
     partial: Vec<u8>,
     usage: Option<MessagesUsage>,

@@ -1,7 +1,7 @@
 //! Ingress: a client speaking Responses → pivot request → any provider → Responses answer.
 
 pub(crate) mod events;
-pub mod mounted;
+pub(crate) mod mounted;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod socket;

@@ -11,7 +11,7 @@ use crate::fixture_json;
 
 /// `required` of `components.schemas.Response` in the OpenAI spec
 /// (shared/conformance/openai-openapi.yaml).
-pub const REQUIRED: &[&str] = &[
+pub(crate) const REQUIRED: &[&str] = &[
     "id",
     "object",
     "created_at",
@@ -28,7 +28,7 @@ pub const REQUIRED: &[&str] = &[
     "top_p",
 ];
 
-pub fn check_response(r: &Value) {
+pub(crate) fn check_response(r: &Value) {
     for k in REQUIRED {
         assert!(r.get(*k).is_some(), "{k} missing from {r}");
     }
