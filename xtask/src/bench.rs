@@ -183,6 +183,108 @@ struct Path_ {
     pids: Vec<u32>,
 }
 
+/// One run of the load generator: `closed` (each connection sends its next request when the
+/// last is answered) or, with a rate, `open` (requests at a fixed rate).
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    url: &'a str,
+    model: &'a str,
+    key: Option<&'a str>,
+    connections: u32,
+    seconds: &'a str,
+    rate: Option<u32>,
+    stream: bool,
+    body: Option<&'a str>,
+}
+
+impl<'a> Load<'a> {
+    fn closed(
+        url: &'a str,
+        model: &'a str,
+        key: Option<&'a str>,
+        connections: u32,
+        seconds: &'a str,
+    ) -> Self {
+        Load {
+            url,
+            model,
+            key,
+            connections,
+            seconds,
+            rate: None,
+            stream: false,
+            body: None,
+        }
+    }
+
+    fn connections(self, connections: u32) -> Self {
+        Load {
+            connections,
+            ..self
+        }
+    }
+
+    fn rate(self, per_second: u32) -> Self {
+        Load {
+            rate: Some(per_second),
+            ..self
+        }
+    }
+
+    fn streamed(self) -> Self {
+        Load {
+            stream: true,
+            ..self
+        }
+    }
+
+    fn body(self, body: Option<&'a str>) -> Self {
+        Load { body, ..self }
+    }
+
+    /// The load generator's arguments.
+    fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            if self.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            }
+            .to_owned(),
+        ];
+        a.extend(["--url".to_owned(), self.url.to_owned()]);
+        a.extend(["--model".to_owned(), self.model.to_owned()]);
+        if let Some(key) = self.key {
+            a.extend(["--key".to_owned(), key.to_owned()]);
+        }
+        if let Some(rate) = self.rate {
+            a.extend(["--rate".to_owned(), rate.to_string()]);
+        }
+        if self.stream {
+            a.push("--stream".to_owned());
+        }
+        a.extend(["--connections".to_owned(), self.connections.to_string()]);
+        a.extend(["--seconds".to_owned(), self.seconds.to_owned()]);
+        if let Some(body) = self.body {
+            a.extend(["--body".to_owned(), body.to_owned()]);
+        }
+        a
+    }
+}
+
+/// Adds one round's figure (`missing` when the load generator reported none).
+fn record<'a>(f: &mut BTreeMap<&'a str, Vec<f64>>, name: &'a str, value: &Value, missing: f64) {
+    f.entry(name)
+        .or_default()
+        .push(value.as_f64().unwrap_or(missing));
+}
+
+/// Adds one round's CPU time per request (or stream) of a run that made `r["requests"]`.
+fn record_cpu<'a>(f: &mut BTreeMap<&'a str, Vec<f64>>, name: &'a str, cpu_s: f64, r: &Value) {
+    let n = r["requests"].as_f64().unwrap_or(0.0);
+    f.entry(name).or_default().push(cpu_s * 1e6 / n.max(1.0));
+}
+
 fn loadgen(bin: &Path, args: &[String]) -> Result<Value, String> {
     // The arguments go through "$@", untouched by the shell (a JSON body has spaces and quotes).
     let out = Command::new("bash")
@@ -533,28 +635,10 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     for round in 0..o.rounds {
         eprintln!("bench: round {}/{}", round + 1, o.rounds);
         for p in &paths {
-            let base = |url: &str, model: &str| {
-                let mut a = vec![
-                    "--url".to_owned(),
-                    url.to_owned(),
-                    "--model".to_owned(),
-                    model.to_owned(),
-                ];
-                if let Some(k) = &p.key {
-                    a.extend(["--key".to_owned(), k.clone()]);
-                }
-                a
-            };
             let f = figures.entry(p.name).or_default();
+            let fast = Load::closed(&p.fast_url, "fast/m", p.key.as_deref(), 64, &secs);
+            let stream = Load::closed(&p.stream_url, "stream/m", p.key.as_deref(), 1, &secs);
             // Throughput at 64 connections, with CPU per request.
-            let mut a = vec!["closed".to_owned()];
-            a.extend(base(&p.fast_url, "fast/m"));
-            a.extend([
-                "--connections".into(),
-                "64".into(),
-                "--seconds".into(),
-                secs.clone(),
-            ]);
             let cpu0 = cpu_seconds(&p.pids);
             let sampler = (p.name == "llm-bridge").then(|| {
                 let s = o.seconds;
@@ -563,145 +647,55 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
                     rss_mb(&[gw_pid])
                 })
             });
-            let r = loadgen(&loadgen_bin, &a)?;
+            let r = loadgen(&loadgen_bin, &fast.args())?;
             let cpu = cpu_seconds(&p.pids) - cpu0;
             if let Some(s) = sampler {
                 rss_load.push(s.join().unwrap_or(0.0));
             }
-            let n = r["requests"].as_f64().unwrap_or(0.0);
-            f.entry("rps_64")
-                .or_default()
-                .push(r["rps"].as_f64().unwrap_or(0.0));
-            f.entry("cpu_us_per_request")
-                .or_default()
-                .push(cpu * 1e6 / n.max(1.0));
-            f.entry("errors")
-                .or_default()
-                .push(r["errors"].as_f64().unwrap_or(0.0));
+            record(f, "rps_64", &r["rps"], 0.0);
+            record_cpu(f, "cpu_us_per_request", cpu, &r);
+            record(f, "errors", &r["errors"], 0.0);
             // Latency at concurrency 1.
-            let mut a = vec!["closed".to_owned()];
-            a.extend(base(&p.fast_url, "fast/m"));
-            a.extend([
-                "--connections".into(),
-                "1".into(),
-                "--seconds".into(),
-                secs.clone(),
-            ]);
-            let r = loadgen(&loadgen_bin, &a)?;
-            f.entry("c1_p50_ms")
-                .or_default()
-                .push(r["p50_ms"].as_f64().unwrap_or(f64::NAN));
-            f.entry("c1_p99_ms")
-                .or_default()
-                .push(r["p99_ms"].as_f64().unwrap_or(f64::NAN));
+            let r = loadgen(&loadgen_bin, &fast.connections(1).args())?;
+            record(f, "c1_p50_ms", &r["p50_ms"], f64::NAN);
+            record(f, "c1_p99_ms", &r["p99_ms"], f64::NAN);
             // Latency at a fixed 1,000 requests per second.
-            let mut a = vec!["open".to_owned()];
-            a.extend(base(&p.fast_url, "fast/m"));
-            a.extend([
-                "--rate".into(),
-                "1000".into(),
-                "--connections".into(),
-                "64".into(),
-                "--seconds".into(),
-                secs.clone(),
-            ]);
-            let r = loadgen(&loadgen_bin, &a)?;
-            f.entry("r1000_p50_ms")
-                .or_default()
-                .push(r["p50_ms"].as_f64().unwrap_or(f64::NAN));
-            f.entry("r1000_p99_ms")
-                .or_default()
-                .push(r["p99_ms"].as_f64().unwrap_or(f64::NAN));
+            let r = loadgen(&loadgen_bin, &fast.rate(1000).args())?;
+            record(f, "r1000_p50_ms", &r["p50_ms"], f64::NAN);
+            record(f, "r1000_p99_ms", &r["p99_ms"], f64::NAN);
             // Streams: time to first token at concurrency 1, chunks intact.
-            let mut a = vec!["closed".to_owned()];
-            a.extend(base(&p.stream_url, "stream/m"));
-            a.extend([
-                "--stream".into(),
-                "--connections".into(),
-                "1".into(),
-                "--seconds".into(),
-                secs.clone(),
-            ]);
-            let r = loadgen(&loadgen_bin, &a)?;
-            f.entry("ttft_p50_ms")
-                .or_default()
-                .push(r["ttft_p50_ms"].as_f64().unwrap_or(f64::NAN));
+            let r = loadgen(&loadgen_bin, &stream.streamed().args())?;
+            record(f, "ttft_p50_ms", &r["ttft_p50_ms"], f64::NAN);
             if p.name == "llm-bridge" {
                 intact.0 += r["streams_intact"].as_u64().unwrap_or(0);
                 intact.1 += r["streams_broken"].as_u64().unwrap_or(0);
             }
             // Streams per second at 256 concurrent streams, with CPU per stream.
-            let mut a = vec!["closed".to_owned()];
-            a.extend(base(&p.stream_url, "stream/m"));
-            a.extend([
-                "--stream".into(),
-                "--connections".into(),
-                "256".into(),
-                "--seconds".into(),
-                secs.clone(),
-            ]);
             let cpu0 = cpu_seconds(&p.pids);
-            let r = loadgen(&loadgen_bin, &a)?;
+            let r = loadgen(&loadgen_bin, &stream.streamed().connections(256).args())?;
             let cpu = cpu_seconds(&p.pids) - cpu0;
-            let n = r["requests"].as_f64().unwrap_or(0.0);
-            f.entry("streams_per_s_256")
-                .or_default()
-                .push(r["rps"].as_f64().unwrap_or(0.0));
-            f.entry("cpu_us_per_stream")
-                .or_default()
-                .push(cpu * 1e6 / n.max(1.0));
+            record(f, "streams_per_s_256", &r["rps"], 0.0);
+            record_cpu(f, "cpu_us_per_stream", cpu, &r);
             if p.name == "llm-bridge" {
                 intact.0 += r["streams_intact"].as_u64().unwrap_or(0);
                 intact.1 += r["streams_broken"].as_u64().unwrap_or(0);
             }
         }
         for (name, port, key, pid, path, body) in &variants {
-            let mut a: Vec<String> = [
-                "closed",
-                "--url",
-                &format!("http://127.0.0.1:{port}{path}"),
-                "--model",
-                "fast/m",
-                "--key",
-                key,
-                "--connections",
-                "64",
-                "--seconds",
-                &secs,
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-            if let Some(body) = body {
-                a.extend(["--body".to_owned(), (*body).to_owned()]);
-            }
+            let url = format!("http://127.0.0.1:{port}{path}");
+            let load = Load::closed(&url, "fast/m", Some(key), 64, &secs).body(*body);
             let cpu0 = cpu_seconds(&[*pid]);
-            let r = loadgen(&loadgen_bin, &a)?;
+            let r = loadgen(&loadgen_bin, &load.args())?;
             let cpu = cpu_seconds(&[*pid]) - cpu0;
-            let n = r["requests"].as_f64().unwrap_or(0.0);
             let f = figures.entry(name).or_default();
-            f.entry("errors")
-                .or_default()
-                .push(r["errors"].as_f64().unwrap_or(0.0));
-            f.entry("rps_64")
-                .or_default()
-                .push(r["rps"].as_f64().unwrap_or(0.0));
-            f.entry("cpu_us_per_request")
-                .or_default()
-                .push(cpu * 1e6 / n.max(1.0));
+            record(f, "errors", &r["errors"], 0.0);
+            record(f, "rps_64", &r["rps"], 0.0);
+            record_cpu(f, "cpu_us_per_request", cpu, &r);
             // Where the limits live, latency matters too: at concurrency 1.
             if name.contains("key with limits") {
-                let mut a = a.clone();
-                if let Some(i) = a.iter().position(|s| s == "64") {
-                    a[i] = "1".to_owned();
-                }
-                let r = loadgen(&loadgen_bin, &a)?;
-                f.entry("c1_p50_ms")
-                    .or_default()
-                    .push(r["p50_ms"].as_f64().unwrap_or(f64::NAN));
-                f.entry("c1_p99_ms")
-                    .or_default()
-                    .push(r["p99_ms"].as_f64().unwrap_or(f64::NAN));
+                let r = loadgen(&loadgen_bin, &load.connections(1).args())?;
+                record(f, "c1_p50_ms", &r["p50_ms"], f64::NAN);
+                record(f, "c1_p99_ms", &r["p99_ms"], f64::NAN);
             }
         }
         std::thread::sleep(Duration::from_millis(500));
