@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: the project's automation, in Rust so that it runs wherever cargo does.
 //!
 //! - `ci`: everything CI runs (`.ci/run`): format, lints, tidy, tests, client tests.
-//! - `tidy`: checks the dependency direction between the workspace crates (DESIGN.md) and
+//! - `tidy`: checks the dependency direction between the workspace crates (docs/architecture.md) and
 //!   that libraries never read the environment.
 //! - `bench`: llm-bridge against the direct path and nginx, one table (see docs/benchmarks.md).
 //! - `dist [--check]`: the release archive, and a check that it works once unpacked.

@@ -89,7 +89,7 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
         }
         let Some(may) = allowed.get(name) else {
             problems.push(format!(
-                "{name}: a new workspace crate: add its allowed dependencies to xtask/src/tidy.rs and DESIGN"
+                "{name}: a new workspace crate: add its allowed dependencies to xtask/src/tidy.rs and docs/architecture.md"
             ));
             continue;
         };
@@ -98,7 +98,7 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
             let is_normal = dep["kind"].is_null();
             if is_normal && members.contains(&dep_name) && !may.contains(&dep_name) {
                 problems.push(format!(
-                    "{name} must not depend on {dep_name} (dependency direction, DESIGN.md)"
+                    "{name} must not depend on {dep_name} (dependency direction, docs/architecture.md)"
                 ));
             }
         }
@@ -140,7 +140,7 @@ const LICENSES: &[&str] = &[
 ];
 
 /// Crates that must not be in the build: a second TLS or crypto stack beside rustls and
-/// ring (DESIGN.md: ring, not aws-lc; no OpenSSL to install or link).
+/// ring (docs/architecture.md: ring, not aws-lc; no OpenSSL to install or link).
 const BANNED: &[&str] = &[
     "aws-lc-rs",
     "aws-lc-sys",

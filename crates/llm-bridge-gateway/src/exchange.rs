@@ -214,13 +214,8 @@ async fn admit(
         .map_or(0, |b| b.len() as u64)
         .div_ceil(4);
     log.prompt_estimate = prompt_estimate;
-    // A direct model may be allowed by the name used or by provider/model; a route by its
-    // alias, or when the key may use every one of its targets.
     let ids = plan.ids();
-    let mut names: Vec<&str> = vec![model];
-    if plan.route.is_none() || ids.iter().all(|id| principal.allows(id)) {
-        names.extend(ids.iter().map(String::as_str));
-    }
+    let names = permitted_names(principal, model, &ids, plan.route.is_some());
     match gateway
         .auth
         .admit(principal, &names, prompt_estimate, max_output)
@@ -236,6 +231,22 @@ async fn admit(
             Err(*rejection.error)
         }
     }
+}
+
+/// The names a key may be allowed `asked` (resolved to target `ids`) under: the rule for
+/// requests and for `/v1/models` alike. A direct model by the name used or by its
+/// `provider/model`; a route by its alias, or when the key may use every one of its targets.
+pub(crate) fn permitted_names<'a>(
+    principal: &Principal,
+    asked: &'a str,
+    ids: &'a [String],
+    route: bool,
+) -> Vec<&'a str> {
+    let mut names = vec![asked];
+    if !route || ids.iter().all(|id| principal.allows(id)) {
+        names.extend(ids.iter().map(String::as_str));
+    }
+    names
 }
 
 /// Runs one request that only targets speaking `operation` serve (embeddings): forwarded as

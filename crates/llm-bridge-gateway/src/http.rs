@@ -205,7 +205,10 @@ pub(crate) fn models_for(gateway: &Gateway, principal: &Principal) -> Vec<serde_
         .filter(|m| {
             principal.allows(&m.id)
                 || gateway.router.resolve(&m.id).is_ok_and(|plan| {
-                    plan.route.is_some() && plan.ids().iter().all(|id| principal.allows(id))
+                    let ids = plan.ids();
+                    crate::exchange::permitted_names(principal, &m.id, &ids, plan.route.is_some())
+                        .iter()
+                        .any(|name| principal.allows(name))
                 })
         })
         .map(|m| {

@@ -1,6 +1,6 @@
-//! Every row of the error table (SPEC §3) that the gateway produces on its own or from an
-//! upstream: real statuses with OpenAI's error body before a stream starts, one error event
-//! and a clean end after it started.
+//! Every row of the error table (README, "What it does": Errors) that the gateway produces on
+//! its own or from an upstream: real statuses with OpenAI's error body before a stream starts,
+//! one error event and a clean end after it started.
 //!
 //! The 403 (model not allowed) and the gateway's own 429 rows need managed keys and are
 //! tested with them (tests/keys.rs).

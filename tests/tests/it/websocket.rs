@@ -1,5 +1,5 @@
 //! `/v1/ws` with a real WebSocket client (tokio-tungstenite) against the gateway and a mock
-//! upstream (SPEC §4).
+//! upstream (README, quick start "WebSocket, in the browser").
 
 #![allow(clippy::unwrap_used)]
 

@@ -230,7 +230,7 @@ async fn chat(
         log.key = Some(principal.name.clone());
         log.request_body = Some(payload.clone());
         let request = ChatRequest::from_slice(&payload).map(|mut r| {
-            // The seed's form: over a WebSocket, answers stream unless told otherwise.
+            // The documented form (README, quick start "WebSocket, in the browser"): over a WebSocket, answers stream unless told otherwise.
             if r.get("stream").is_none_or(Value::is_null) {
                 r.set_stream(true);
             }

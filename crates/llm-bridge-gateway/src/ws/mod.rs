@@ -1,5 +1,5 @@
-//! `GET /v1/ws`: chat over a WebSocket (SPEC §4), for browser apps that cannot set headers
-//! and clients that want many chats on one connection.
+//! `GET /v1/ws`: chat over a WebSocket (README, quick start "WebSocket, in the browser"), for
+//! browser apps that cannot set headers and clients that want many chats on one connection.
 //!
 //! One reader loop per connection parses frames and starts one task per chat request; the
 //! tasks run the same exchange as HTTP (auth, routing, usage, access events) and send their
