@@ -472,7 +472,7 @@ async fn budget_holds_across_instances(c: &Cluster) {
     // Most of the budget was let through. On a quiet machine all but one reservation is;
     // on a loaded one (three gateways, Redis and nginx sharing 2 busy cores) runs ended with
     // 9,344 recorded while every request was refused: 656 tokens held by the ledger and not
-    // in the records (not diagnosed yet, see the closing note of issue 19's follow-up).
+    // in the records (not diagnosed yet).
     assert!(
         spent >= BUDGET * 9 / 10,
         "only {spent} of {BUDGET} was let through"
