@@ -10,18 +10,18 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod authenticator;
 pub mod clock;
-mod keys;
 mod limits;
 mod managed;
 mod policy;
 mod store;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use keys::{
+pub use authenticator::{
     AccessKey, Authenticator, DEFAULT_RESERVATION, LimitsBackend, LimitsConfig, OnUnavailable,
     Principal, generate_key, parse_access_keys, parse_admin_keys,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use limits::{
     Admission, KeyState, Ledger, LimitsUnavailable, Period, RateInfo, Refusal, Rejection,
     SharedAdmission, SharedLimits,

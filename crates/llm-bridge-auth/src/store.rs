@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::keys::{digest, generate_key};
+use crate::authenticator::{digest, generate_key};
 use crate::policy::KeyPolicy;
 
 /// The versioned schema of the keys table; each entry runs once, in order.

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::Gateway;
 use crate::body::{GatewayBody, read_limited};
 use crate::errors::error_response;
-use crate::http::{json_response, presented_key};
+use crate::handlers::{json_response, presented_key};
 
 /// Handles a request under `/admin/keys`.
 pub(crate) async fn keys(

@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 
 use crate::body::GatewayBody;
 use crate::errors::error_response;
-use crate::http::{json_response, presented_key};
+use crate::handlers::{json_response, presented_key};
 
 const INDEX_HTML: &str = include_str!("console/index.html");
 const APP_JS: &str = include_str!("console/app.js");

@@ -16,11 +16,11 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::Gateway;
-use crate::access::RequestLog;
 use crate::body::{GatewayBody, read_limited};
 use crate::errors::error_response;
 use crate::exchange::{self, Answer};
-use crate::http::{json_response, presented_key, rate_headers, server_timing, session_header};
+use crate::handlers::{json_response, presented_key, rate_headers, server_timing, session_header};
+use crate::request_log::RequestLog;
 
 /// A dialect's embeddings endpoint (Gemini's `:embedContent`, `:batchEmbedContents`).
 type DialectAt<'a> = Option<(&'a dyn Ingress, &'a Endpoint)>;

@@ -13,9 +13,9 @@ use llm_bridge_core::{
 use llm_bridge_router::{Dispatched, Plan, Served};
 
 use crate::Gateway;
-use crate::access::{Outcome, RequestLog};
 use crate::meter::MeteredStream;
 use crate::native::NativeBody;
+use crate::request_log::{Outcome, RequestLog};
 
 /// A successful answer.
 pub(crate) enum Answer {

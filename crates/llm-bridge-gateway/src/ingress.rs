@@ -17,13 +17,13 @@ use llm_bridge_usage::{ResponseStore, StoredResponse};
 use tracing::Instrument;
 
 use crate::Gateway;
-use crate::access::RequestLog;
 use crate::body::{GatewayBody, read_limited};
 use crate::errors::error_response;
 use crate::exchange::{self, Answer, Dialect};
-use crate::http::{
+use crate::handlers::{
     for_key, json_response, presented_key, rate_headers, server_timing, session_header,
 };
+use crate::request_log::RequestLog;
 use crate::sse::SseBody;
 
 /// The error answer of a dialect: its own body, with the headers of ours (`Retry-After`,
@@ -377,7 +377,7 @@ pub(crate) fn models(
     };
     let one = one.map(|id| percent_encoding::percent_decode_str(id).decode_utf8_lossy());
     let models: Vec<(String, llm_bridge_core::ModelKind)> =
-        crate::http::models_for(gateway, &principal)
+        crate::handlers::models_for(gateway, &principal)
             .into_iter()
             .filter_map(|m| {
                 let id = m["id"].as_str()?.to_owned();

@@ -8,26 +8,26 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod access;
 mod admin;
 mod body;
 mod config;
 mod conn;
 mod console;
+mod dispatch;
 mod drain;
 mod embeddings;
 mod errors;
 mod exchange;
-mod http;
+mod handlers;
 mod ingress;
 mod live;
 mod meter;
 mod metrics;
 mod native;
 mod ops;
+mod request_log;
 mod seal;
 mod server;
-mod service;
 mod socket;
 mod sse;
 mod traces;
@@ -42,15 +42,15 @@ use llm_bridge_core::Ingress;
 use llm_bridge_router::Router;
 use llm_bridge_usage::{Estimator, ResponseStore, UsageReader, UsageSink};
 
-use crate::access::Telemetry;
+use crate::request_log::Telemetry;
 
 pub use body::GatewayBody;
 pub use config::{MetricsConfig, ServerConfig, TelemetryConfig};
 pub use console::{ConsoleConfig, assets_size as console_assets_size};
+pub use dispatch::new_request_id;
 pub use live::LiveEvent;
 pub use ops::{Inventory, ProviderInfo, ProxyInfo};
 pub use server::serve;
-pub use service::new_request_id;
 pub use traces::{SpanExporter, TraceCounters, Tracer, TracerSettings};
 
 /// The usage store's two ends, as the gateway uses them.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use llm_bridge_core::{ChunkStream, Error, ErrorKind, Usage, inspect, strip_usage};
 
-use crate::access::{Outcome, RequestLog, Telemetry};
+use crate::request_log::{Outcome, RequestLog, Telemetry};
 
 /// What a transport sends next.
 pub enum StreamItem {

@@ -14,7 +14,7 @@ use http_body::{Body, Frame};
 use llm_bridge_core::{Error, ErrorKind, Ingress, IngressStream, NativeMeter};
 use tokio::sync::watch;
 
-use crate::access::{Outcome, RequestLog};
+use crate::request_log::{Outcome, RequestLog};
 
 type Pieces = Pin<Box<dyn Stream<Item = llm_bridge_core::Result<Bytes>> + Send>>;
 

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::Gateway;
 use crate::body::GatewayBody;
 use crate::errors::error_response;
-use crate::http::json_response;
+use crate::handlers::json_response;
 use crate::live::{Filter, LiveBody};
 
 /// What the binary tells the gateway about its providers, for `/admin/status`: nothing

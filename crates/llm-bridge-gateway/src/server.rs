@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::Gateway;
 use crate::body::GatewayBody;
 use crate::conn::{BusyGuard, Connections, GuardedIo};
-use crate::service::handle;
+use crate::dispatch::handle;
 
 /// How long connections get, after the drain timeout cut their streams, to send the final
 /// events before they are dropped.

@@ -22,11 +22,11 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
 
 use crate::Gateway;
-use crate::access::RequestLog;
 use crate::body::GatewayBody;
-use crate::http::presented_key;
+use crate::dispatch::new_request_id;
+use crate::handlers::presented_key;
 use crate::ingress::{ingress_error, serve_turn};
-use crate::service::new_request_id;
+use crate::request_log::RequestLog;
 use crate::ws::{Conn, accept, refuse_upgrade};
 
 /// Answers `GET <ingress.path()>` asking for a WebSocket: refused as HTTP (in the dialect's
@@ -60,7 +60,7 @@ pub(crate) fn upgrade(
     let response = accept(gateway, &mut request, move |ws| {
         serve_connection(gw, ingress, headers, ws)
     });
-    crate::http::for_key(&principal, response)
+    crate::handlers::for_key(&principal, response)
 }
 
 /// The last answer of a connection, which the next turn may continue.

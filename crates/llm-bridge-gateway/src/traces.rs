@@ -3,7 +3,7 @@
 //! as OTLP protobuf and handed to an exporter by one background task.
 //!
 //! Nothing here runs for a request that is not traced: with no tracer configured,
-//! [`RequestLog::trace`](crate::access::RequestLog) stays `None` and no span is built. The
+//! [`RequestLog::trace`](crate::request_log::RequestLog) stays `None` and no span is built. The
 //! spans are built when the request has ended, from what the access event already knows and
 //! the router's attempt list, then queued (bounded, never waited on: a full queue drops the
 //! trace and counts it) for the exporter task, which batches and posts them.

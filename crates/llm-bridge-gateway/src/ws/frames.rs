@@ -17,10 +17,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use crate::Gateway;
-use crate::access::RequestLog;
+use crate::dispatch::new_request_id;
 use crate::exchange::{self, Answer};
 use crate::meter::StreamItem;
-use crate::service::new_request_id;
+use crate::request_log::RequestLog;
 
 /// A frame from the client.
 #[derive(Deserialize)]
@@ -170,7 +170,7 @@ pub(super) async fn on_text(
                 .await;
             };
             let principal = match frame.api_key.as_deref() {
-                Some(k) => ctx.gateway.auth.authenticate(Some(crate::http::bearer_token(k))),
+                Some(k) => ctx.gateway.auth.authenticate(Some(crate::handlers::bearer_token(k))),
                 None => ctx.principal.cloned().ok_or_else(|| {
                     Error::new(ErrorKind::Authentication, "missing API key: send 'api_key' in the frame or 'Authorization' on the upgrade")
                 }),
@@ -304,12 +304,10 @@ fn wrap(kind: &str, id_json: &str, data: &[u8]) -> String {
 }
 
 pub(super) fn error_frame(id: Option<&str>, e: &Error) -> String {
-    json!({
-        "type": "error",
-        "id": id,
-        "error": {"message": e.message(), "type": e.error_type(), "code": e.code(), "status": e.status()},
-    })
-    .to_string()
+    // The error object of HTTP answers, with the status the HTTP answer would have had.
+    let mut error = crate::errors::error_object(e);
+    error["status"] = json!(e.status());
+    json!({"type": "error", "id": id, "error": error}).to_string()
 }
 
 fn cancelled_frame(id: &str, e: &Error) -> String {

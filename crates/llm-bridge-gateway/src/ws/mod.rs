@@ -28,9 +28,9 @@ use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::GatewayBody;
+use crate::dispatch::new_request_id;
 use crate::errors::error_response;
-use crate::http::presented_key;
-use crate::service::new_request_id;
+use crate::handlers::presented_key;
 
 mod frames;
 mod handshake;
@@ -66,7 +66,9 @@ pub(crate) fn upgrade(
         serve_connection(gw, ws, principal)
     });
     if let Some(name) = name {
-        response.extensions_mut().insert(crate::http::KeyName(name));
+        response
+            .extensions_mut()
+            .insert(crate::handlers::KeyName(name));
     }
     response
 }

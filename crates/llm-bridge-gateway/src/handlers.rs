@@ -13,10 +13,10 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::Gateway;
-use crate::access::RequestLog;
 use crate::body::{GatewayBody, read_limited};
 use crate::errors::error_response;
 use crate::exchange::{self, Answer};
+use crate::request_log::RequestLog;
 use crate::sse::SseBody;
 
 /// The token of an `Authorization`-style value: what follows `Bearer ` (any case), or the

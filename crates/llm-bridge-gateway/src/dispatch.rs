@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::Gateway;
 use crate::body::GatewayBody;
 use crate::errors::error_response;
-use crate::http::{chat_completions, health, models, presented_key, usage};
+use crate::handlers::{chat_completions, health, models, presented_key, usage};
 
 /// Paths the gateway serves (for 404 versus 405).
 const KNOWN: &[&str] = &[
@@ -99,7 +99,7 @@ pub(crate) async fn handle(
         let status = response.status().as_u16();
         let key_name = response
             .extensions()
-            .get::<crate::http::KeyName>()
+            .get::<crate::handlers::KeyName>()
             .map(|k| k.0.clone());
         if quiet {
             tracing::debug!(target: "llm_bridge::access", request_id = %request_id, transport = "http",
@@ -164,7 +164,7 @@ async fn route(
     match (method, path) {
         (&Method::GET, "/v1/models" | "/models") => models(gateway, request.headers()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
-            crate::http::model(gateway, request.headers(), &p["/v1/models/".len()..])
+            crate::handlers::model(gateway, request.headers(), &p["/v1/models/".len()..])
         }
         (&Method::GET, "/v1/usage") => {
             usage(gateway, request.headers(), request.uri().query()).await
@@ -207,7 +207,7 @@ async fn route(
                 r
             };
             if let Some(name) = admin {
-                r.extensions_mut().insert(crate::http::KeyName(name));
+                r.extensions_mut().insert(crate::handlers::KeyName(name));
             }
             r
         }
