@@ -18,6 +18,36 @@ function log(step) {
   process.stdout.write(`  ✓ ${step}\n`);
 }
 
+// Node's fetch keeps a pool of connections, and once, after the cross-site steps, a request
+// from it never left (the gateway answered every other client): the test hung until CI's limit.
+// Each request of the test goes on a connection of its own instead, with a time limit.
+function fetch(url, init = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      { method: init.method || "GET", headers: init.headers || {}, agent: false, timeout: 15000 },
+      (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          resolve({
+            status: res.statusCode,
+            headers: { get: (name) => res.headers[name.toLowerCase()] ?? null },
+            text: async () => text,
+            json: async () => JSON.parse(text),
+          });
+        });
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`no answer from ${url} within 15 s`)));
+    req.on("error", reject);
+    if (init.body) req.write(init.body);
+    req.end();
+  });
+}
+
 async function chat(key, model = "mock/gpt-4o") {
   const r = await fetch(`${BASE}/v1/chat/completions`, {
     method: "POST",
