@@ -11,6 +11,7 @@ use llm_bridge_core::secrecy::ExposeSecret;
 
 use crate::app::{App, Environment};
 use crate::config::{AppConfig, ConfigSource};
+use crate::keys_cli::KeysArgs;
 
 /// One OpenAI-compatible gateway for every LLM provider.
 #[derive(Debug, Parser)]
@@ -314,94 +315,6 @@ fn models(config: &AppConfig, env: &Environment) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `keys …`.
-#[derive(Debug, Args)]
-pub struct KeysArgs {
-    /// The database (a SQLite path or a `postgres://` URL) instead of the config's
-    /// `usage.database`.
-    #[arg(long, global = true)]
-    pub database: Option<String>,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: KeysCommand,
-}
-
-/// The `keys` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Create a key; it is printed once and stored only as a hash.
-    Create {
-        /// A unique name (shown in logs and usage).
-        #[arg(long)]
-        name: String,
-        /// Limits and permissions.
-        #[command(flatten)]
-        limits: KeyLimits,
-    },
-    /// List the keys (never the keys themselves).
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one key's settings.
-    Show {
-        /// The key's name or id.
-        name: String,
-    },
-    /// Change a key's limits or permissions (`none` removes a limit).
-    Update {
-        /// The key's name or id.
-        name: String,
-        /// Limits and permissions to change.
-        #[command(flatten)]
-        limits: KeyLimits,
-    },
-    /// Revoke a key (a running server stops accepting it within a second).
-    Revoke {
-        /// The key's name or id.
-        name: String,
-    },
-}
-
-/// Limits of `keys create` and `keys update`; `none` removes one.
-#[derive(Debug, Clone, Default, Args)]
-pub struct KeyLimits {
-    /// Allowed models, comma-separated glob patterns (`deepseek/*,openai/gpt-4o`); empty: all.
-    #[arg(long)]
-    pub models: Option<String>,
-    /// Requests per minute.
-    #[arg(long)]
-    pub rpm: Option<String>,
-    /// Tokens per minute.
-    #[arg(long)]
-    pub tpm: Option<String>,
-    /// Requests in flight at once (across every instance, with `limits.backend: redis`).
-    #[arg(long)]
-    pub max_concurrent: Option<String>,
-    /// Token budget for the key's whole life.
-    #[arg(long)]
-    pub budget_tokens: Option<String>,
-    /// Token budget per UTC day.
-    #[arg(long)]
-    pub budget_tokens_day: Option<String>,
-    /// Token budget per UTC month.
-    #[arg(long)]
-    pub budget_tokens_month: Option<String>,
-    /// Cost budget for the key's whole life (in the currency of the configured prices).
-    #[arg(long)]
-    pub budget_cost: Option<String>,
-    /// Cost budget per UTC day.
-    #[arg(long)]
-    pub budget_cost_day: Option<String>,
-    /// Cost budget per UTC month.
-    #[arg(long)]
-    pub budget_cost_month: Option<String>,
-    /// Expire after this long (`30d`, `12h`), or `none`.
-    #[arg(long)]
-    pub expires: Option<String>,
 }
 
 /// Flags of `usage`.

@@ -15,11 +15,12 @@ pub mod clock;
 mod limits;
 mod managed;
 mod policy;
+mod secret;
 mod store;
 
 pub use authenticator::{
     AccessKey, Authenticator, DEFAULT_RESERVATION, LimitsBackend, LimitsConfig, OnUnavailable,
-    Principal, generate_key, parse_access_keys, parse_admin_keys,
+    Principal, parse_access_keys, parse_admin_keys,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use limits::{
@@ -29,6 +30,7 @@ pub use limits::{
 pub use managed::{ManagedKey, ManagedKeys};
 pub use policy::{Budget, KeyPolicy, glob, parse_duration_ms};
 pub use secrecy::SecretString;
+pub use secret::generate_key;
 pub use store::{
     KeyRecord, KeyStore, NewKey, SqliteKeyStore, key_not_found, name_taken, newer_schema,
     policy_json,

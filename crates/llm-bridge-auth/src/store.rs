@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::authenticator::{digest, generate_key};
 use crate::policy::KeyPolicy;
+use crate::secret::{digest, generate_key};
 
 /// The versioned schema of the keys table; each entry runs once, in order.
 const MIGRATIONS: &[&str] = &["CREATE TABLE api_keys (

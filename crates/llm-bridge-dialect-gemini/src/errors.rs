@@ -14,6 +14,11 @@ use serde_json::Value;
 
 use crate::wire::ErrorBody;
 
+/// A request the translation cannot express: 400 naming the parameter.
+pub(crate) fn bad(param: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::invalid_request(message).with_param(param)
+}
+
 /// Longest upstream message passed on; beyond it the text is cut.
 const MAX_MESSAGE: usize = 2000;
 

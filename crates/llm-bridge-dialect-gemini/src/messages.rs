@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use llm_bridge_core::{Content as OaContent, ContentPart, Message, Result};
 use serde_json::{Map, Value};
 
-use crate::request::bad;
+use crate::errors::bad;
 use crate::wire::{Blob, Content, FileData, FunctionCall, FunctionResponse, Part};
 
 /// What Gemini 3 accepts in place of a lost thought signature (Google's documented escape

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use llm_bridge_core::{ChatRequest, Error, Result};
 use serde_json::{Map, Value};
 
+use crate::errors::bad;
 use crate::messages::contents;
 use crate::wire::{
     FunctionCallingConfig, FunctionDeclaration, GenerateContentRequest, GenerationConfig,
@@ -79,10 +80,6 @@ pub(crate) fn translate(request: &ChatRequest, model: &str) -> Result<GenerateCo
 
 fn nonnull<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     body.get(key).filter(|v| !v.is_null())
-}
-
-pub(crate) fn bad(param: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::invalid_request(message).with_param(param)
 }
 
 /// Parameters whose silent loss would change the answer.

@@ -23,8 +23,8 @@ use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::GatewayBody;
-use crate::dispatch::new_request_id;
 use crate::handlers::presented_key;
+use crate::ids::new_request_id;
 use crate::ingress::{ingress_error, serve_turn};
 use crate::request_log::RequestLog;
 use crate::ws::{Conn, accept, refuse_upgrade};

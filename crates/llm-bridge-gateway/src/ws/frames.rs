@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use crate::Gateway;
-use crate::dispatch::new_request_id;
 use crate::exchange::{self, Answer};
+use crate::ids::new_request_id;
 use crate::meter::StreamItem;
 use crate::request_log::RequestLog;
 

@@ -28,9 +28,9 @@ use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::GatewayBody;
-use crate::dispatch::new_request_id;
 use crate::errors::error_response;
 use crate::handlers::presented_key;
+use crate::ids::new_request_id;
 
 mod frames;
 mod handshake;
