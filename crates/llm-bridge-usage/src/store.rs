@@ -93,6 +93,12 @@ const MIGRATIONS: &[&str] = &[
         ttft BLOB NOT NULL,
         PRIMARY KEY (hour, key_name, provider, model)
     ) WITHOUT ROWID;",
+    // 5: two indexes every insert paid for and no query needs: `usage_ts` is a prefix of
+    // `usage_ts_overview`, which serves every time-range read, and usage by model reads the
+    // hourly roll-ups and, for part hours, a time range. Each record now updates three
+    // B-trees instead of five (measured: about a third less SQLite time per insert).
+    "DROP INDEX IF EXISTS usage_ts;
+    DROP INDEX IF EXISTS usage_model_ts;",
 ];
 
 /// One hour in milliseconds.
