@@ -99,7 +99,7 @@ pub use provider::{ChatProvider, EMBEDDINGS, NativeRequest, NativeResponse, with
 pub use request::{ChatRequest, session_hash};
 pub use response::{
     AnswerFacts, ChatChunk, ChatResponse, ChunkStream, Inspection, Usage, answer_facts,
-    completion_usage, inspect, strip_usage,
+    completion_usage, inspect, json_object, strip_usage,
 };
 pub use retry::RetryConfig;
 pub use startup::StartupError;

@@ -223,14 +223,7 @@ pub fn inspect(json: &[u8], text: Option<&mut String>) -> Result<Inspection, ser
 /// comes last in every upstream's answers) is parsed alone. `Err` when the body is not a
 /// JSON object at all (empty, truncated, an HTML error page).
 pub fn completion_usage(json: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
-    let body = json.trim_ascii();
-    if !(body.starts_with(b"{") && body.ends_with(b"}")) {
-        // Let the parser say what is wrong.
-        serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
-        return Err(<serde_json::Error as serde::de::Error>::custom(
-            "not a JSON object",
-        ));
-    }
+    let body = json_object(json)?;
     let Some(at) = memchr::memmem::rfind(body, b"\"usage\"") else {
         return Ok(None);
     };
@@ -247,6 +240,21 @@ pub fn completion_usage(json: &[u8]) -> Result<Option<Usage>, serde_json::Error>
         // `usage` with something odd in it: fall back to reading the whole answer.
         Some(Err(_)) | None => inspect(body, None).map(|i| i.usage),
     }
+}
+
+/// The body without surrounding whitespace if it has the shape of one JSON object (an opening
+/// and a closing brace), without parsing it: what tells a complete answer from an HTML page or
+/// a cut body at no cost. [`completion_usage`] reads the rest.
+pub fn json_object(json: &[u8]) -> Result<&[u8], serde_json::Error> {
+    let body = json.trim_ascii();
+    if body.starts_with(b"{") && body.ends_with(b"}") {
+        return Ok(body);
+    }
+    // Let the parser say what is wrong.
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
+    Err(<serde_json::Error as serde::de::Error>::custom(
+        "not a JSON object",
+    ))
 }
 
 /// The model that answered and the finish reasons of a `chat.completion` or of a chunk, for
@@ -385,6 +393,10 @@ mod tests {
         assert_eq!(completion_usage(br#"{"usage":null}"#).unwrap(), None);
         assert!(completion_usage(br#"{"id": "broken"#).is_err());
         assert!(completion_usage(b"<html>bad gateway</html>").is_err());
+        assert!(json_object(b" {\"id\":1}\n").is_ok());
+        assert!(json_object(b"{\"id\": \"cut").is_err());
+        assert!(json_object(b"").is_err());
+        assert!(json_object(b"[1]").is_err());
         assert!(completion_usage(b"").is_err());
         let full = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":1}}}"#;
         assert_eq!(

@@ -664,8 +664,9 @@ impl Router {
 async fn complete_attempt(target: Target, request: ChatRequest) -> Result<ChatResponse> {
     let answer = target.provider.chat(&target.model, request).await?;
     // An answer that is not a JSON object (an HTML page, a cut body) is the target's fault:
-    // retried like a 5xx, never handed to the client.
-    if let Err(e) = llm_bridge_core::completion_usage(&answer.body) {
+    // retried like a 5xx, never handed to the client. Only its shape is checked here; the
+    // gateway parses its usage once, later.
+    if let Err(e) = llm_bridge_core::json_object(&answer.body) {
         return Err(Error::new(
             ErrorKind::UpstreamBadResponse,
             format!("upstream answered with invalid JSON: {e}"),
