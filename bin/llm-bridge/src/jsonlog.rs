@@ -169,10 +169,33 @@ fn escape(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Whether any byte is `"`, `\\` or a control character, eight bytes at a time: the check runs
+/// on every name and value of every line (callgrind: 5.6k instructions an access line byte by
+/// byte). Each test is the exact "has a byte below n" / "has a zero byte" bit trick.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let has = |x: u64, b: u8| below(x ^ (ONES * u64::from(b)), 1);
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let mut eight = [0; 8];
+        eight.copy_from_slice(word);
+        let x = u64::from_ne_bytes(eight);
+        if below(x, 0x20) | has(x, b'"') | has(x, b'\\') != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
 /// The escaped contents of a JSON string (without the quotes).
 fn escape_into(out: &mut String, s: &str) {
-    // Most values need no escaping: copy them whole.
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    // Most values (and every field name) need no escaping: copy them whole.
+    if !needs_escape(s.as_bytes()) {
         out.push_str(s);
         return;
     }
@@ -287,6 +310,30 @@ mod tests {
         assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v, "a\"b\\c\nd\u{1}é");
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_agrees_with_the_byte_rule() {
+        let slow = |s: &[u8]| s.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        // Every byte value at every place of words and tails, among bytes that need nothing.
+        for len in 1..=19 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(needs_escape(&s), slow(&s), "{b:#x} at {at} of {len}");
+                    // Next to the bytes just above and below the ones that count.
+                    s.iter_mut().for_each(|c| *c = 0x21);
+                    s[at] = b;
+                    assert_eq!(needs_escape(&s), slow(&s), "{b:#x} at {at} of {len}");
+                    s.iter_mut().for_each(|c| *c = 0xff);
+                    s[at] = b;
+                    assert_eq!(needs_escape(&s), slow(&s), "{b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
+        assert!(!needs_escape("chatcmpl-0123456789abcdef é ü".as_bytes()));
     }
 
     #[test]
