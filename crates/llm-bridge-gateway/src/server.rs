@@ -104,9 +104,13 @@ pub async fn serve(
                 let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ClientAddr(peer.ip()));
                     let busy = state.busy();
-                    let gw = gw.clone();
+                    // Boxed apart: hyper keeps the box of a connection's request future for as
+                    // long as the connection lives, and `handle`'s is about 12 KB. This way
+                    // hyper's box holds a pointer, and the 12 KB go back as soon as the answer
+                    // starts (an open stream no longer holds them).
+                    let handled = Box::pin(handle(gw.clone(), req));
                     async move {
-                        let response = handle(gw, req).await?;
+                        let response = handled.await?;
                         Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
                     }
                 });
