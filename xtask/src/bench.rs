@@ -670,6 +670,16 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
                 intact.0 += r["streams_intact"].as_u64().unwrap_or(0);
                 intact.1 += r["streams_broken"].as_u64().unwrap_or(0);
             }
+            // The same, 20 streams a second on a schedule of their own. One stream after
+            // another starts each when the last ended, in step with the mock's 1 ms timer
+            // ticks (its 5 ms pause ends on a tick): how long a path takes to end a stream
+            // then moves the next one's first chunk by up to a tick. Measured apart, the
+            // added TTFT over nginx was 0.46 ms closed and 0.20 ms open.
+            let r = loadgen(
+                &loadgen_bin,
+                &stream.streamed().rate(20).connections(8).args(),
+            )?;
+            record(f, "ttft_open_p50_ms", &r["ttft_p50_ms"], f64::NAN);
             // Streams per second at 256 concurrent streams, with CPU per stream.
             let cpu0 = cpu_seconds(&p.pids);
             let r = loadgen(&loadgen_bin, &stream.streamed().connections(256).args())?;
@@ -705,9 +715,10 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let rss_after_requests = rss_mb(&[gw_pid]);
     // Memory with thousands of open streams. Cancelling them all makes the gateway estimate
     // their tokens, which loads a vocabulary (~45 MB) that is released after 10 s idle:
-    // "after load" is read once that has happened.
+    // "after load" is read 30 s after the streams ended (issue 22's measure), by when it
+    // has happened.
     let held = hold_streams(&loadgen_bin, gw_port, &key, o.streams_held, gw_pid)?;
-    std::thread::sleep(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(30));
     let rss_after = rss_mb(&[gw_pid]);
 
     let m = |path: &str, k: &str| {
@@ -726,6 +737,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             "c1_p50_ms": m(p, "c1_p50_ms"), "c1_p99_ms": m(p, "c1_p99_ms"),
             "r1000_p50_ms": m(p, "r1000_p50_ms"), "r1000_p99_ms": m(p, "r1000_p99_ms"),
             "ttft_p50_ms": m(p, "ttft_p50_ms"),
+            "ttft_open_p50_ms": m(p, "ttft_open_p50_ms"),
             "streams_per_s_256": m(p, "streams_per_s_256"),
             "cpu_us_per_stream": m(p, "cpu_us_per_stream"),
             "errors": m(p, "errors"),
@@ -956,6 +968,7 @@ fn print_table(r: &Value) {
         ("p50 ms at 1,000 req/s", "r1000_p50_ms", 3),
         ("p99 ms at 1,000 req/s", "r1000_p99_ms", 3),
         ("stream TTFT p50 ms, 1 stream", "ttft_p50_ms", 3),
+        ("stream TTFT p50 ms, 20 streams/s", "ttft_open_p50_ms", 3),
         ("streams/s, 256 concurrent", "streams_per_s_256", 0),
         ("CPU µs per stream (process)", "cpu_us_per_stream", 1),
     ];
@@ -987,20 +1000,22 @@ fn print_table(r: &Value) {
             2
         )
     );
-    println!(
-        "added latency, concurrency 1:   p50 {} ms, p99 {} ms",
-        fmt(diff(f(lb, "c1_p50_ms"), f("direct", "c1_p50_ms")), 3),
-        fmt(diff(f(lb, "c1_p99_ms"), f("direct", "c1_p99_ms")), 3)
-    );
-    println!(
-        "added latency at 1,000 req/s:   p50 {} ms, p99 {} ms",
-        fmt(diff(f(lb, "r1000_p50_ms"), f("direct", "r1000_p50_ms")), 3),
-        fmt(diff(f(lb, "r1000_p99_ms"), f("direct", "r1000_p99_ms")), 3)
-    );
-    println!(
-        "added TTFT p50:                 {} ms",
-        fmt(diff(f(lb, "ttft_p50_ms"), f("direct", "ttft_p50_ms")), 3)
-    );
+    // Issue 22's latency targets are over nginx (what one proxy hop costs at best); over
+    // the direct path is what a client sees added.
+    for (label, key) in [
+        ("added p50, concurrency 1:      ", "c1_p50_ms"),
+        ("added p99, concurrency 1:      ", "c1_p99_ms"),
+        ("added p50 at 1,000 req/s:      ", "r1000_p50_ms"),
+        ("added p99 at 1,000 req/s:      ", "r1000_p99_ms"),
+        ("added TTFT p50, 1 stream:      ", "ttft_p50_ms"),
+        ("added TTFT p50, 20 streams/s:  ", "ttft_open_p50_ms"),
+    ] {
+        println!(
+            "{label} {} ms over direct, {} ms over nginx",
+            fmt(diff(f(lb, key), f("direct", key)), 3),
+            fmt(diff(f(lb, key), f("nginx", key)), 3)
+        );
+    }
     let v = |name: &str| r["paths"][name]["cpu_us_per_request"].as_f64();
     println!(
         "CPU per request, managed key vs static key: {} vs {} µs ({}×)",
