@@ -960,7 +960,7 @@ fn print_table(r: &Value) {
         print!("{p:>14}");
     }
     println!();
-    let rows: [(&str, &str, usize); 9] = [
+    let rows: [(&str, &str, usize); 10] = [
         ("req/s, 64 connections", "rps_64", 0),
         ("CPU µs per request (process)", "cpu_us_per_request", 1),
         ("p50 ms, concurrency 1", "c1_p50_ms", 3),
