@@ -4,6 +4,10 @@ use bytes::Bytes;
 use llm_bridge_core::{
     Error, Ingress, IngressRequest, IngressState, IngressStream, NativeMeter, Result, Usage,
 };
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::errors::error_response;
@@ -68,9 +72,9 @@ impl Ingress for ResponsesIngress {
     }
 
     fn wants_sealed_state(&self, body: &[u8]) -> bool {
-        fields(body)
-            .get("include")
-            .and_then(Value::as_array)
+        top(body)
+            .include
+            .and_then(|raw| serde_json::from_str::<Vec<Value>>(raw.get()).ok())
             .is_some_and(|list| list.iter().any(|i| i == "reasoning.encrypted_content"))
     }
 }
@@ -83,13 +87,69 @@ fn fields(body: &[u8]) -> Map<String, Value> {
     }
 }
 
+/// The few top-level fields the state hooks read, each left as its raw JSON text. Reading
+/// them skips the rest of the body without building it: the hooks run on every request (and
+/// `answer_id` on every answer), and building the whole tree for each cost more than the
+/// request's translation (callgrind: five whole parses of body or answer per kept answer).
+#[derive(Default)]
+struct Top<'a> {
+    previous_response_id: Option<&'a RawValue>,
+    store: Option<&'a RawValue>,
+    input: Option<&'a RawValue>,
+    include: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Top<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Top<'de>, A::Error> {
+                let mut top = Top::default();
+                // A key given twice counts once, the last time, as in a parsed object.
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "previous_response_id" => &mut top.previous_response_id,
+                        "store" => &mut top.store,
+                        "input" => &mut top.input,
+                        "include" => &mut top.include,
+                        "id" => &mut top.id,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(top)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// [`Top`] of a body; nothing when it is not a JSON object.
+fn top(body: &[u8]) -> Top<'_> {
+    serde_json::from_slice(body).unwrap_or_default()
+}
+
+/// A raw JSON value that is a string, unescaped.
+fn text(raw: Option<&RawValue>) -> Option<String> {
+    serde_json::from_str::<String>(raw?.get()).ok()
+}
+
 impl IngressState for ResponsesIngress {
     fn continues(&self, body: &[u8]) -> Option<String> {
-        fields(body)
-            .get("previous_response_id")?
-            .as_str()
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
+        text(top(body).previous_response_id).filter(|id| !id.is_empty())
     }
 
     fn expand(&self, body: &[u8], earlier_input: &str, earlier_answer: &str) -> Result<Bytes> {
@@ -104,22 +164,32 @@ impl IngressState for ResponsesIngress {
     }
 
     fn keeps(&self, body: &[u8]) -> bool {
-        fields(body).get("store").and_then(Value::as_bool) != Some(false)
+        top(body).store.is_none_or(|raw| raw.get() != "false")
     }
 
     fn input_items(&self, body: &[u8]) -> String {
-        let items = match fields(body).remove("input") {
-            Some(Value::String(text)) => {
+        let items = match top(body).input.map(|raw| serde_json::from_str(raw.get())) {
+            Some(Ok(Value::String(text))) => {
                 vec![json!({"type": "message", "role": "user", "content": text})]
             }
-            Some(Value::Array(list)) => list,
+            Some(Ok(Value::Array(list))) => list,
             _ => Vec::new(),
         };
-        Value::Array(items).to_string()
+        // `to_string` of a `Value` formats through `fmt::Write`; `to_vec` writes bytes.
+        String::from_utf8(serde_json::to_vec(&items).unwrap_or_default()).unwrap_or_default()
     }
 
     fn answer_id(&self, answer: &[u8]) -> Option<String> {
-        fields(answer).get("id")?.as_str().map(str::to_owned)
+        // The answers this dialect writes begin with their id (`response_json`): read it
+        // there, and scan the object only for any other shape.
+        if let Some(rest) = answer.strip_prefix(br#"{"id":""#) {
+            if let Some(end) = memchr::memchr2(b'"', b'\\', rest) {
+                if rest[end] == b'"' {
+                    return std::str::from_utf8(&rest[..end]).ok().map(str::to_owned);
+                }
+            }
+        }
+        text(top(answer).id)
     }
 
     fn input_items_page(&self, input: &str) -> Bytes {
@@ -284,7 +354,9 @@ impl IngressStream for EventWriter {
     }
 
     fn final_answer(&self) -> Option<Bytes> {
-        self.final_response().map(|r| Bytes::from(r.to_string()))
+        self.final_response()
+            .and_then(|r| serde_json::to_vec(&r).ok())
+            .map(Bytes::from)
     }
 }
 
@@ -329,5 +401,75 @@ mod tests {
         meter.feed(b"data: {\"type\":\"response.failed\",\"sequence_number\":3,\"response\":{\"status\":\"failed\",\"usage\":null}}\n\n");
         assert!(meter.finished());
         assert!(meter.usage().is_none());
+    }
+
+    #[test]
+    fn the_state_hooks_read_top_level_fields_as_a_parsed_object_would() {
+        let r = ResponsesIngress;
+        let continues = |body: &str| r.continues(body.as_bytes());
+        assert_eq!(
+            continues(
+                r#"{"input":[{"previous_response_id":"no"}],"previous_response_id":"resp_1"}"#
+            ),
+            Some("resp_1".into())
+        );
+        assert_eq!(
+            continues(r#"{"previous_response_id":"a","previous_response_id":"b"}"#),
+            Some("b".into())
+        );
+        assert_eq!(
+            continues(r#"{"previous_response_id":"r\u0065sp"}"#),
+            Some("resp".into())
+        );
+        assert_eq!(continues(r#"{"previous_response_id":null}"#), None);
+        assert_eq!(continues(r#"{"previous_response_id":""}"#), None);
+        assert_eq!(continues(r#"{"previous_response_id":7}"#), None);
+        assert_eq!(continues("[1]"), None);
+        assert_eq!(continues("not json"), None);
+        for kept in [r#"{"store":true}"#, "{}", r#"{"store":null}"#, "oops"] {
+            assert!(r.keeps(kept.as_bytes()), "{kept}");
+        }
+        for unkept in [r#"{"input":"x","store":false}"#, r#"{ "store" : false }"#] {
+            assert!(!r.keeps(unkept.as_bytes()), "{unkept}");
+        }
+        assert_eq!(
+            r.input_items(br#"{"input":"hi"}"#),
+            r#"[{"type":"message","role":"user","content":"hi"}]"#
+        );
+        assert_eq!(
+            r.input_items(br#"{"input": [ {"type":"message", "role":"user","content":"a"} ]}"#),
+            r#"[{"type":"message","role":"user","content":"a"}]"#
+        );
+        assert_eq!(r.input_items(br#"{"input":null}"#), "[]");
+        assert_eq!(
+            r.answer_id(br#"{"output":[{"id":"msg_1"}],"id":"resp_9"}"#),
+            Some("resp_9".into())
+        );
+        assert_eq!(
+            r.answer_id(br#"{"id":"resp_8","output":[]}"#),
+            Some("resp_8".into())
+        );
+        assert_eq!(
+            r.answer_id(br#"{"id":"re\u0073p","output":[]}"#),
+            Some("resp".into())
+        );
+        assert_eq!(r.answer_id(br#"{"id":7}"#), None);
+        assert!(r.wants_sealed_state(br#"{"include":["reasoning.encrypted_content"]}"#));
+        assert!(!r.wants_sealed_state(br#"{"include":"reasoning.encrypted_content"}"#));
+        assert!(!r.wants_sealed_state(br#"{"input":"x"}"#));
+    }
+
+    #[test]
+    fn the_echo_of_raw_bytes_is_the_echo_of_the_parsed_body() {
+        let body = r#"{"model":"m","input":[{"role":"user","content":"hi"}],"instructions":"be brief",
+            "tools":[{"type":"web_search"}],"text":{"verbosity":"low"},"reasoning":{"effort":"low"},
+            "temperature":0.2,"store":false,"metadata":{"a":"b"},"user":null,"top_p":null,
+            "temperature":0.3}"#;
+        let parsed: Map<String, Value> = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            Echo::from_slice(body.as_bytes()),
+            Echo::from_request(&parsed)
+        );
+        assert_eq!(Echo::from_slice(b"[]"), Echo::default());
     }
 }

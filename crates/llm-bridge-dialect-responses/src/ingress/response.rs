@@ -1,7 +1,12 @@
 //! Pivot `chat.completion` → Responses `response` object.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use llm_bridge_core::{Error, ErrorKind, Result};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::ids;
@@ -15,8 +20,14 @@ use crate::ingress::request::ENCRYPTED_REASONING;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Echo(Map<String, Value>);
 
-/// The echoed fields in OpenAI's order, with their defaults.
+/// The echoed fields in OpenAI's order, with their defaults: built once, copied per answer
+/// (a copy does not hash the keys again).
 fn defaults() -> Map<String, Value> {
+    static DEFAULTS: LazyLock<Map<String, Value>> = LazyLock::new(build_defaults);
+    DEFAULTS.clone()
+}
+
+fn build_defaults() -> Map<String, Value> {
     let Value::Object(map) = json!({
         "background": false,
         "instructions": null,
@@ -54,9 +65,25 @@ impl Echo {
     /// The echo of a Responses request body (as the client sent it; tools in Responses'
     /// shape, built-in ones included).
     pub fn from_request(body: &Map<String, Value>) -> Echo {
+        Echo::from_fields(|key| body.get(key).cloned())
+    }
+
+    /// [`Echo::from_request`] of raw bytes; a body that is not a JSON object echoes the
+    /// defaults.
+    pub fn from_slice(body: &[u8]) -> Echo {
+        // Only the echoed fields are built; the rest (the input above all, which may be
+        // most of the body) is skipped as raw text. A key given twice counts the last time.
+        let Ok(raw) = serde_json::from_slice::<BTreeMap<Cow<'_, str>, &RawValue>>(body) else {
+            return Echo::default();
+        };
+        Echo::from_fields(|key| serde_json::from_str(raw.get(key)?.get()).ok())
+    }
+
+    /// The echo of the fields `get` finds.
+    fn from_fields(get: impl Fn(&str) -> Option<Value>) -> Echo {
         let mut map = defaults();
         for (key, slot) in &mut map {
-            let Some(v) = body.get(key).filter(|v| !v.is_null()) else {
+            let Some(v) = get(key).filter(|v| !v.is_null()) else {
                 continue;
             };
             match key.as_str() {
@@ -68,26 +95,16 @@ impl Echo {
                     }
                 }
                 "text" => {
-                    if let Some(obj) = v.as_object() {
-                        let mut text = obj.clone();
+                    if let Value::Object(mut text) = v {
                         text.entry("format")
                             .or_insert_with(|| json!({"type": "text"}));
                         *slot = Value::Object(text);
                     }
                 }
-                _ => *slot = v.clone(),
+                _ => *slot = v,
             }
         }
         Echo(map)
-    }
-
-    /// [`Echo::from_request`] of raw bytes; a body that is not a JSON object echoes the
-    /// defaults.
-    pub fn from_slice(body: &[u8]) -> Echo {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => Echo::from_request(&map),
-            _ => Echo::default(),
-        }
     }
 
     /// The echoed fields.
@@ -356,5 +373,8 @@ pub fn responses_response(
         model: client_model,
     };
     let out = response_json(&head, echo, &output, response_usage(body.get("usage")));
-    Ok(Bytes::from(out.to_string()))
+    // `to_vec`, not `to_string`: Display goes through `fmt::Write` a piece at a time.
+    serde_json::to_vec(&out)
+        .map(Bytes::from)
+        .map_err(|e| Error::internal(format!("could not write the response: {e}")))
 }
