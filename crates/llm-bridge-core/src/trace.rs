@@ -61,22 +61,30 @@ impl TraceParent {
     }
 
     /// The header value, `00-<trace id>-<span id>-<flags>`.
+    /// Written by hand: it goes on every traced upstream request, and `{:02x}` per byte
+    /// through the formatter cost 7k instructions a header (callgrind).
     pub fn to_header(&self) -> String {
-        self.to_string()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        fn hex(out: &mut String, bytes: &[u8]) {
+            for b in bytes {
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        hex(&mut out, &self.trace_id);
+        out.push('-');
+        hex(&mut out, &self.span_id);
+        out.push('-');
+        hex(&mut out, &[self.flags]);
+        out
     }
 }
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("00-")?;
-        for b in self.trace_id {
-            write!(f, "{b:02x}")?;
-        }
-        f.write_str("-")?;
-        for b in self.span_id {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "-{:02x}", self.flags)
+        f.write_str(&self.to_header())
     }
 }
 
@@ -114,6 +122,16 @@ mod tests {
         let t = TraceParent::parse(s).unwrap();
         assert!(t.sampled());
         assert_eq!(t.to_header(), s);
+        assert_eq!(t.to_string(), s);
+        let all = TraceParent {
+            trace_id: [0xff; 16],
+            span_id: [0x0a; 8],
+            flags: 0,
+        };
+        assert_eq!(
+            all.to_header(),
+            "00-ffffffffffffffffffffffffffffffff-0a0a0a0a0a0a0a0a-00"
+        );
         assert_eq!(t.span_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
     }
 
