@@ -50,13 +50,14 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut line = String::with_capacity(512);
+        // An access line is about 600 bytes: room for it at once, not a copy on growing.
+        let mut line = String::with_capacity(1024);
         line.push_str("{\"timestamp\":\"");
         timestamp(&mut line);
         line.push_str("\",\"level\":\"");
         line.push_str(event.metadata().level().as_str());
         line.push('"');
-        let mut fields = String::with_capacity(384);
+        let mut fields = String::with_capacity(768);
         let mut v = JsonVisitor {
             out: &mut fields,
             first: false,
