@@ -132,7 +132,11 @@ fn serve(
     if !source.path.exists() {
         tracing::warn!(path = %source.path.display(), "no config file: serving with defaults and environment overrides only");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.server.workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder
         .enable_all()
         .on_thread_park(|| {
             if let Some(idle) = WORKER_IDLE.get() {

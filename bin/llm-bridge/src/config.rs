@@ -225,6 +225,9 @@ impl AppConfig {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let at = |key: String, msg: &str| ConfigError(format!("{}: {key}: {msg}", path.display()));
+        if self.server.workers == Some(0) {
+            return Err(at("server.workers".into(), "must be at least 1"));
+        }
         for (name, p) in &self.providers {
             if name.is_empty() || name.contains('/') {
                 return Err(at(
@@ -420,6 +423,13 @@ mod tests {
             c.tls.unwrap().ca_file.unwrap(),
             std::path::PathBuf::from("corp.pem")
         );
+        let e = AppConfig::from_yaml("server: { workers: 0 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.workers: must be at least 1"), "{e}");
+        let c = AppConfig::from_yaml("server: { workers: 3 }\n").unwrap();
+        assert_eq!(c.server.workers, Some(3));
+        assert_eq!(AppConfig::from_yaml("{}\n").unwrap().server.workers, None);
         let e = AppConfig::from_yaml("proxy: { socks: x }\n")
             .unwrap_err()
             .to_string();
