@@ -386,7 +386,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     // The gateway, with every feature a deployment runs with.
     let gw_port = free_port()?;
     let config = format!(
-        "server: {{ port: {gw_port}, drain_timeout: 5, workers: 1 }}\n\
+        "server: {{ port: {gw_port}, drain_timeout: 5 }}\n\
          providers:\n  fast:\n    adapter: openai\n    base_url: http://127.0.0.1:{fast_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{ price: {{ input: 1, output: 2 }} }} }}\n\
          \x20 stream:\n    adapter: openai\n    base_url: http://127.0.0.1:{stream_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{}} }}\n\
          \x20 hold:\n    adapter: openai\n    base_url: http://127.0.0.1:{hold_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{ timeout: 600 }} }}\n\
@@ -438,24 +438,6 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         &[("ACCESS_API_KEYS", "sk-bench-static")],
     )?;
     wait_for_port(bare_port)?;
-    // The same gateway with its default threads, one per CPU: the gateway above serves on
-    // one thread, as nginx runs one worker process, so that CPU per request compares like
-    // for like on a machine that the load generator and the mocks share.
-    let wide_dir = dir.join("default-workers");
-    std::fs::create_dir_all(wide_dir.join("configs")).map_err(|e| e.to_string())?;
-    let wide_port = free_port()?;
-    let wide_config = std::fs::read_to_string(dir.join("configs/config.yaml"))
-        .map_err(|e| e.to_string())?
-        .replace(&format!("port: {gw_port},"), &format!("port: {wide_port},"))
-        .replace(", workers: 1 }", " }");
-    std::fs::write(wide_dir.join("configs/config.yaml"), wide_config).map_err(|e| e.to_string())?;
-    let wide = spawn(
-        "llm-bridge (default workers)",
-        &wide_dir,
-        &gateway_bin.display().to_string(),
-        &[("ACCESS_API_KEYS", "sk-bench-static")],
-    )?;
-    wait_for_port(wide_port)?;
     // `--telemetry`: the same gateway tracing every request (sample ratio 1) to an OTLP
     // endpoint; the fast mock answers the exports with a 200, like a collector that keeps up.
     let traced = if o.telemetry {
@@ -583,14 +565,6 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             bare_port,
             "sk-bench-static",
             bare.child.id(),
-            chat,
-            None,
-        ),
-        (
-            "llm-bridge, static key, one worker per CPU",
-            wide_port,
-            "sk-bench-static",
-            wide.child.id(),
             chat,
             None,
         ),
@@ -1063,23 +1037,6 @@ fn print_table(r: &Value) {
             ),
             3
         )
-    );
-    println!(
-        "CPU per request, one worker per CPU vs one (static key): {} vs {} µs ({}×), {} vs {} req/s",
-        fmt(v("llm-bridge, static key, one worker per CPU"), 1),
-        fmt(v("llm-bridge, static key"), 1),
-        fmt(
-            ratio(
-                v("llm-bridge, static key, one worker per CPU"),
-                v("llm-bridge, static key")
-            ),
-            3
-        ),
-        fmt(
-            r["paths"]["llm-bridge, static key, one worker per CPU"]["rps_64"].as_f64(),
-            0
-        ),
-        fmt(r["paths"]["llm-bridge, static key"]["rps_64"].as_f64(), 0),
     );
     for dialect in [
         "llm-bridge, /v1/messages pass-through",
