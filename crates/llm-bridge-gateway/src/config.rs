@@ -41,9 +41,7 @@ pub struct ServerConfig {
     #[serde(default)]
     pub max_connections: Option<usize>,
     /// Threads that serve connections. Default: the CPUs this process may use (its
-    /// affinity and cgroup quota). One per CPU left to the gateway is the fastest; on a
-    /// machine shared with other busy processes, fewer cost less CPU per request (threads
-    /// wake each other less).
+    /// affinity and cgroup quota).
     #[serde(default)]
     pub workers: Option<usize>,
 }
