@@ -26,6 +26,7 @@ mod meter;
 mod metrics;
 mod native;
 mod ops;
+mod otlp_wire;
 mod request_log;
 mod seal;
 mod server;

@@ -18,16 +18,14 @@ use bytes::Bytes;
 use http::HeaderMap;
 use llm_bridge_core::{ErrorKind, TraceParent, Usage};
 use llm_bridge_router::{Attempt, AttemptTrace};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use prometheus_client::metrics::counter::Counter;
-use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 /// Where encoded batches go: an `ExportTraceServiceRequest` in protobuf, to be posted to the
@@ -533,7 +531,7 @@ impl ExportTask {
         }
         let spans = std::mem::take(batch);
         let n = spans.len() as u64;
-        let body = encode(self.resource.clone(), spans);
+        let body = encode(&self.resource, &spans);
         match self.exporter.export(body).await {
             Ok(()) => {
                 counters.exported.inc_by(n);
@@ -547,23 +545,13 @@ impl ExportTask {
 }
 
 /// An `ExportTraceServiceRequest` of `spans`, in protobuf.
-fn encode(resource: Resource, spans: Vec<Span>) -> Bytes {
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "llm-bridge".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..InstrumentationScope::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
+fn encode(resource: &Resource, spans: &[Span]) -> Bytes {
+    let scope = InstrumentationScope {
+        name: "llm-bridge".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..InstrumentationScope::default()
     };
-    Bytes::from(request.encode_to_vec())
+    Bytes::from(crate::otlp_wire::encode(resource, &scope, spans))
 }
 
 /// `gen_ai.provider.name`: the semantic conventions' name of the provider's family, else
