@@ -23,10 +23,11 @@ use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::GatewayBody;
+use crate::exchange;
 use crate::handlers::presented_key;
 use crate::ids::new_request_id;
 use crate::ingress::{ingress_error, serve_turn};
-use crate::request_log::RequestLog;
+use crate::request_log::{Outcome, RequestLog};
 use crate::ws::{Conn, accept, refuse_upgrade};
 
 /// Answers `GET <ingress.path()>` asking for a WebSocket: refused as HTTP (in the dialect's
@@ -154,11 +155,11 @@ async fn turn(
                 gateway.config.max_body_bytes
             ),
         );
-        return send(ws, refusal(&**ingress, socket, &e)).await;
+        return refuse_turn(gateway, ingress, socket, headers, ws, e, None).await;
     }
     let asked = match socket.turn(frame) {
         Ok(asked) => asked,
-        Err(e) => return send(ws, refusal(&**ingress, socket, &e)).await,
+        Err(e) => return refuse_turn(gateway, ingress, socket, headers, ws, e, None).await,
     };
     let mut body = asked.body;
     let state = ingress.state();
@@ -167,7 +168,10 @@ async fn turn(
             let answer = String::from_utf8_lossy(&earlier.answer);
             body = match state.expand(&body, &earlier.input, &answer) {
                 Ok(expanded) => expanded,
-                Err(e) => return send(ws, refusal(&**ingress, socket, &e)).await,
+                Err(e) => {
+                    let model = requested_model(&body);
+                    return refuse_turn(gateway, ingress, socket, headers, ws, e, model).await;
+                }
             };
         }
     }
@@ -185,13 +189,23 @@ async fn turn(
         })
     };
     if !asked.generate {
-        if let Err(e) = gateway.auth.authenticate(presented_key(headers)) {
-            return send(ws, refusal(&**ingress, socket, &e)).await;
+        // Answered here, without an upstream: logged and recorded (no tokens) all the same.
+        let mut log = RequestLog::new(gateway.telemetry.clone(), new_request_id().into(), "ws");
+        log.model = requested_model(&body);
+        match gateway.auth.authenticate(presented_key(headers)) {
+            Ok(principal) => log.key = Some(principal.name.clone()),
+            Err(e) => {
+                let e = exchange::failed(log, e);
+                return send(ws, refusal(&**ingress, socket, &e)).await;
+            }
         }
         let (events, answer) = socket.prepared(&body);
         for event in events {
+            // The client gone: `log` is dropped, and recorded as cancelled.
             send(ws, event).await?;
         }
+        log.status = 200;
+        log.finish(Outcome::Ok);
         *last = remember(&body, answer);
         return Ok(());
     }
@@ -276,6 +290,36 @@ async fn shutting_down(signal: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// A refusal before a turn's events, as a frame.
+/// Answers a turn refused before it was served (too large, not a turn, an earlier answer that
+/// cannot be continued) with its error frame, and leaves its access event, and its usage
+/// record when the key is known, as a refused POST does.
+async fn refuse_turn(
+    gateway: &Arc<Gateway>,
+    ingress: &Arc<dyn Ingress>,
+    socket: &dyn IngressSocket,
+    headers: &HeaderMap,
+    ws: &mut Conn,
+    e: Error,
+    model: Option<String>,
+) -> Result<(), ()> {
+    let mut log = RequestLog::new(gateway.telemetry.clone(), new_request_id().into(), "ws");
+    log.model = model;
+    if let Ok(principal) = gateway.auth.authenticate(presented_key(headers)) {
+        log.key = Some(principal.name.clone());
+    }
+    let e = exchange::failed(log, e);
+    send(ws, refusal(&**ingress, socket, &e)).await
+}
+
+/// The `model` a turn names, for its log; `None` when it names none (or is not JSON).
+fn requested_model(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Named>(body).ok()?.model
+}
+
 fn refusal(ingress: &dyn Ingress, socket: &dyn IngressSocket, e: &Error) -> Bytes {
     let (status, body) = ingress.error(e);
     socket.error_frame(status, &body)

@@ -458,21 +458,40 @@ async fn codexs_websocket_turns_are_served_and_continued_on_the_connection() {
     assert_eq!(unknown[0]["error"]["param"], "previous_response_id");
     drop(ws);
 
-    // Two generated turns: two usage records, made over a WebSocket.
+    // Every turn leaves a usage record, made over a WebSocket: the prepared one (no tokens,
+    // no upstream), the two generated ones, and the three refused ones.
     let db = gw.shutdown().await;
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let rows: Vec<(String, String, i64)> = conn
-        .prepare("SELECT transport, outcome, completion_tokens FROM usage WHERE status = 200")
+    let rows: Vec<(String, u16, String, i64, Option<String>)> = conn
+        .prepare(
+            "SELECT transport, status, outcome, completion_tokens, provider FROM usage \
+             ORDER BY ts, id",
+        )
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
+    let row = |status: u16, outcome: &str, tokens: i64, provider: Option<&str>| {
+        (
+            "ws".to_owned(),
+            status,
+            outcome.to_owned(),
+            tokens,
+            provider.map(str::to_owned),
+        )
+    };
     assert_eq!(
         rows,
         [
-            ("ws".to_owned(), "ok".to_owned(), 7),
-            ("ws".to_owned(), "ok".to_owned(), 7)
+            row(200, "ok", 0, None),
+            row(200, "ok", 7, Some("up")),
+            row(200, "ok", 7, Some("up")),
+            row(404, "error", 0, None),
+            row(400, "error", 0, None),
+            row(400, "error", 0, None),
         ]
     );
 }
