@@ -149,10 +149,22 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
 
 /// Resident memory of processes, in MB.
 fn rss_mb(pids: &[u32]) -> f64 {
+    status_mb(pids, "VmRSS:")
+}
+
+/// The anonymous part of RSS (heap, stacks): what the process itself holds. The rest of
+/// RSS is file pages (code, and data compiled in, such as the token vocabularies), which
+/// the kernel can drop and read again.
+fn rss_anon_mb(pids: &[u32]) -> f64 {
+    status_mb(pids, "RssAnon:")
+}
+
+/// A `/proc/<pid>/status` figure in kB, summed over `pids`, in MB.
+fn status_mb(pids: &[u32], field: &str) -> f64 {
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let line = s.lines().find(|l| l.starts_with(field))?;
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .sum::<f64>()
@@ -626,6 +638,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     }
     std::thread::sleep(Duration::from_millis(500));
     let rss_idle = rss_mb(&[gw_pid]);
+    let rss_idle_anon = rss_anon_mb(&[gw_pid]);
 
     let secs = format!("{}", o.seconds);
     let mut figures: BTreeMap<&str, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
@@ -720,6 +733,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let held = hold_streams(&loadgen_bin, gw_port, &key, o.streams_held, gw_pid)?;
     std::thread::sleep(Duration::from_secs(30));
     let rss_after = rss_mb(&[gw_pid]);
+    let rss_after_anon = rss_anon_mb(&[gw_pid]);
 
     let m = |path: &str, k: &str| {
         figures
@@ -745,10 +759,12 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         "llm_bridge": {
             "streams_intact": intact.0, "streams_broken": intact.1,
             "rss_idle_mb": rss_idle,
+            "rss_idle_anon_mb": rss_idle_anon,
             "rss_under_load_mb": median(rss_load.clone()),
             "rss_after_each_round_mb": rss_after_rounds,
             "rss_after_request_rounds_mb": rss_after_requests,
             "rss_after_load_mb": rss_after,
+            "rss_after_load_anon_mb": rss_after_anon,
             "held_streams": held,
         },
     });
@@ -1095,4 +1111,9 @@ fn print_table(r: &Value) {
         fmt(m["rss_after_load_mb"].as_f64(), 1)
     );
     println!("RSS MB after each round: {}", m["rss_after_each_round_mb"]);
+    println!(
+        "of which anonymous (heap, stacks), MB: idle {}, after it all {}",
+        fmt(m["rss_idle_anon_mb"].as_f64(), 1),
+        fmt(m["rss_after_load_anon_mb"].as_f64(), 1)
+    );
 }
