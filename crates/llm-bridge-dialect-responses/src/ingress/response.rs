@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 use llm_bridge_core::{Error, ErrorKind, Result};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -136,12 +137,7 @@ pub(crate) fn response_json(head: &Head<'_>, echo: &Echo, output: &[Value], usag
     put("status", head.status.into());
     let e = |k: &str| echo.0.get(k).cloned().unwrap_or(Value::Null);
     put("background", e("background"));
-    let completed_at = if head.status == "completed" {
-        ids::now().max(head.created_at).into()
-    } else {
-        Value::Null
-    };
-    put("completed_at", completed_at);
+    put("completed_at", completed_at(head).into());
     put("error", head.error.clone());
     put("incomplete_details", head.incomplete_details.clone());
     for k in ["instructions", "max_output_tokens", "max_tool_calls"] {
@@ -166,6 +162,11 @@ pub(crate) fn response_json(head: &Head<'_>, echo: &Echo, output: &[Value], usag
     put("user", e("user"));
     put("metadata", e("metadata"));
     Value::Object(r)
+}
+
+/// When a response was completed: now (never before it was created), for a completed one.
+fn completed_at(head: &Head<'_>) -> Option<u64> {
+    (head.status == "completed").then(|| ids::now().max(head.created_at))
 }
 
 /// The pivot's `finish_reason` → the response's `status` and `incomplete_details`:
@@ -311,31 +312,33 @@ pub fn responses_response(
         .unwrap_or_default();
     let encrypted = encrypted_of(message);
     if !reasoning.is_empty() || encrypted.is_some() {
-        let item_id = ids::item_id(&id, "rs", output.len());
-        output.push(reasoning_item(&item_id, reasoning, encrypted.as_ref()));
+        output.push(Item::Reasoning {
+            id: ids::item_id(&id, "rs", output.len()),
+            text: reasoning,
+            encrypted,
+        });
     }
-    let text = match message.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
+    let text: Cow<'_, str> = match message.get("content") {
+        Some(Value::String(s)) => Cow::Borrowed(s),
+        Some(Value::Array(parts)) => Cow::Owned(
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+        ),
+        _ => Cow::Borrowed(""),
     };
-    let mut parts = Vec::new();
-    if !text.is_empty() {
-        parts.push(text_part(&text));
-    }
-    if let Some(r) = message
+    let refusal = message
         .get("refusal")
         .and_then(Value::as_str)
-        .filter(|r| !r.is_empty())
-    {
-        parts.push(refusal_part(r));
-    }
-    if !parts.is_empty() {
-        let item_id = ids::item_id(&id, "msg", output.len());
-        output.push(message_item(&item_id, item_status, parts));
+        .filter(|r| !r.is_empty());
+    if !text.is_empty() || refusal.is_some() {
+        output.push(Item::Message {
+            id: ids::item_id(&id, "msg", output.len()),
+            status: item_status,
+            text: (!text.is_empty()).then_some(text),
+            refusal,
+        });
     }
     for call in message
         .get("tool_calls")
@@ -348,17 +351,16 @@ pub fn responses_response(
             v.and_then(Value::as_str).unwrap_or_default()
         }
         let call_id = match s(call.get("id")) {
-            "" => ids::call_id(),
-            given => given.to_owned(),
+            "" => Cow::Owned(ids::call_id()),
+            given => Cow::Borrowed(given),
         };
-        let item_id = ids::item_id(&id, "fc", output.len());
-        output.push(call_item(
-            &item_id,
-            item_status,
-            &call_id,
-            s(f.and_then(|f| f.get("name"))),
-            s(f.and_then(|f| f.get("arguments"))),
-        ));
+        output.push(Item::Call {
+            id: ids::item_id(&id, "fc", output.len()),
+            status: item_status,
+            call_id,
+            name: s(f.and_then(|f| f.get("name"))),
+            arguments: s(f.and_then(|f| f.get("arguments"))),
+        });
     }
     let created_at = body
         .get("created")
@@ -372,9 +374,372 @@ pub fn responses_response(
         incomplete_details: incomplete,
         model: client_model,
     };
-    let out = response_json(&head, echo, &output, response_usage(body.get("usage")));
-    // `to_vec`, not `to_string`: Display goes through `fmt::Write` a piece at a time.
+    let out = Written {
+        head: &head,
+        completed_at: completed_at(&head),
+        echo,
+        output: &output,
+        usage: body.get("usage").and_then(Usage::of),
+    };
     serde_json::to_vec(&out)
         .map(Bytes::from)
         .map_err(|e| Error::internal(format!("could not write the response: {e}")))
+}
+
+/// A complete answer's `response` object, written straight from its parts: what
+/// [`response_json`] builds as a `Value` tree (each key an owned string in an index map, each
+/// echoed value copied) and then writes, byte for byte (tested), at a fraction of the work.
+struct Written<'a> {
+    head: &'a Head<'a>,
+    completed_at: Option<u64>,
+    echo: &'a Echo,
+    output: &'a [Item<'a>],
+    usage: Option<Usage>,
+}
+
+impl Serialize for Written<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let (head, echo) = (self.head, &self.echo.0);
+        let null = Value::Null;
+        let e = |k: &str| echo.get(k).unwrap_or(&null);
+        let mut m = serializer.serialize_map(None)?;
+        m.serialize_entry("id", head.id)?;
+        m.serialize_entry("object", "response")?;
+        m.serialize_entry("created_at", &head.created_at)?;
+        m.serialize_entry("status", head.status)?;
+        m.serialize_entry("background", e("background"))?;
+        m.serialize_entry("completed_at", &self.completed_at)?;
+        m.serialize_entry("error", &head.error)?;
+        m.serialize_entry("incomplete_details", &head.incomplete_details)?;
+        for k in ["instructions", "max_output_tokens", "max_tool_calls"] {
+            m.serialize_entry(k, e(k))?;
+        }
+        m.serialize_entry("model", head.model)?;
+        m.serialize_entry("output", self.output)?;
+        for (k, v) in echo {
+            if !matches!(
+                k.as_str(),
+                "background"
+                    | "instructions"
+                    | "max_output_tokens"
+                    | "max_tool_calls"
+                    | "user"
+                    | "metadata"
+            ) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.serialize_entry("usage", &self.usage)?;
+        m.serialize_entry("user", e("user"))?;
+        m.serialize_entry("metadata", e("metadata"))?;
+        m.end()
+    }
+}
+
+/// An output item of a complete answer, written as [`reasoning_item`], [`message_item`] (with
+/// [`text_part`] and [`refusal_part`]) and [`call_item`] build them.
+enum Item<'a> {
+    Reasoning {
+        id: String,
+        text: &'a str,
+        encrypted: Option<Value>,
+    },
+    Message {
+        id: String,
+        status: &'static str,
+        text: Option<Cow<'a, str>>,
+        refusal: Option<&'a str>,
+    },
+    Call {
+        id: String,
+        status: &'static str,
+        call_id: Cow<'a, str>,
+        name: &'a str,
+        arguments: &'a str,
+    },
+}
+
+impl Serialize for Item<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        /// `[]`, as `json!([])` writes it.
+        const NONE: [(); 0] = [];
+        /// A one-entry object.
+        struct One<'a>(&'a str, &'a str, &'a str, &'a str);
+        impl Serialize for One<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry(self.0, self.1)?;
+                m.serialize_entry(self.2, self.3)?;
+                m.end()
+            }
+        }
+        struct TextPart<'a>(&'a str);
+        impl Serialize for TextPart<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("type", "output_text")?;
+                m.serialize_entry("annotations", &NONE)?;
+                m.serialize_entry("logprobs", &NONE)?;
+                m.serialize_entry("text", self.0)?;
+                m.end()
+            }
+        }
+        struct Parts<'a>(Option<&'a str>, Option<&'a str>);
+        impl Serialize for Parts<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(None)?;
+                if let Some(text) = self.0 {
+                    seq.serialize_element(&TextPart(text))?;
+                }
+                if let Some(refusal) = self.1 {
+                    seq.serialize_element(&One("type", "refusal", "refusal", refusal))?;
+                }
+                seq.end()
+            }
+        }
+        let mut m = serializer.serialize_map(None)?;
+        match self {
+            Item::Reasoning {
+                id,
+                text,
+                encrypted,
+            } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("type", "reasoning")?;
+                if text.is_empty() {
+                    m.serialize_entry("summary", &NONE)?;
+                } else {
+                    m.serialize_entry("summary", &[One("type", "summary_text", "text", text)])?;
+                }
+                if let Some(e) = encrypted {
+                    m.serialize_entry("encrypted_content", e)?;
+                }
+            }
+            Item::Message {
+                id,
+                status,
+                text,
+                refusal,
+            } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("type", "message")?;
+                m.serialize_entry("status", status)?;
+                m.serialize_entry("content", &Parts(text.as_deref(), *refusal))?;
+                m.serialize_entry("role", "assistant")?;
+            }
+            Item::Call {
+                id,
+                status,
+                call_id,
+                name,
+                arguments,
+            } => {
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("type", "function_call")?;
+                m.serialize_entry("status", status)?;
+                m.serialize_entry("arguments", arguments)?;
+                m.serialize_entry("call_id", call_id)?;
+                m.serialize_entry("name", name)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// Responses' `usage`, written as [`response_usage`] builds it.
+struct Usage {
+    input: u64,
+    cached: u64,
+    cache_write: Option<u64>,
+    output: u64,
+    reasoning: u64,
+    total: u64,
+}
+
+impl Usage {
+    /// The figures of a pivot `usage` object; `None` when it is not an object.
+    fn of(u: &Value) -> Option<Usage> {
+        if !u.is_object() {
+            return None;
+        }
+        let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        let input = n(u.get("prompt_tokens"));
+        let output = n(u.get("completion_tokens"));
+        let details = u.get("prompt_tokens_details");
+        Some(Usage {
+            input,
+            cached: n(details
+                .and_then(|d| d.get("cached_tokens"))
+                .or_else(|| u.get("prompt_cache_hit_tokens"))),
+            cache_write: details
+                .and_then(|d| d.get("cache_write_tokens"))
+                .and_then(Value::as_u64),
+            output,
+            reasoning: n(u
+                .get("completion_tokens_details")
+                .and_then(|d| d.get("reasoning_tokens"))),
+            total: u
+                .get("total_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(input.saturating_add(output)),
+        })
+    }
+}
+
+impl Serialize for Usage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        struct Input<'a>(&'a Usage);
+        impl Serialize for Input<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("cached_tokens", &self.0.cached)?;
+                if let Some(w) = self.0.cache_write {
+                    m.serialize_entry("cache_write_tokens", &w)?;
+                }
+                m.end()
+            }
+        }
+        struct Output(u64);
+        impl Serialize for Output {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("reasoning_tokens", &self.0)?;
+                m.end()
+            }
+        }
+        let mut m = serializer.serialize_map(Some(5))?;
+        m.serialize_entry("input_tokens", &self.input)?;
+        m.serialize_entry("input_tokens_details", &Input(self))?;
+        m.serialize_entry("output_tokens", &self.output)?;
+        m.serialize_entry("output_tokens_details", &Output(self.reasoning))?;
+        m.serialize_entry("total_tokens", &self.total)?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answer as `responses_response` wrote it before it wrote directly: a `Value` tree
+    /// from the item builders and `response_json`, with the ids and `completed_at` that the
+    /// direct writer chose (they are random or the clock's).
+    fn through_values(completion: &Value, model: &str, echo: &Echo, written: &Value) -> Vec<u8> {
+        let id = written["id"].as_str().unwrap();
+        let choice = &completion["choices"][0];
+        let message = &choice["message"];
+        let (status, incomplete) = status_for(choice["finish_reason"].as_str());
+        let item_status = if status == "completed" {
+            "completed"
+        } else {
+            "incomplete"
+        };
+        let mut output = Vec::new();
+        let reasoning = message
+            .get("reasoning_content")
+            .or_else(|| message.get("reasoning"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let encrypted = encrypted_of(message);
+        if !reasoning.is_empty() || encrypted.is_some() {
+            let item_id = ids::item_id(id, "rs", output.len());
+            output.push(reasoning_item(&item_id, reasoning, encrypted.as_ref()));
+        }
+        let text: String = match &message["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
+            _ => String::new(),
+        };
+        let mut parts = Vec::new();
+        if !text.is_empty() {
+            parts.push(text_part(&text));
+        }
+        if let Some(r) = message["refusal"].as_str().filter(|r| !r.is_empty()) {
+            parts.push(refusal_part(r));
+        }
+        if !parts.is_empty() {
+            let item_id = ids::item_id(id, "msg", output.len());
+            output.push(message_item(&item_id, item_status, parts));
+        }
+        for call in message["tool_calls"].as_array().into_iter().flatten() {
+            let index = output.len();
+            let call_id = written["output"][index]["call_id"].as_str().unwrap();
+            output.push(call_item(
+                &ids::item_id(id, "fc", index),
+                item_status,
+                call_id,
+                call["function"]["name"].as_str().unwrap_or_default(),
+                call["function"]["arguments"].as_str().unwrap_or_default(),
+            ));
+        }
+        let head = Head {
+            id,
+            created_at: completion["created"]
+                .as_u64()
+                .unwrap_or_else(|| written["created_at"].as_u64().unwrap()),
+            status,
+            error: Value::Null,
+            incomplete_details: incomplete,
+            model,
+        };
+        let mut out = response_json(
+            &head,
+            echo,
+            &output,
+            response_usage(completion.get("usage")),
+        );
+        out["completed_at"] = written["completed_at"].clone();
+        serde_json::to_vec(&out).unwrap()
+    }
+
+    #[test]
+    fn the_direct_writer_writes_what_the_value_tree_wrote() {
+        let echo_full = Echo::from_request(
+            json!({"model": "m", "input": "x", "instructions": "be brief", "tools": [{"type":
+            "function", "name": "f", "parameters": {"type": "object"}}], "tool_choice": "required",
+            "text": {"verbosity": "low"}, "reasoning": {"effort": "high"}, "metadata": {"a": "b"},
+            "user": "u", "store": false, "max_output_tokens": 64, "temperature": 0.5})
+            .as_object()
+            .unwrap(),
+        );
+        let completions = [
+            json!({"id": "chatcmpl-1", "created": 1700000000, "choices": [{"message":
+                {"role": "assistant", "content": "Hello \"there\"\n"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
+            json!({"choices": [{"message": {"content": [{"type": "text", "text": "a"},
+                {"type": "text", "text": "é"}, {"type": "image"}], "refusal": "no",
+                "reasoning_content": "think"}, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2,
+                "prompt_tokens_details": {"cached_tokens": 1, "cache_write_tokens": 2},
+                "completion_tokens_details": {"reasoning_tokens": 1}}}),
+            json!({"id": "x", "created": 5, "choices": [{"message": {"content": null,
+                "reasoning": "r", "refusal": "", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "f",
+                     "arguments": "{\"a\":1}"}},
+                    {"id": "call_2", "function": {"name": 5}}],
+                "extra_content": {"llm_bridge": {"encrypted_reasoning": ["e1", "e2"]}}},
+                "finish_reason": "content_filter"}], "usage": {"prompt_cache_hit_tokens": 4}}),
+            json!({"choices": [{"message": {"content": "",
+                "extra_content": {"llm_bridge": {"encrypted_reasoning": "e"}}}}],
+                "usage": "none"}),
+            json!({"choices": [{"message": {"content": "t",
+                "extra_content": {"llm_bridge": {"encrypted_reasoning": null}}}}]}),
+            json!({"choices": []}),
+            json!({"choices": "no", "usage": {"total_tokens": 9, "prompt_tokens": 1}}),
+            json!({}),
+        ];
+        for echo in [Echo::default(), echo_full] {
+            for completion in &completions {
+                let bytes = serde_json::to_vec(completion).unwrap();
+                let written = responses_response(&bytes, "client/m", &echo).unwrap();
+                let parsed: Value = serde_json::from_slice(&written).unwrap();
+                let expected = through_values(completion, "client/m", &echo, &parsed);
+                assert_eq!(
+                    String::from_utf8_lossy(&written),
+                    String::from_utf8_lossy(&expected),
+                    "{completion}"
+                );
+            }
+        }
+    }
 }
