@@ -200,11 +200,11 @@ async fn turn(
             }
         }
         let (events, answer) = socket.prepared(&body);
+        log.status = 200;
         for event in events {
             // The client gone: `log` is dropped, and recorded as cancelled.
             send(ws, event).await?;
         }
-        log.status = 200;
         log.finish(Outcome::Ok);
         *last = remember(&body, answer);
         return Ok(());
