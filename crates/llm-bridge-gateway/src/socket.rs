@@ -289,7 +289,6 @@ async fn shutting_down(signal: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// A refusal before a turn's events, as a frame.
 /// Answers a turn refused before it was served (too large, not a turn, an earlier answer that
 /// cannot be continued) with its error frame, and leaves its access event, and its usage
 /// record when the key is known, as a refused POST does.
@@ -320,6 +319,7 @@ fn requested_model(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<Named>(body).ok()?.model
 }
 
+/// A refusal before a turn's events, as a frame.
 fn refusal(ingress: &dyn Ingress, socket: &dyn IngressSocket, e: &Error) -> Bytes {
     let (status, body) = ingress.error(e);
     socket.error_frame(status, &body)
