@@ -299,11 +299,39 @@ pub fn responses_response(
         .and_then(|c| c.get("finish_reason"))
         .and_then(Value::as_str);
     let (status, incomplete) = status_for(finish);
-    let item_status = if status == "completed" {
+    let item_status = item_status(status);
+    let output = output_items(&id, message, item_status);
+    let created_at = body
+        .get("created")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(ids::now);
+    let head = Head {
+        id: &id,
+        created_at,
+        status,
+        error: Value::Null,
+        incomplete_details: incomplete,
+        model: client_model,
+    };
+    let out = Written::new(&head, echo, &output, body.get("usage"));
+    serde_json::to_vec(&out)
+        .map(Bytes::from)
+        .map_err(|e| Error::internal(format!("could not write the response: {e}")))
+}
+
+/// The status of an answer's items: `completed` in a completed answer, else `incomplete`.
+fn item_status(status: &str) -> &'static str {
+    if status == "completed" {
         "completed"
     } else {
         "incomplete"
-    };
+    }
+}
+
+/// The output items of a completion's first choice `message`: a `reasoning` item (from
+/// `reasoning_content`), a `message` item (text and refusal parts), then one `function_call`
+/// item per tool call; each `item_status`, their ids made from `id`.
+fn output_items<'a>(id: &str, message: &'a Value, item_status: &'static str) -> Vec<Item<'a>> {
     let mut output = Vec::new();
     let reasoning = message
         .get("reasoning_content")
@@ -313,7 +341,7 @@ pub fn responses_response(
     let encrypted = encrypted_of(message);
     if !reasoning.is_empty() || encrypted.is_some() {
         output.push(Item::Reasoning {
-            id: ids::item_id(&id, "rs", output.len()),
+            id: ids::item_id(id, "rs", output.len()),
             text: reasoning,
             encrypted,
         });
@@ -334,7 +362,7 @@ pub fn responses_response(
         .filter(|r| !r.is_empty());
     if !text.is_empty() || refusal.is_some() {
         output.push(Item::Message {
-            id: ids::item_id(&id, "msg", output.len()),
+            id: ids::item_id(id, "msg", output.len()),
             status: item_status,
             text: (!text.is_empty()).then_some(text),
             refusal,
@@ -355,35 +383,14 @@ pub fn responses_response(
             given => Cow::Borrowed(given),
         };
         output.push(Item::Call {
-            id: ids::item_id(&id, "fc", output.len()),
+            id: ids::item_id(id, "fc", output.len()),
             status: item_status,
             call_id,
             name: s(f.and_then(|f| f.get("name"))),
             arguments: s(f.and_then(|f| f.get("arguments"))),
         });
     }
-    let created_at = body
-        .get("created")
-        .and_then(Value::as_u64)
-        .unwrap_or_else(ids::now);
-    let head = Head {
-        id: &id,
-        created_at,
-        status,
-        error: Value::Null,
-        incomplete_details: incomplete,
-        model: client_model,
-    };
-    let out = Written {
-        head: &head,
-        completed_at: completed_at(&head),
-        echo,
-        output: &output,
-        usage: body.get("usage").and_then(Usage::of),
-    };
-    serde_json::to_vec(&out)
-        .map(Bytes::from)
-        .map_err(|e| Error::internal(format!("could not write the response: {e}")))
+    output
 }
 
 /// A complete answer's `response` object, written straight from its parts: what
@@ -395,6 +402,24 @@ struct Written<'a> {
     echo: &'a Echo,
     output: &'a [Item<'a>],
     usage: Option<Usage>,
+}
+
+impl<'a> Written<'a> {
+    /// The answer of `head` with `output`, repeating `echo`; `usage` as the pivot gave it.
+    fn new(
+        head: &'a Head<'a>,
+        echo: &'a Echo,
+        output: &'a [Item<'a>],
+        usage: Option<&Value>,
+    ) -> Self {
+        Written {
+            head,
+            completed_at: completed_at(head),
+            echo,
+            output,
+            usage: usage.and_then(Usage::of),
+        }
+    }
 }
 
 impl Serialize for Written<'_> {
@@ -621,75 +646,58 @@ impl Serialize for Usage {
 mod tests {
     use super::*;
 
-    /// The answer as `responses_response` wrote it before it wrote directly: a `Value` tree
-    /// from the item builders and `response_json`, with the ids and `completed_at` that the
-    /// direct writer chose (they are random or the clock's).
-    fn through_values(completion: &Value, model: &str, echo: &Echo, written: &Value) -> Vec<u8> {
-        let id = written["id"].as_str().unwrap();
-        let choice = &completion["choices"][0];
-        let message = &choice["message"];
-        let (status, incomplete) = status_for(choice["finish_reason"].as_str());
-        let item_status = if status == "completed" {
-            "completed"
-        } else {
-            "incomplete"
-        };
-        let mut output = Vec::new();
-        let reasoning = message
-            .get("reasoning_content")
-            .or_else(|| message.get("reasoning"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let encrypted = encrypted_of(message);
-        if !reasoning.is_empty() || encrypted.is_some() {
-            let item_id = ids::item_id(id, "rs", output.len());
-            output.push(reasoning_item(&item_id, reasoning, encrypted.as_ref()));
-        }
-        let text: String = match &message["content"] {
-            Value::String(s) => s.clone(),
-            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
-            _ => String::new(),
-        };
-        let mut parts = Vec::new();
-        if !text.is_empty() {
-            parts.push(text_part(&text));
-        }
-        if let Some(r) = message["refusal"].as_str().filter(|r| !r.is_empty()) {
-            parts.push(refusal_part(r));
-        }
-        if !parts.is_empty() {
-            let item_id = ids::item_id(id, "msg", output.len());
-            output.push(message_item(&item_id, item_status, parts));
-        }
-        for call in message["tool_calls"].as_array().into_iter().flatten() {
-            let index = output.len();
-            let call_id = written["output"][index]["call_id"].as_str().unwrap();
-            output.push(call_item(
-                &ids::item_id(id, "fc", index),
-                item_status,
+    /// An output item as the `Value` builders make it (what the answer held before it was
+    /// written directly, and what the stream's events still use).
+    fn item_value(item: &Item<'_>) -> Value {
+        match item {
+            Item::Reasoning {
+                id,
+                text,
+                encrypted,
+            } => reasoning_item(id, text, encrypted.as_ref()),
+            Item::Message {
+                id,
+                status,
+                text,
+                refusal,
+            } => {
+                let mut parts = Vec::new();
+                parts.extend(text.as_deref().map(text_part));
+                parts.extend(refusal.map(refusal_part));
+                message_item(id, status, parts)
+            }
+            Item::Call {
+                id,
+                status,
                 call_id,
-                call["function"]["name"].as_str().unwrap_or_default(),
-                call["function"]["arguments"].as_str().unwrap_or_default(),
-            ));
+                name,
+                arguments,
+            } => call_item(id, status, call_id, name, arguments),
         }
+    }
+
+    /// The direct writer's bytes for `completion`, and `response_json`'s for the same parts.
+    fn both_ways(completion: &Value, echo: &Echo) -> (Vec<u8>, Vec<u8>) {
+        let choice = &completion["choices"][0];
+        let (status, incomplete) = status_for(choice["finish_reason"].as_str());
+        let output = output_items("resp_1", &choice["message"], item_status(status));
         let head = Head {
-            id,
-            created_at: completion["created"]
-                .as_u64()
-                .unwrap_or_else(|| written["created_at"].as_u64().unwrap()),
+            id: "resp_1",
+            created_at: 1_700_000_000,
             status,
             error: Value::Null,
             incomplete_details: incomplete,
-            model,
+            model: "client/m",
         };
-        let mut out = response_json(
-            &head,
-            echo,
-            &output,
-            response_usage(completion.get("usage")),
-        );
-        out["completed_at"] = written["completed_at"].clone();
-        serde_json::to_vec(&out).unwrap()
+        let written = Written::new(&head, echo, &output, completion.get("usage"));
+        let items: Vec<Value> = output.iter().map(item_value).collect();
+        let mut tree = response_json(&head, echo, &items, response_usage(completion.get("usage")));
+        // Both read the clock; the tree gets the writer's reading.
+        tree["completed_at"] = written.completed_at.into();
+        (
+            serde_json::to_vec(&written).unwrap(),
+            serde_json::to_vec(&tree).unwrap(),
+        )
     }
 
     #[test]
@@ -716,7 +724,7 @@ mod tests {
                 "reasoning": "r", "refusal": "", "tool_calls": [
                     {"id": "call_1", "type": "function", "function": {"name": "f",
                      "arguments": "{\"a\":1}"}},
-                    {"id": "call_2", "function": {"name": 5}}],
+                    {"id": "call_2", "function": {"name": 5}}, {"function": {"name": "g"}}],
                 "extra_content": {"llm_bridge": {"encrypted_reasoning": ["e1", "e2"]}}},
                 "finish_reason": "content_filter"}], "usage": {"prompt_cache_hit_tokens": 4}}),
             json!({"choices": [{"message": {"content": "",
@@ -730,10 +738,7 @@ mod tests {
         ];
         for echo in [Echo::default(), echo_full] {
             for completion in &completions {
-                let bytes = serde_json::to_vec(completion).unwrap();
-                let written = responses_response(&bytes, "client/m", &echo).unwrap();
-                let parsed: Value = serde_json::from_slice(&written).unwrap();
-                let expected = through_values(completion, "client/m", &echo, &parsed);
+                let (written, expected) = both_ways(completion, &echo);
                 assert_eq!(
                     String::from_utf8_lossy(&written),
                     String::from_utf8_lossy(&expected),
