@@ -99,6 +99,11 @@ const MIGRATIONS: &[&str] = &[
     // B-trees instead of five (measured: about a third less SQLite time per insert).
     "DROP INDEX IF EXISTS usage_ts;
     DROP INDEX IF EXISTS usage_model_ts;",
+    // 6: `usage_key_ts` serves no query either: usage for one key filters a time range read
+    // through `usage_ts_overview` (`?3 IS NULL OR key_name = ?3` cannot seek an index), and
+    // whole hours come from the roll-ups. Each record now updates two B-trees, not three:
+    // the writer's instructions per record 20.4k → 15.6k (callgrind).
+    "DROP INDEX IF EXISTS usage_key_ts;",
 ];
 
 /// One hour in milliseconds.

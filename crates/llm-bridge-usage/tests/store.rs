@@ -120,6 +120,26 @@ fn a_database_from_before_cache_writes_is_migrated_and_keeps_its_rows() {
     assert_eq!(report.total.requests, 2);
     assert_eq!(report.total.prompt_tokens, 20);
     assert_eq!(report.total.cache_write_tokens, 3, "the old row counts 0");
+    // Every record updates the table and its indexes: only the one the reads use is left
+    // (usage_ts, usage_model_ts and usage_key_ts went in migrations 5 and 6).
+    let conn = llm_bridge_usage::open_database(&path, Duration::from_secs(1)).unwrap();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, ["usage_ts_overview"]);
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*), SUM(usage_source = 'estimated') FROM usage
+             WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR key_name = ?3)",
+            rusqlite::params![0, 1, "alice"],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("usage_ts_overview (ts>? AND ts<?)"), "{plan}");
 }
 
 #[test]
