@@ -11,7 +11,7 @@ use llm_bridge_auth::{
 };
 use llm_bridge_core::secrecy::ExposeSecret;
 use llm_bridge_core::{ApiKeys, ChatProvider, ProviderConfig, api_key_env_var};
-use llm_bridge_gateway::{Gateway, Inventory, ProviderInfo, ProxyInfo, UsageHandles};
+use llm_bridge_gateway::{Gateway, Inventory, Lanes, ProviderInfo, ProxyInfo, UsageHandles};
 use llm_bridge_http::{ClientOptions, Proxy, ProxyEnv, ProxyRules, TlsRoots, UpstreamClient};
 use llm_bridge_redis::{RedisLimits, SpendSource, Spent};
 use llm_bridge_router::{Router, RouterConfig};
@@ -251,8 +251,19 @@ impl App {
     /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests and
     /// writes every usage record.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve_on(listener, None, shutdown).await;
+    }
+
+    /// [`App::serve`], with connections served on `lanes` (`llm-bridge serve` runs one per
+    /// `server.workers`); `None` serves them on the runtime this runs on.
+    pub async fn serve_on(
+        self,
+        listener: TcpListener,
+        lanes: Option<Arc<Lanes>>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let gateway = self.gateway.clone();
-        llm_bridge_gateway::serve(self.gateway, listener, shutdown).await;
+        llm_bridge_gateway::serve_on(self.gateway, listener, lanes, shutdown).await;
         // Records of the last requests may still be counting their tokens.
         for _ in 0..500 {
             if gateway.records_in_preparation() == 0 {
@@ -440,7 +451,9 @@ fn build_providers(
         if let Some(keys) = env.var(&api_key_env_var(name)) {
             provider.api_key = ApiKeys::from_list(keys);
         }
-        let client_options = client_options(name, &provider, &proxies, &default_roots)?;
+        let mut client_options = client_options(name, &provider, &proxies, &default_roots)?;
+        // One pool per serving thread (lane); a gateway served without lanes uses the first.
+        client_options.pools = config.server.threads();
         inventory.providers.push(ProviderInfo {
             name: name.clone(),
             adapter: provider.adapter.clone(),

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use clap::{Args, Parser, Subcommand};
 use llm_bridge_core::secrecy::ExposeSecret;
+use llm_bridge_gateway::Lanes;
 
 use crate::app::{App, Environment};
 use crate::config::{AppConfig, ConfigSource};
@@ -132,17 +133,18 @@ fn serve(
     if !source.path.exists() {
         tracing::warn!(path = %source.path.display(), "no config file: serving with defaults and environment overrides only");
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.server.workers {
-        builder.worker_threads(workers);
-    }
-    let runtime = match builder
+    // Connections are served by lanes: one thread each, with its own single-threaded
+    // runtime (see `llm_bridge_gateway::Lanes`). This thread accepts them and runs the rest.
+    let lanes = match LaneThreads::start(config.server.threads()) {
+        Ok(lanes) => lanes,
+        Err(e) => {
+            eprintln!("error: could not start the serving threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(|| {
-            if let Some(idle) = WORKER_IDLE.get() {
-                idle();
-            }
-        })
+        .on_thread_park(worker_idle)
         .build()
     {
         Ok(rt) => rt,
@@ -151,7 +153,8 @@ fn serve(
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let handles = lanes.handles.clone();
+    let exit = runtime.block_on(async move {
         let app = match App::build(&config, env) {
             Ok(app) => app,
             Err(e) => {
@@ -184,10 +187,72 @@ fn serve(
             providers = config.providers.len(),
             "llm-bridge listening"
         );
-        app.serve(listener, shutdown_signal()).await;
+        app.serve_on(listener, Lanes::new(handles).map(Arc::new), shutdown_signal())
+            .await;
         tracing::info!("llm-bridge stopped");
         ExitCode::SUCCESS
-    })
+    });
+    lanes.stop();
+    exit
+}
+
+/// Runs [`WORKER_IDLE`], if set.
+fn worker_idle() {
+    if let Some(idle) = WORKER_IDLE.get() {
+        idle();
+    }
+}
+
+/// The threads behind `serve`'s lanes.
+struct LaneThreads {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl LaneThreads {
+    /// Starts `n` threads, each driving its own single-threaded runtime until stopped.
+    fn start(n: usize) -> std::io::Result<LaneThreads> {
+        let mut lanes = LaneThreads {
+            handles: Vec::with_capacity(n),
+            stops: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n),
+        };
+        for lane in 0..n {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_park(worker_idle)
+                .build()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            lanes.handles.push(runtime.handle().clone());
+            lanes.stops.push(stop);
+            lanes.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("lane-{lane}"))
+                    .spawn(move || {
+                        // Requests on this thread use the providers' pool number `lane`.
+                        llm_bridge_http::set_thread_lane(lane);
+                        runtime.block_on(async {
+                            let _ = stopped.await;
+                        });
+                        // Whatever is left (idle connections to providers) goes; blocking
+                        // work still running gets a moment.
+                        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+                    })?,
+            );
+        }
+        Ok(lanes)
+    }
+
+    /// Stops the lanes and waits for their threads.
+    fn stop(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

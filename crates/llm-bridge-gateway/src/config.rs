@@ -40,10 +40,20 @@ pub struct ServerConfig {
     /// files limit (`ulimit -n`) leaves after 64, at most 65,536.
     #[serde(default)]
     pub max_connections: Option<usize>,
-    /// Threads that serve connections. Default: the CPUs this process may use (its
-    /// affinity and cgroup quota).
+    /// Threads that serve connections, each with its own event loop, its connections and
+    /// its pools of connections to providers (see [`crate::Lanes`]). Default: the CPUs this
+    /// process may use (its affinity and cgroup quota).
     #[serde(default)]
     pub workers: Option<usize>,
+}
+
+impl ServerConfig {
+    /// How many threads serve connections: `workers`, or the CPUs this process may use.
+    pub fn threads(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for ServerConfig {

@@ -21,6 +21,7 @@ mod exchange;
 mod handlers;
 mod ids;
 mod ingress;
+mod lanes;
 mod live;
 mod meter;
 mod metrics;
@@ -50,9 +51,10 @@ pub use body::GatewayBody;
 pub use config::{MetricsConfig, ServerConfig, TelemetryConfig};
 pub use console::{ConsoleConfig, assets_size as console_assets_size};
 pub use ids::new_request_id;
+pub use lanes::Lanes;
 pub use live::LiveEvent;
 pub use ops::{Inventory, ProviderInfo, ProxyInfo};
-pub use server::serve;
+pub use server::{serve, serve_on};
 pub use traces::{SpanExporter, TraceCounters, Tracer, TracerSettings};
 
 /// The usage store's two ends, as the gateway uses them.

@@ -12,12 +12,13 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::Gateway;
+use crate::Lanes;
 use crate::body::GatewayBody;
-use crate::conn::{BusyGuard, Connections, GuardedIo};
+use crate::conn::{BusyGuard, Connections, GuardedIo, Registered};
 use crate::dispatch::handle;
 
 /// How long connections get, after the drain timeout cut their streams, to send the final
@@ -31,6 +32,17 @@ const CUT_GRACE: Duration = Duration::from_secs(1);
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_on(gateway, listener, None, shutdown).await;
+}
+
+/// [`serve`], with each accepted connection handed to one of `lanes` (see [`Lanes`]); with
+/// `None`, connections are spawned on the runtime this runs on.
+pub async fn serve_on(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    lanes: Option<Arc<Lanes>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let config = gateway.config.clone();
@@ -49,6 +61,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
     let connections = Connections::new(
         config
             .max_connections
@@ -114,33 +127,32 @@ pub async fn serve(
                         Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
                     }
                 });
-                let io = TokioIo::new(GuardedIo::new(stream, write_timeout));
-                let conn = builder.serve_connection_with_upgrades(io, service);
-                let conn = graceful.watch(conn.into_owned());
                 let mut cut = gateway.ws_connections.subscribe_cut();
-                let cut = async move {
-                    let _ = cut.wait_for(|cut| *cut).await;
+                let connection = Connection {
+                    builder: builder.clone(),
+                    watcher: graceful.watcher(),
+                    cut: async move {
+                        let _ = cut.wait_for(|cut| *cut).await;
+                    },
+                    registered,
+                    header_timeout,
+                    write_timeout,
                 };
-                tokio::spawn(async move {
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        result = &mut conn => {
-                            if let Err(e) = result {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                        }
-                        () = registered.state.closing(header_timeout) => {
-                            tracing::debug!("closing a connection idle for server.header_read_timeout");
-                        }
-                        () = cut => {
-                            // The drain timeout passed: streams were told to end; let them
-                            // send their last events, then drop what is left (its requests
-                            // are logged and recorded as cancelled).
-                            let _ = tokio::time::timeout(CUT_GRACE, &mut conn).await;
-                        }
+                match &lanes {
+                    None => {
+                        tokio::spawn(connection.serve(stream, service));
                     }
-                    drop(registered);
-                });
+                    // The socket leaves this runtime's reactor and joins its lane's there.
+                    Some(lanes) => match stream.into_std() {
+                        Ok(stream) => lanes.spawn(async move {
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => connection.serve(stream, service).await,
+                                Err(e) => tracing::debug!(error = %e, "could not move a connection to its lane"),
+                            }
+                        }),
+                        Err(e) => tracing::debug!(error = %e, "could not move a connection to a lane"),
+                    },
+                }
             }
             () = &mut shutdown => break,
         }
@@ -181,6 +193,65 @@ pub async fn serve(
     if let (Some(tracer), Some(exporter)) = (gateway.tracer(), exporter) {
         tracer.flush(Duration::from_secs(5)).await;
         exporter.abort();
+    }
+}
+
+/// What serving one accepted connection takes, wherever it runs.
+struct Connection<C> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    /// Resolves when the drain timeout has passed.
+    cut: C,
+    registered: Registered,
+    header_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl<C: Future<Output = ()>> Connection<C> {
+    /// Serves HTTP on `stream` until the client leaves, the connection idles past
+    /// `server.header_read_timeout`, or the drain timeout cuts it.
+    async fn serve<S>(self, stream: TcpStream, service: S)
+    where
+        S: hyper::service::Service<
+                hyper::Request<hyper::body::Incoming>,
+                Response = hyper::Response<Tracked>,
+                Error = Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Connection {
+            builder,
+            watcher,
+            cut,
+            registered,
+            header_timeout,
+            write_timeout,
+        } = self;
+        let io = TokioIo::new(GuardedIo::new(stream, write_timeout));
+        let conn = watcher.watch(
+            builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned(),
+        );
+        tokio::pin!(conn);
+        tokio::select! {
+            result = &mut conn => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            () = registered.state.closing(header_timeout) => {
+                tracing::debug!("closing a connection idle for server.header_read_timeout");
+            }
+            () = cut => {
+                // The drain timeout passed: streams were told to end; let them send their
+                // last events, then drop what is left (its requests are logged and
+                // recorded as cancelled).
+                let _ = tokio::time::timeout(CUT_GRACE, &mut conn).await;
+            }
+        }
+        drop(registered);
     }
 }
 

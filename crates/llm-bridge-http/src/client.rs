@@ -1,6 +1,8 @@
 //! The pooled upstream client: HTTP/1.1 and HTTP/2 (by ALPN) over rustls with the ring
 //! provider, TCP_NODELAY on every connection, directly or through the provider's proxy.
 
+use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +34,9 @@ pub struct ClientOptions {
     pub proxy: Option<Proxy>,
     /// The roots that upstream certificates (and an `https://` proxy's) are checked against.
     pub tls: TlsRoots,
+    /// Connection pools: one per lane (serving thread, see [`set_thread_lane`]), so that a
+    /// request borrows a connection whose task runs on its own thread.
+    pub pools: usize,
 }
 
 impl Default for ClientOptions {
@@ -45,14 +50,28 @@ impl Default for ClientOptions {
             pool_idle_timeout: Duration::from_secs(15),
             proxy: None,
             tls: TlsRoots::webpki(),
+            pools: 1,
         }
     }
+}
+
+thread_local! {
+    /// The lane (serving thread) this thread is; 0 for every other thread.
+    static LANE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as lane `lane`: the [`UpstreamClient`]s it sends through use
+/// their pool `lane` (modulo their number of pools). Called once by each serving thread.
+pub fn set_thread_lane(lane: usize) {
+    LANE.with(|l| l.set(lane));
 }
 
 /// A pooled HTTP client for one provider's upstream. Cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<Connector>, Full<Bytes>>,
+    /// One pool per lane. hyper runs each connection as a task on the runtime that opened
+    /// it; a request from another thread would wake that task there and be woken back.
+    pools: Arc<[Client<HttpsConnector<Connector>, Full<Bytes>>]>,
     /// `scheme://host:port` of the proxy, for messages.
     proxy: Option<String>,
 }
@@ -79,13 +98,17 @@ impl UpstreamClient {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(connector);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+        let pools = (0..options.pools.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(options.pool_idle_timeout)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(https.clone())
+            })
+            .collect();
         Ok(UpstreamClient {
-            inner,
+            pools,
             proxy: options.proxy.as_ref().map(Proxy::to_string),
         })
     }
@@ -96,7 +119,8 @@ impl UpstreamClient {
         request: Request<Full<Bytes>>,
         header_timeout: Duration,
     ) -> Result<Response<Incoming>, Error> {
-        match tokio::time::timeout(header_timeout, self.inner.request(request)).await {
+        let pool = &self.pools[LANE.with(Cell::get) % self.pools.len()];
+        match tokio::time::timeout(header_timeout, pool.request(request)).await {
             Err(_) => Err(Error::new(
                 ErrorKind::UpstreamTimeout,
                 format!(

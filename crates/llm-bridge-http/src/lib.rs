@@ -21,7 +21,9 @@ mod sse;
 mod tls;
 
 pub use body::{IdleBody, SseStream};
-pub use client::{ClientOptions, MAX_ERROR_BYTES, UpstreamClient, with_traceparent};
+pub use client::{
+    ClientOptions, MAX_ERROR_BYTES, UpstreamClient, set_thread_lane, with_traceparent,
+};
 pub use error::{describe, retry_after};
 pub use keyring::{DEFAULT_REST, KeyRing};
 pub use kit::ProviderKit;

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config_docs;
+mod lanes;
 mod logs;
 mod postgres;
 mod prices;
