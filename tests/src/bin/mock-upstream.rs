@@ -29,6 +29,8 @@ async fn main() {
     }
     let mock = MockUpstream::start_on(&format!("127.0.0.1:{port}")).await;
     mock.set_default(Behavior::Echo(echo));
+    // A benchmark sends it millions of requests: keep none.
+    mock.forget_requests();
     let port = mock.addr().port();
     if let Some(path) = port_file {
         std::fs::write(&path, port.to_string()).expect("write the port file");
