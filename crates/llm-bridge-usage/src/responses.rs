@@ -61,11 +61,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX responses_expires ON responses (expires_ms);",
 ];
 
+/// How long the writer lets kept answers gather before it writes them. Woken for every answer
+/// (it committed every one or two under load), the store took 14 µs more system time per
+/// `/v1/responses` request than `store: false` at 64 connections.
+const GATHER: Duration = Duration::from_millis(20);
+
 /// Kept answers in the embedded SQLite database (the usage database), written behind: `put`
 /// queues the answer and a writer thread inserts what is queued in one transaction, so that
 /// no request waits for a disk write (the synchronous insert was 45% of a translated
-/// Responses request's CPU time). Queued answers are read like written ones; `prune`, `export` and
-/// dropping the store write them first.
+/// Responses request's CPU time). The writer lets a batch gather for [`GATHER`] first: a crash
+/// of the process loses at most that much. Queued answers are read like written ones;
+/// `prune`, `export` and dropping the store write them first.
 pub struct SqliteResponses {
     shared: Arc<Shared>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -176,6 +182,11 @@ impl Shared {
                 }
                 queue.closing
             };
+            if !closing {
+                // Let a batch gather: one transaction for what arrives meanwhile, instead of
+                // a wake-up and a commit for every answer or two.
+                std::thread::sleep(GATHER);
+            }
             if let Err(e) = self.write_queued() {
                 tracing::error!(error = %e, "could not keep answers (SQLite)");
             }
@@ -198,8 +209,15 @@ impl Drop for SqliteResponses {
 
 impl ResponseStore for SqliteResponses {
     fn put(&self, r: &StoredResponse) -> Result<(), StoreError> {
-        self.shared.queue().answers.push(r.clone());
-        self.shared.wake.notify_one();
+        let first = {
+            let mut queue = self.shared.queue();
+            queue.answers.push(r.clone());
+            queue.answers.len() == 1
+        };
+        // Only the first answer of a batch can find the writer waiting.
+        if first {
+            self.shared.wake.notify_one();
+        }
         Ok(())
     }
 
