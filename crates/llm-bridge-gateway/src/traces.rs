@@ -65,6 +65,9 @@ impl Default for TracerSettings {
     }
 }
 
+/// How often the exporter takes the traces that arrived while a batch gathers.
+const GATHER_TICK: Duration = Duration::from_millis(10);
+
 enum Queued {
     Spans(Vec<Span>),
     Flush(oneshot::Sender<()>),
@@ -497,10 +500,25 @@ impl ExportTask {
             };
             self.take(first, &mut batch, &mut flushes);
             let deadline = tokio::time::Instant::now() + self.batch_delay;
-            while flushes.is_empty() && batch.len() < self.max_batch {
-                match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
-                    Ok(Some(next)) => self.take(next, &mut batch, &mut flushes),
-                    Ok(None) | Err(_) => break,
+            // What arrived is taken every GATHER_TICK, not as each trace arrives: a request
+            // served on another thread (a lane; this task runs on the main thread) would
+            // otherwise wake this one for every trace.
+            let mut closed = false;
+            while !closed && flushes.is_empty() && batch.len() < self.max_batch {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(deadline.min(now + GATHER_TICK)).await;
+                while batch.len() < self.max_batch {
+                    match self.receiver.try_recv() {
+                        Ok(next) => self.take(next, &mut batch, &mut flushes),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
                 }
             }
             // Whatever else is already waiting goes too.
