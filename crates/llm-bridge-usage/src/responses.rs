@@ -69,7 +69,7 @@ const GATHER: Duration = Duration::from_millis(20);
 /// Kept answers in the embedded SQLite database (the usage database), written behind: `put`
 /// queues the answer and a writer thread inserts what is queued in one transaction, so that
 /// no request waits for a disk write (the synchronous insert was 45% of a translated
-/// Responses request's CPU time). The writer lets a batch gather for [`GATHER`] first: a crash
+/// Responses request's CPU time). The writer lets a batch gather for 20 ms first: a crash
 /// of the process loses at most that much. Queued answers are read like written ones;
 /// `prune`, `export` and dropping the store write them first.
 pub struct SqliteResponses {
