@@ -38,16 +38,6 @@ impl Lanes {
         (!lanes.is_empty()).then_some(Lanes { lanes })
     }
 
-    /// How many lanes there are.
-    pub fn len(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Always false: [`Lanes::new`] makes no empty lanes.
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
-    }
-
     /// Runs a connection on the lane with the fewest open connections (the first of those
     /// on a tie, so that a lone client stays on one lane).
     pub(crate) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {

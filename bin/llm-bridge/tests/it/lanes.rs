@@ -48,15 +48,7 @@ fn complete(stream: &mut BufReader<TcpStream>) -> (u16, serde_json::Value) {
 async fn each_lane_keeps_its_own_connections_to_the_provider() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("configs")).unwrap();
-    std::fs::write(
-        dir.path().join("configs/config.yaml"),
-        format!(
-            "server: {{ workers: 2 }}\nproviders:\n  m:\n    adapter: openai\n    base_url: {}\n    api_key: k\n    models:\n      x: {{}}\n",
-            mock.url()
-        ),
-    )
-    .unwrap();
+    crate::shutdown_and_fds::write_config(dir.path(), &mock, "{ workers: 2 }");
     let gw = Spawned::start(
         BINARY.as_ref(),
         dir.path(),

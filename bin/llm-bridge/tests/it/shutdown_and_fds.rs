@@ -13,7 +13,8 @@ use testkit::{Client, MockUpstream};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_llm-bridge");
 
-fn write_config(dir: &std::path::Path, mock: &MockUpstream, server: &str) {
+/// Writes `configs/config.yaml`: one OpenAI provider `m` (model `x`) at `mock`, and `server`.
+pub(crate) fn write_config(dir: &std::path::Path, mock: &MockUpstream, server: &str) {
     std::fs::create_dir_all(dir.join("configs")).unwrap();
     std::fs::write(
         dir.join("configs/config.yaml"),

@@ -146,15 +146,7 @@ pub(crate) fn response_json(head: &Head<'_>, echo: &Echo, output: &[Value], usag
     put("model", head.model.into());
     put("output", Value::Array(output.to_vec()));
     for (k, v) in &echo.0 {
-        if !matches!(
-            k.as_str(),
-            "background"
-                | "instructions"
-                | "max_output_tokens"
-                | "max_tool_calls"
-                | "user"
-                | "metadata"
-        ) {
+        if echoed_as_given(k) {
             put(k, v.clone());
         }
     }
@@ -162,6 +154,20 @@ pub(crate) fn response_json(head: &Head<'_>, echo: &Echo, output: &[Value], usag
     put("user", e("user"));
     put("metadata", e("metadata"));
     Value::Object(r)
+}
+
+/// Whether an echoed request field is written from the echo's map as it is: both writers
+/// (the `Value` tree and the direct one) put these few at their own places in the answer.
+fn echoed_as_given(key: &str) -> bool {
+    !matches!(
+        key,
+        "background"
+            | "instructions"
+            | "max_output_tokens"
+            | "max_tool_calls"
+            | "user"
+            | "metadata"
+    )
 }
 
 /// When a response was completed: now (never before it was created), for a completed one.
@@ -442,15 +448,7 @@ impl Serialize for Written<'_> {
         m.serialize_entry("model", head.model)?;
         m.serialize_entry("output", self.output)?;
         for (k, v) in echo {
-            if !matches!(
-                k.as_str(),
-                "background"
-                    | "instructions"
-                    | "max_output_tokens"
-                    | "max_tool_calls"
-                    | "user"
-                    | "metadata"
-            ) {
+            if echoed_as_given(k) {
                 m.serialize_entry(k, v)?;
             }
         }
