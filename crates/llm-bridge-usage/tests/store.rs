@@ -120,8 +120,17 @@ fn a_database_from_before_cache_writes_is_migrated_and_keeps_its_rows() {
     assert_eq!(report.total.requests, 2);
     assert_eq!(report.total.prompt_tokens, 20);
     assert_eq!(report.total.cache_write_tokens, 3, "the old row counts 0");
-    // Every record updates the table and its indexes: only the one the reads use is left
-    // (usage_ts, usage_model_ts and usage_key_ts went in migrations 5 and 6).
+}
+
+/// Every record updates the table and each of its indexes: a new database (which runs every
+/// migration, the first creating four indexes) keeps only the one the reads use
+/// (`usage_ts` and `usage_model_ts` went in migration 5, `usage_key_ts` in 6), and a read of
+/// one key's usage still seeks by time.
+#[test]
+fn a_new_database_keeps_only_the_index_its_reads_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    drop(SqliteStore::open(&path).unwrap());
     let conn = llm_bridge_usage::open_database(&path, Duration::from_secs(1)).unwrap();
     let indexes: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage' ORDER BY name")
