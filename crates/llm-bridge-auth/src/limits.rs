@@ -130,7 +130,12 @@ impl Spend {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// When each request of the window was admitted: kept only while the key has a
+    /// requests-per-minute limit (it is that limit's window; without one it would only be
+    /// memory, eight bytes for every request of the last minute).
     requests: VecDeque<i64>,
+    /// The window's requests and their tokens, in admission order (so by `id`): kept only
+    /// while the key has a tokens-per-minute limit.
     tokens: VecDeque<TokenEntry>,
     tokens_in_window: u64,
     next_id: u64,
@@ -151,6 +156,26 @@ impl Counters {
             self.tokens_in_window -= e.tokens;
             self.tokens.pop_front();
         }
+        // A burst leaves its windows' capacity behind for good: give back what a quiet
+        // minute no longer needs (with room to spare, so a steady rate does not realloc).
+        shrink_after_burst(&mut self.requests);
+        shrink_after_burst(&mut self.tokens);
+    }
+
+    /// The window's entry of request `id`, if it is still in the window.
+    fn token_entry(&mut self, id: u64) -> Option<&mut TokenEntry> {
+        let i = self.tokens.binary_search_by_key(&id, |e| e.id).ok()?;
+        self.tokens.get_mut(i)
+    }
+}
+
+/// Entries a window keeps room for however quiet it gets.
+const WINDOW_MIN_CAPACITY: usize = 64;
+
+fn shrink_after_burst<T>(window: &mut VecDeque<T>) {
+    let room = window.capacity();
+    if room > WINDOW_MIN_CAPACITY && window.len() < room / 4 {
+        window.shrink_to((window.len() * 2).max(WINDOW_MIN_CAPACITY));
     }
 }
 
@@ -241,7 +266,12 @@ impl KeyState {
                 });
             }
         }
-        c.requests.push_back(now);
+        if policy.rpm.is_some() {
+            c.requests.push_back(now);
+        } else if !c.requests.is_empty() {
+            // The limit was lifted (a reload): its window goes with it.
+            c.requests = VecDeque::new();
+        }
         c.in_flight += 1;
         let id = c.next_id;
         c.next_id += 1;
@@ -252,6 +282,9 @@ impl KeyState {
                 id,
             });
             c.tokens_in_window += estimate;
+        } else if !c.tokens.is_empty() {
+            c.tokens = VecDeque::new();
+            c.tokens_in_window = 0;
         }
         let budget = policy.budget_tokens;
         let reserved = estimate.min(room(&budget, &c.spend));
@@ -296,7 +329,7 @@ impl KeyState {
         let c = &mut *guard;
         c.in_flight = c.in_flight.saturating_sub(1);
         c.spend.reserved = c.spend.reserved.saturating_sub(estimate);
-        if let Some(e) = c.tokens.iter_mut().find(|e| e.id == id) {
+        if let Some(e) = c.token_entry(id) {
             let old = e.tokens;
             e.tokens = tokens;
             c.tokens_in_window = (c.tokens_in_window - old).saturating_add(tokens);
@@ -326,9 +359,9 @@ impl Ledger for KeyState {
         let c = &mut *guard;
         c.in_flight = c.in_flight.saturating_sub(1);
         c.spend.reserved = c.spend.reserved.saturating_sub(reserved);
-        if let Some(e) = c.tokens.iter_mut().find(|e| e.id == ticket) {
-            c.tokens_in_window -= e.tokens;
-            e.tokens = 0;
+        if let Some(e) = c.token_entry(ticket) {
+            let tokens = std::mem::take(&mut e.tokens);
+            c.tokens_in_window -= tokens;
         }
     }
 }
@@ -532,5 +565,79 @@ impl Drop for Admission {
         if let Some((ledger, _)) = self.ledger.take() {
             ledger.release(self.id, self.estimate);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const NOON: i64 = 1_764_590_400_000;
+
+    fn admit_many(state: &Arc<KeyState>, policy: &KeyPolicy, clock: &Arc<dyn Clock>, n: u64) {
+        for _ in 0..n {
+            let admission = state.admit(policy, clock, 10).expect("admitted");
+            admission.settle(12, 0.0);
+        }
+    }
+
+    fn capacities(state: &KeyState) -> (usize, usize) {
+        let c = state.lock();
+        (c.requests.capacity(), c.tokens.capacity())
+    }
+
+    #[test]
+    fn a_key_without_rate_limits_keeps_no_window() {
+        let state = Arc::new(KeyState::default());
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(NOON));
+        admit_many(&state, &KeyPolicy::default(), &clock, 10_000);
+        assert_eq!(capacities(&state), (0, 0));
+    }
+
+    #[test]
+    fn a_burst_gives_its_window_back_once_it_has_passed() {
+        let state = Arc::new(KeyState::default());
+        let manual = ManualClock::at(NOON);
+        let clock: Arc<dyn Clock> = Arc::new(manual.clone());
+        let policy = KeyPolicy {
+            rpm: Some(1_000_000),
+            tpm: Some(1_000_000_000),
+            ..KeyPolicy::default()
+        };
+        admit_many(&state, &policy, &clock, 10_000);
+        let (requests, tokens) = capacities(&state);
+        assert!(
+            requests >= 10_000 && tokens >= 10_000,
+            "{requests} {tokens}"
+        );
+        {
+            let c = state.lock();
+            // Each settled with its real count: 12 tokens, not the estimate of 10.
+            assert_eq!(c.tokens_in_window, 120_000);
+        }
+        manual.advance_ms(WINDOW_MS + 1);
+        admit_many(&state, &policy, &clock, 1);
+        assert_eq!(
+            capacities(&state),
+            (WINDOW_MIN_CAPACITY, WINDOW_MIN_CAPACITY)
+        );
+        assert_eq!(state.lock().tokens_in_window, 12);
+    }
+
+    #[test]
+    fn lifting_a_limit_drops_its_window() {
+        let state = Arc::new(KeyState::default());
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(NOON));
+        let limited = KeyPolicy {
+            rpm: Some(100),
+            tpm: Some(1_000),
+            ..KeyPolicy::default()
+        };
+        admit_many(&state, &limited, &clock, 50);
+        admit_many(&state, &KeyPolicy::default(), &clock, 1);
+        let c = state.lock();
+        assert!(c.requests.is_empty() && c.tokens.is_empty());
+        assert_eq!(c.tokens_in_window, 0);
     }
 }
