@@ -16,6 +16,8 @@ use crate::rotate::RotatingFile;
 /// requests never wait for the disk.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
 const INTERVAL: Duration = Duration::from_millis(100);
+/// What each of the two line buffers starts with, and shrinks back to after a burst.
+const BUFFER: usize = 64 * 1024;
 
 struct Shared {
     pending: Mutex<Vec<u8>>,
@@ -41,7 +43,7 @@ impl LogFile {
     /// Starts the background writer for `file`.
     pub fn start(file: RotatingFile, json: bool) -> std::io::Result<(LogFile, LogFileGuard)> {
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Vec::with_capacity(64 * 1024)),
+            pending: Mutex::new(Vec::with_capacity(BUFFER)),
             dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             wake: Condvar::new(),
@@ -64,7 +66,7 @@ impl LogFile {
 }
 
 fn write_loop(shared: &Shared, mut file: RotatingFile) {
-    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(BUFFER);
     loop {
         let stopping = {
             let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -82,7 +84,7 @@ fn write_loop(shared: &Shared, mut file: RotatingFile) {
         for line in batch.split_inclusive(|b| *b == b'\n') {
             let _ = file.write_all(line);
         }
-        batch.clear();
+        batch = emptied(std::mem::take(&mut batch));
         let dropped = shared.dropped.swap(0, Ordering::SeqCst);
         if dropped > 0 {
             let line = if shared.json {
@@ -101,6 +103,18 @@ fn write_loop(shared: &Shared, mut file: RotatingFile) {
             return;
         }
     }
+}
+
+/// `buf`, written, ready for the next lines. A burst grows both buffers to its busiest
+/// interval's lines; one holding less than a quarter of its capacity is replaced by a new
+/// one of the starting size (each buffer in turn, as they swap), so that a burst's memory
+/// is not kept for good.
+fn emptied(mut buf: Vec<u8>) -> Vec<u8> {
+    if buf.capacity() > 4 * buf.len().max(BUFFER) {
+        return Vec::with_capacity(BUFFER);
+    }
+    buf.clear();
+    buf
 }
 
 impl Drop for LogFileGuard {
@@ -151,6 +165,19 @@ impl<'a> MakeWriter<'a> for LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_a_burst_grew_is_given_back_once_it_is_quiet() {
+        let mut burst = Vec::with_capacity(BUFFER);
+        burst.resize(4 * 1024 * 1024, b'x');
+        let kept = emptied(burst);
+        assert!(kept.is_empty() && kept.capacity() >= 4 * 1024 * 1024);
+        let mut quiet = kept;
+        quiet.extend_from_slice(b"one line\n");
+        let given_back = emptied(quiet);
+        assert!(given_back.is_empty());
+        assert_eq!(given_back.capacity(), BUFFER);
+    }
 
     #[test]
     fn lines_reach_the_file_whole_and_the_guard_writes_the_rest() {

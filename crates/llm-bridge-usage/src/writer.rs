@@ -181,6 +181,8 @@ fn run(
         let wait = match next {
             _ if shutting_down => Duration::from_millis(20),
             Some(at) => at.saturating_duration_since(Instant::now()),
+            // Room a burst left is given back after a quiet second (below).
+            None if pending.capacity() > BATCH => Duration::from_secs(1),
             None => Duration::from_secs(3600),
         };
         if !pending.is_empty() && !shutting_down && retry_at.is_none() {
@@ -198,6 +200,9 @@ fn run(
             match rx.recv_timeout(wait) {
                 Ok(Message::Record(r)) => pending.push(*r),
                 Ok(Message::Shutdown) => shutting_down = true,
+                Err(RecvTimeoutError::Timeout) if pending.is_empty() => {
+                    give_back_after_burst(&mut pending, 0);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => shutting_down = true,
             }
@@ -232,6 +237,7 @@ fn run(
             counters.healthy.store(result.is_ok(), Ordering::Relaxed);
             if pending.is_empty() {
                 flush_at = None;
+                give_back_after_burst(&mut pending, written);
             }
             match result {
                 Ok(()) => {
@@ -269,6 +275,15 @@ fn run(
     }
 }
 
+/// A burst grows the (emptied) queue to what one flush interval gathered at its peak; that
+/// capacity goes back once an interval gathers less than a quarter of it, or a quiet second
+/// passes with nothing (`written` 0).
+fn give_back_after_burst(pending: &mut Vec<UsageRecord>, written: usize) {
+    if pending.capacity() > BATCH && written < pending.capacity() / 4 {
+        *pending = Vec::new();
+    }
+}
+
 /// Writes `pending` in batches, removing each batch once committed.
 fn write(
     store: &mut Option<Box<dyn UsageStore>>,
@@ -291,4 +306,29 @@ fn write(
         pending.drain(..n);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_a_burst_grew_goes_back_once_quiet_and_not_under_steady_load() {
+        let mut pending: Vec<UsageRecord> = Vec::with_capacity(40 * BATCH);
+        give_back_after_burst(&mut pending, 30 * BATCH);
+        assert_eq!(
+            pending.capacity(),
+            40 * BATCH,
+            "a steady rate keeps its room"
+        );
+        give_back_after_burst(&mut pending, 3);
+        assert_eq!(
+            pending.capacity(),
+            0,
+            "a quiet interval gives the burst's room back"
+        );
+        let mut small: Vec<UsageRecord> = Vec::with_capacity(BATCH);
+        give_back_after_burst(&mut small, 1);
+        assert_eq!(small.capacity(), BATCH, "room for one batch is always kept");
+    }
 }
