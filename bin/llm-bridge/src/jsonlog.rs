@@ -1,5 +1,6 @@
 //! JSON log lines, written directly: one object a line,
-//! `{"timestamp","level","message",<fields>…,"target","span":{<span fields>…,"name"}}`.
+//! `{"timestamp","level","message",<fields>…,"target","span":{<span fields>…,"name"}}`; a line
+//! logged while a request is served has `"span":{"request_id":…,"transport":…,"name":"request"}`.
 //!
 //! The shape is tracing-subscriber's JSON format with flattened events; the formatter is our
 //! own because that one re-parses every span's fields as JSON for every line, which cost more
@@ -10,6 +11,7 @@ use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use llm_bridge_core::calendar::civil_from_days;
+use llm_bridge_gateway::log_context::with_current;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -71,7 +73,20 @@ where
         line.push_str(&fields);
         line.push_str(",\"target\":");
         escape(&mut line, event.metadata().target());
-        if let Some(span) = ctx.lookup_current() {
+        // The request being served (see `llm_bridge_gateway::log_context`), written as the
+        // span it was; or the innermost tracing span (a WebSocket connection's).
+        let in_request = with_current(|request| {
+            let Some(request) = request else {
+                return false;
+            };
+            line.push_str(",\"span\":{\"request_id\":");
+            escape(&mut line, request.request_id());
+            line.push_str(",\"transport\":");
+            escape(&mut line, request.transport());
+            line.push_str(",\"name\":\"request\"}");
+            true
+        });
+        if !in_request && let Some(span) = ctx.lookup_current() {
             line.push_str(",\"span\":{");
             let ext = span.extensions();
             if let Some(f) = ext.get::<FormattedFields<N>>() {

@@ -16,6 +16,7 @@ pub mod prices_cli;
 pub mod registry;
 pub mod rotate;
 pub mod stores;
+pub mod textlog;
 
 pub use app::{App, Environment, RunningApp};
 pub use config::{AppConfig, ConfigError, ConfigSource};

@@ -14,6 +14,7 @@ use crate::config::{LogFormat, LoggingConfig, level_directive};
 use crate::jsonlog::{JsonFields, JsonLines};
 use crate::logfile::{LogFile, LogFileGuard};
 use crate::rotate::RotatingFile;
+use crate::textlog::TextLines;
 
 /// Keeps the file writer alive; dropping it writes the last lines.
 pub struct LogGuard(#[allow(dead_code)] Option<LogFileGuard>);
@@ -29,13 +30,12 @@ pub fn init(config: &LoggingConfig) -> Result<LogGuard, String> {
     };
     let json = config.format == LogFormat::Json;
     let console = config.output.console.then(|| {
-        let layer = fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal());
+        let ansi = std::io::stderr().is_terminal();
+        let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
         if json {
             layer.event_format(JsonLines).fmt_fields(JsonFields).boxed()
         } else {
-            layer.boxed()
+            layer.event_format(TextLines::new(ansi)).boxed()
         }
     });
     let mut guard = None;
@@ -50,7 +50,7 @@ pub fn init(config: &LoggingConfig) -> Result<LogGuard, String> {
             Some(if json {
                 layer.event_format(JsonLines).fmt_fields(JsonFields).boxed()
             } else {
-                layer.boxed()
+                layer.event_format(TextLines::new(false)).boxed()
             })
         }
         None => None,

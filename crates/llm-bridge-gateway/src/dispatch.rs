@@ -11,13 +11,13 @@ use hyper::body::Incoming;
 use llm_bridge_core::{Call, Endpoint, Error, ErrorKind};
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
-use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::GatewayBody;
 use crate::errors::error_response;
 use crate::handlers::{chat_completions, health, models, presented_key, usage};
 use crate::ids::new_request_id;
+use crate::log_context::LogContext;
 
 /// Paths the gateway serves (for 404 versus 405).
 const KNOWN: &[&str] = &[
@@ -87,13 +87,21 @@ pub(crate) async fn handle(
         // So does a dialect's main endpoint.
         crate::ingress::serve(&gateway, ingress, request, request_id.clone(), None).await
     } else {
-        let span = tracing::info_span!("request", request_id = %request_id, transport = "http");
-        let response = route(&gateway, request, &method, &path, endpoint.as_ref(), google)
-            .instrument(span.clone())
+        let context = LogContext::new(request_id.clone(), "http");
+        let response = context
+            .clone()
+            .scope(route(
+                &gateway,
+                request,
+                &method,
+                &path,
+                endpoint.as_ref(),
+                google,
+            ))
             .await;
         let quiet = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics")
             || method == Method::OPTIONS;
-        let _entered = span.enter();
+        let _entered = context.enter();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let status = response.status().as_u16();
         let key_name = response

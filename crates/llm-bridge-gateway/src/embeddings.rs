@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use llm_bridge_core::{EMBEDDINGS, Endpoint, Error, Ingress, NativeRequest, Usage};
 use llm_bridge_usage::count::{Encoding, input_tokens_of_body};
 use serde::Deserialize;
-use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::{GatewayBody, read_limited};
@@ -35,9 +34,9 @@ pub(crate) async fn serve(
     dialect: DialectAt<'_>,
 ) -> Response<GatewayBody> {
     let log = RequestLog::new(gateway.telemetry.clone(), request_id, "http");
-    let span = log.span.clone();
-    serve_in(gateway, request, log, dialect)
-        .instrument(span)
+    let context = log.context.clone();
+    context
+        .scope(serve_in(gateway, request, log, dialect))
         .await
 }
 

@@ -10,7 +10,6 @@ use llm_bridge_auth::{Principal, RateInfo};
 use llm_bridge_core::{ChatRequest, Error, ErrorKind};
 use llm_bridge_usage::{GroupBy, UsageQuery, time};
 use serde_json::json;
-use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::{GatewayBody, read_limited};
@@ -76,9 +75,9 @@ pub(crate) async fn chat_completions(
     request_id: Arc<str>,
 ) -> Response<GatewayBody> {
     let log = RequestLog::new(gateway.telemetry.clone(), request_id, "http");
-    let span = log.span.clone();
-    chat_completions_in(gateway, request, log)
-        .instrument(span)
+    let context = log.context.clone();
+    context
+        .scope(chat_completions_in(gateway, request, log))
         .await
 }
 

@@ -14,7 +14,6 @@ use llm_bridge_auth::Principal;
 use llm_bridge_core::{Endpoint, Error, ErrorKind, Ingress, IngressState, NativeRequest};
 use llm_bridge_usage::count::{Encoding, prompt_tokens_of_body};
 use llm_bridge_usage::{ResponseStore, StoredResponse};
-use tracing::Instrument;
 
 use crate::Gateway;
 use crate::body::{GatewayBody, read_limited};
@@ -46,9 +45,9 @@ pub(crate) async fn serve(
     at: Option<Endpoint>,
 ) -> Response<GatewayBody> {
     let log = RequestLog::new(gateway.telemetry.clone(), request_id, "http");
-    let span = log.span.clone();
-    serve_in(gateway, &ingress, request, log, at.as_ref())
-        .instrument(span)
+    let context = log.context.clone();
+    context
+        .scope(serve_in(gateway, &ingress, request, log, at.as_ref()))
         .await
 }
 

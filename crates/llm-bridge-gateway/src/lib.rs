@@ -23,6 +23,7 @@ mod ids;
 mod ingress;
 mod lanes;
 mod live;
+pub mod log_context;
 mod meter;
 mod metrics;
 mod native;

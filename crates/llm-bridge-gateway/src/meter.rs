@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use llm_bridge_core::{ChunkStream, Error, ErrorKind, Usage, inspect, strip_usage};
 
+use crate::log_context::LogContext;
 use crate::request_log::{Outcome, RequestLog, Telemetry};
 
 /// What a transport sends next.
@@ -23,7 +24,7 @@ pub enum StreamItem {
 pub struct MeteredStream {
     inner: ChunkStream,
     telemetry: std::sync::Arc<Telemetry>,
-    span: tracing::Span,
+    context: LogContext,
     client_wants_usage: bool,
     usage: Option<Usage>,
     /// Finished (and taken) when the stream ends; `Drop` finishes it as cancelled.
@@ -45,7 +46,7 @@ impl MeteredStream {
         MeteredStream {
             inner,
             telemetry,
-            span: log.span.clone(),
+            context: log.context.clone(),
             client_wants_usage,
             usage: None,
             spent_estimate: log.prompt_estimate,
@@ -84,8 +85,8 @@ impl Stream for MeteredStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
         let this = &mut *self;
-        let span = this.span.clone();
-        let _entered = span.enter();
+        let context = this.context.clone();
+        let _entered = context.enter();
         loop {
             let Some(log) = this.log.as_mut() else {
                 return Poll::Ready(None);

@@ -14,6 +14,7 @@ use http_body::{Body, Frame};
 use llm_bridge_core::{Error, ErrorKind, Ingress, IngressStream, NativeMeter};
 use tokio::sync::watch;
 
+use crate::log_context::LogContext;
 use crate::request_log::{Outcome, RequestLog};
 
 type Pieces = Pin<Box<dyn Stream<Item = llm_bridge_core::Result<Bytes>> + Send>>;
@@ -33,7 +34,7 @@ pub struct NativeStream {
     /// Renders an error event in the dialect, for failures after the stream started.
     errors: Box<dyn IngressStream>,
     log: Option<RequestLog>,
-    span: tracing::Span,
+    context: LogContext,
     cut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
@@ -51,7 +52,7 @@ impl NativeBody {
             pieces,
             meter: ingress.native_meter(),
             errors: ingress.stream(log.model.as_deref().unwrap_or_default(), b"{}"),
-            span: log.span.clone(),
+            context: log.context.clone(),
             log: Some(log),
             cut: None,
         }))
@@ -105,8 +106,8 @@ impl Body for NativeBody {
         if this.log.is_none() {
             return Poll::Ready(None);
         }
-        let span = this.span.clone();
-        let _entered = span.enter();
+        let context = this.context.clone();
+        let _entered = context.enter();
         let next = match this.pieces.as_mut().poll_next(cx) {
             Poll::Ready(next) => next,
             Poll::Pending => {

@@ -10,6 +10,7 @@ use llm_bridge_core::{Error, ErrorKind, Price, Usage, inspect};
 use llm_bridge_usage::count::{Encoding, input_tokens_of_body, prompt_tokens_of_body};
 use llm_bridge_usage::{Estimator, UsageRecord, UsageSink, UsageSource};
 
+use crate::log_context::LogContext;
 use crate::metrics::{Metrics, Observation};
 use crate::traces::{Finished, RequestTrace, TraceStart, Tracer};
 
@@ -127,8 +128,8 @@ pub struct RequestLog {
     /// When the request arrived.
     pub started: Instant,
     started_wall: SystemTime,
-    /// The span every log line of this request is emitted in.
-    pub span: tracing::Span,
+    /// Which request the log lines emitted while it is served belong to.
+    pub context: LogContext,
     facts: RequestFacts,
     finished: bool,
 }
@@ -160,12 +161,12 @@ impl RequestLog {
     /// A log for a request that just arrived.
     pub fn new(telemetry: Arc<Telemetry>, request_id: Arc<str>, transport: &'static str) -> Self {
         telemetry.metrics.request_started();
-        let span = tracing::info_span!("request", request_id = %request_id, transport);
+        let context = LogContext::new(request_id.clone(), transport);
         RequestLog {
             telemetry,
             started: Instant::now(),
             started_wall: SystemTime::now(),
-            span,
+            context,
             facts: RequestFacts {
                 request_id,
                 transport,
@@ -230,7 +231,7 @@ impl RequestLog {
                 .started_wall
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            span: self.span.clone(),
+            context: self.context.clone(),
             facts: std::mem::take(&mut self.facts),
         };
         if ended.needs_estimate() {
@@ -258,7 +259,7 @@ struct Ended {
     outcome: Outcome,
     latency: Duration,
     time_ms: i64,
-    span: tracing::Span,
+    context: LogContext,
     facts: RequestFacts,
 }
 
@@ -351,7 +352,7 @@ impl Ended {
                 .map(ErrorKind::label),
             truncated: self.outcome == Outcome::Truncated,
         });
-        let _entered = self.span.enter();
+        let _entered = self.context.enter();
         tracing::info!(
             target: "llm_bridge::access",
             request_id = %self.facts.request_id,

@@ -210,9 +210,9 @@ async fn turn(
         return Ok(());
     }
     let log = RequestLog::new(gateway.telemetry.clone(), new_request_id().into(), "ws");
-    let span = log.span.clone();
-    let response = serve_turn(gateway, ingress, headers, body.clone(), log)
-        .instrument(span)
+    let context = log.context.clone();
+    let response = context
+        .scope(serve_turn(gateway, ingress, headers, body.clone(), log))
         .await;
     let status = response.status();
     let mut answer = response.into_body();

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::Instrument;
 
 use crate::Gateway;
 use crate::exchange::{self, Answer};
@@ -221,8 +220,8 @@ async fn chat(
 ) {
     let mut log = RequestLog::new(gateway.telemetry.clone(), new_request_id().into(), "ws");
     log.begin_trace(&http::HeaderMap::new(), || "WS /v1/ws".to_owned());
-    let span = log.span.clone();
-    async {
+    let context = log.context.clone();
+    let turn = async {
         let principal = match principal {
             Ok(p) => p,
             Err(e) => return send(&out, error_frame(Some(&id), &exchange::failed(log, e))).await,
@@ -283,9 +282,8 @@ async fn chat(
             }
             Err(e) => send(&out, error_frame(Some(&id), &e)).await,
         }
-    }
-    .instrument(span)
-    .await;
+    };
+    context.scope(turn).await;
     let _ = done.send(id);
 }
 
