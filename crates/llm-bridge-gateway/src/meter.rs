@@ -85,8 +85,7 @@ impl Stream for MeteredStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
         let this = &mut *self;
-        let context = this.context.clone();
-        let _entered = context.enter();
+        let _entered = this.context.enter();
         loop {
             let Some(log) = this.log.as_mut() else {
                 return Poll::Ready(None);

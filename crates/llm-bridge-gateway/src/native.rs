@@ -106,8 +106,7 @@ impl Body for NativeBody {
         if this.log.is_none() {
             return Poll::Ready(None);
         }
-        let context = this.context.clone();
-        let _entered = context.enter();
+        let _entered = this.context.enter();
         let next = match this.pieces.as_mut().poll_next(cx) {
             Poll::Ready(next) => next,
             Poll::Pending => {
