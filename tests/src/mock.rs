@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -559,9 +559,20 @@ pub struct MockBody {
     state: Arc<State>,
     pieces: VecDeque<Bytes>,
     delay: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
+    pause: Option<Pause>,
+    /// Nothing sent yet: the next pause is the time to the first token.
+    first: bool,
     end: StreamEnd,
     done: bool,
+}
+
+/// A pause before a piece. The first one ends on time ([`Alarm`]): tokio's timer ends a
+/// pause on its next millisecond tick, which moved a stream's first chunk by up to a
+/// millisecond with the phase of the request's arrival, and the bench measures the tenths
+/// of a millisecond a proxy adds to it. The rest keep tokio's timer, which costs less.
+enum Pause {
+    Tick(Pin<Box<Sleep>>),
+    OnTime(Alarm),
 }
 
 impl MockBody {
@@ -570,7 +581,8 @@ impl MockBody {
             state,
             pieces: VecDeque::from([body]),
             delay: Duration::ZERO,
-            sleep: None,
+            pause: None,
+            first: true,
             end: StreamEnd::Close,
             done: false,
         }
@@ -581,7 +593,8 @@ impl MockBody {
             state,
             pieces: pieces.into(),
             delay,
-            sleep: None,
+            pause: None,
+            first: true,
             end,
             done: false,
         }
@@ -604,14 +617,24 @@ impl Body for MockBody {
         if !this.delay.is_zero() && !closing {
             // A pause before every piece and before a drop, so that each write reaches
             // the client on its own.
-            let sleep = this
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.delay)));
-            if sleep.as_mut().poll(cx).is_pending() {
+            let (delay, first) = (this.delay, this.first);
+            let pause = this.pause.get_or_insert_with(|| {
+                if first {
+                    Pause::OnTime(Alarm::after(delay))
+                } else {
+                    Pause::Tick(Box::pin(tokio::time::sleep(delay)))
+                }
+            });
+            let ended = match pause {
+                Pause::Tick(sleep) => sleep.as_mut().poll(cx).is_ready(),
+                Pause::OnTime(alarm) => alarm.poll(cx).is_ready(),
+            };
+            if !ended {
                 return Poll::Pending;
             }
-            this.sleep = None;
+            this.pause = None;
         }
+        this.first = false;
         if this.pieces.is_empty() {
             return match this.end {
                 StreamEnd::Close => {
@@ -638,6 +661,95 @@ impl Drop for MockBody {
     fn drop(&mut self) {
         if !self.done {
             self.state.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A pause that ends within tens of microseconds of its deadline: one thread per process
+/// sleeps until the earliest deadline asked for and wakes whoever asked.
+struct Alarm {
+    deadline: Instant,
+}
+
+impl Alarm {
+    fn after(delay: Duration) -> Alarm {
+        Alarm {
+            deadline: Instant::now() + delay,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        // Asked again at every poll that finds it early, so that the latest waker is woken.
+        static ALARMS: OnceLock<Mutex<std::sync::mpsc::Sender<Wake>>> = OnceLock::new();
+        let alarms = ALARMS.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("mock-alarms".into())
+                .spawn(move || ring_alarms(&rx))
+                .expect("alarm thread");
+            Mutex::new(tx)
+        });
+        let wake = Wake {
+            deadline: self.deadline,
+            waker: cx.waker().clone(),
+        };
+        if alarms.lock().expect("alarms").send(wake).is_err() {
+            // Never: the thread runs for the process's life. Polled again rather than hang.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+/// A waker to wake at a deadline; ordered by deadline.
+struct Wake {
+    deadline: Instant,
+    waker: std::task::Waker,
+}
+
+impl PartialEq for Wake {
+    fn eq(&self, other: &Self) -> bool {
+        self.deadline == other.deadline
+    }
+}
+impl Eq for Wake {}
+impl PartialOrd for Wake {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Wake {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.deadline.cmp(&other.deadline)
+    }
+}
+
+/// The alarm thread: sleeps until the earliest deadline or the next request, and wakes the
+/// wakers whose deadlines have come.
+fn ring_alarms(requests: &std::sync::mpsc::Receiver<Wake>) {
+    use std::cmp::Reverse;
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut due = std::collections::BinaryHeap::<Reverse<Wake>>::new();
+    loop {
+        let next = match due.peek() {
+            None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(Reverse(w)) => {
+                requests.recv_timeout(w.deadline.saturating_duration_since(Instant::now()))
+            }
+        };
+        match next {
+            Ok(wake) => due.push(Reverse(wake)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        while due.peek().is_some_and(|Reverse(w)| w.deadline <= now) {
+            if let Some(Reverse(w)) = due.pop() {
+                w.waker.wake();
+            }
         }
     }
 }

@@ -233,12 +233,15 @@ async fn open(t: Target, rate: f64, connections: usize, duration: Duration) -> s
     for i in 0..total {
         let scheduled = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled.into()).await;
+        // Timed from when the schedule's timer fired, not from the schedule: tokio's timer
+        // fires on its next millisecond tick, up to a millisecond late, and that lateness is
+        // this program's, not the path's. Waiting for a free connection still counts.
+        let start = Instant::now();
         let (t, sample, pool, free) = (t.clone(), sample.clone(), pool.clone(), free.clone());
         tasks.push(tokio::spawn(async move {
-            // Timed from the scheduled start: waiting for a connection counts.
             let _permit = free.acquire_owned().await.unwrap();
             let mut sender = pool.lock().await.pop().unwrap();
-            let result = one(&t, &mut sender, scheduled).await;
+            let result = one(&t, &mut sender, start).await;
             let mut s = sample.lock().await;
             match result {
                 Ok((lat, ttft, intact)) => record(&mut s, lat, ttft, intact, t.stream),
