@@ -12,19 +12,56 @@ use hyper::body::Incoming;
 use llm_bridge_core::{Error, ErrorKind};
 use tokio::time::{Instant, Sleep};
 
+use crate::client::InFlight;
 use crate::error::describe;
 use crate::sse::{SseDecoder, SseEvent};
 
+/// The body of an upstream's answer; its request counts as in flight on its pool until it
+/// is dropped (see [`crate::client::STREAMS_PER_POOL`]).
+pub struct UpstreamBody {
+    body: Incoming,
+    _in_flight: InFlight,
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(body: Incoming, in_flight: InFlight) -> Self {
+        UpstreamBody {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The frames of a body, failing when none arrives for `idle`.
 pub struct IdleBody {
-    body: Incoming,
+    body: UpstreamBody,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl IdleBody {
     /// Wraps a body.
-    pub fn new(body: Incoming, idle: Duration) -> Self {
+    pub fn new(body: UpstreamBody, idle: Duration) -> Self {
         IdleBody {
             body,
             idle,
@@ -118,7 +155,7 @@ impl futures_util::Stream for IdleBody {
 
 impl SseStream {
     /// Decodes a body.
-    pub fn new(body: Incoming, idle: Duration) -> Self {
+    pub fn new(body: UpstreamBody, idle: Duration) -> Self {
         SseStream {
             body: IdleBody::new(body, idle),
             decoder: SseDecoder::default(),

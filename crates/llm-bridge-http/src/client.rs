@@ -2,20 +2,20 @@
 //! provider, TCP_NODELAY on every connection, directly or through the provider's proxy.
 
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llm_bridge_core::{Error, ErrorKind};
 
-use crate::body::{IdleBody, fmt_secs};
+use crate::body::{IdleBody, UpstreamBody, fmt_secs};
 use crate::connector::{Connector, ProxyError};
 use crate::error::describe;
 use crate::keyring::{DEFAULT_REST, KeyRing};
@@ -34,8 +34,8 @@ pub struct ClientOptions {
     pub proxy: Option<Proxy>,
     /// The roots that upstream certificates (and an `https://` proxy's) are checked against.
     pub tls: TlsRoots,
-    /// Connection pools: one per lane (serving thread, see [`set_thread_lane`]), so that a
-    /// request borrows a connection whose task runs on its own thread.
+    /// Lanes (serving threads, see [`set_thread_lane`]): each has pools of its own, so that
+    /// a request borrows a connection whose task runs on its own thread.
     pub pools: usize,
 }
 
@@ -66,14 +66,81 @@ pub fn set_thread_lane(lane: usize) {
     LANE.with(|l| l.set(lane));
 }
 
+/// Requests in flight on one pool before the lane's next pool takes new ones. An HTTP/2
+/// server bounds the streams open on a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`: RFC
+/// 9113 asks for no fewer than 100; Google's front ends advertise 100, hyper's 200), and
+/// hyper's pool keeps one HTTP/2 connection per host whatever that bound: a request over it
+/// waited, however long the streams ahead of it lasted (measured: of 1,000 streams through
+/// two lanes to an HTTP/2 upstream, 400 opened and 600 waited). Over HTTP/1 a pool opens a
+/// connection per request in flight anyway; the split only keeps a burst's idle connections
+/// in the pool that opened them (until the idle timeout).
+pub const STREAMS_PER_POOL: usize = 100;
+
 /// A pooled HTTP client for one provider's upstream. Cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    /// One pool per lane. hyper runs each connection as a task on the runtime that opened
-    /// it; a request from another thread would wake that task there and be woken back.
-    pools: Arc<[Client<HttpsConnector<Connector>, Full<Bytes>>]>,
+    /// The pools of each lane. hyper runs each connection as a task on the runtime that
+    /// opened it; a request from another thread would wake that task there and be woken back.
+    lanes: Arc<[Lane]>,
+    /// Makes a lane's next pool.
+    make: Arc<dyn Fn() -> Pool + Send + Sync>,
     /// `scheme://host:port` of the proxy, for messages.
     proxy: Option<String>,
+}
+
+type Pool = Client<HttpsConnector<Connector>, Full<Bytes>>;
+
+/// A lane's pools, in the order they were opened; a request takes the first with room.
+#[derive(Default)]
+struct Lane {
+    pools: Mutex<Vec<CountedPool>>,
+}
+
+/// A pool and its requests in flight (from sending to the end of the response body).
+struct CountedPool {
+    pool: Pool,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Lane {
+    /// The first pool with fewer than [`STREAMS_PER_POOL`] requests in flight, opened if
+    /// none has room, with one more request counted in flight on it.
+    fn take(&self, make: &dyn Fn() -> Pool) -> (Pool, InFlight) {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let chosen = match pools
+            .iter()
+            .find(|p| p.in_flight.load(Ordering::Relaxed) < STREAMS_PER_POOL)
+        {
+            Some(p) => p,
+            None => {
+                pools.push(CountedPool {
+                    pool: make(),
+                    in_flight: Arc::default(),
+                });
+                &pools[pools.len() - 1]
+            }
+        };
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        (chosen.pool.clone(), InFlight(chosen.in_flight.clone()))
+    }
+
+    #[cfg(test)]
+    fn pools(&self) -> usize {
+        self.pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// One request counted in flight on its pool until dropped: with the response body, or
+/// with the error.
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl UpstreamClient {
@@ -98,17 +165,17 @@ impl UpstreamClient {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(connector);
-        let pools = (0..options.pools.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(options.pool_idle_timeout)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(https.clone())
-            })
-            .collect();
+        let idle_timeout = options.pool_idle_timeout;
+        let make = move || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(https.clone())
+        };
         Ok(UpstreamClient {
-            pools,
+            lanes: (0..options.pools.max(1)).map(|_| Lane::default()).collect(),
+            make: Arc::new(make),
             proxy: options.proxy.as_ref().map(Proxy::to_string),
         })
     }
@@ -118,8 +185,9 @@ impl UpstreamClient {
         &self,
         request: Request<Full<Bytes>>,
         header_timeout: Duration,
-    ) -> Result<Response<Incoming>, Error> {
-        let pool = &self.pools[LANE.with(Cell::get) % self.pools.len()];
+    ) -> Result<Response<UpstreamBody>, Error> {
+        let lane = &self.lanes[LANE.with(Cell::get) % self.lanes.len()];
+        let (pool, in_flight) = lane.take(&*self.make);
         match tokio::time::timeout(header_timeout, pool.request(request)).await {
             Err(_) => Err(Error::new(
                 ErrorKind::UpstreamTimeout,
@@ -155,7 +223,7 @@ impl UpstreamClient {
                     format!("{what}{via}: {}", describe(&e)),
                 ))
             }
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody::new(body, in_flight))),
         }
     }
 }
@@ -190,7 +258,7 @@ impl UpstreamClient {
         keys: &KeyRing,
         key_index: usize,
         to_error: impl FnOnce(StatusCode, &HeaderMap, &[u8]) -> Error,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         let response = self
             .send(request, timeout)
             .await
@@ -224,4 +292,42 @@ fn find_proxy_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
         next = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lane_opens_its_next_pool_only_when_every_pool_is_full() {
+        let client = UpstreamClient::new(&ClientOptions::default()).expect("a client");
+        let lane = &client.lanes[0];
+        let mut held: Vec<InFlight> = (0..STREAMS_PER_POOL)
+            .map(|_| lane.take(&*client.make).1)
+            .collect();
+        assert_eq!(
+            lane.pools(),
+            1,
+            "{STREAMS_PER_POOL} requests fit in one pool"
+        );
+        held.push(lane.take(&*client.make).1);
+        assert_eq!(lane.pools(), 2, "one more opens a second pool");
+        // A request ends on the first pool: the next goes there, not to a third.
+        held.swap_remove(0);
+        held.push(lane.take(&*client.make).1);
+        assert_eq!(lane.pools(), 2);
+        assert_eq!(
+            lane.pools.lock().unwrap_or_else(PoisonError::into_inner)[0]
+                .in_flight
+                .load(Ordering::Relaxed),
+            STREAMS_PER_POOL
+        );
+        drop(held);
+        let pools = lane.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            pools
+                .iter()
+                .all(|p| p.in_flight.load(Ordering::Relaxed) == 0)
+        );
+    }
 }

@@ -80,7 +80,7 @@ impl ProviderKit {
     /// content type and its body piece by piece, failing when nothing arrives for `idle`.
     pub fn native_answer(
         &self,
-        response: http::Response<hyper::body::Incoming>,
+        response: http::Response<crate::UpstreamBody>,
         idle: std::time::Duration,
     ) -> NativeResponse {
         let content_type = response

@@ -22,7 +22,8 @@ mod tls;
 
 pub use body::{IdleBody, SseStream};
 pub use client::{
-    ClientOptions, MAX_ERROR_BYTES, UpstreamClient, set_thread_lane, with_traceparent,
+    ClientOptions, MAX_ERROR_BYTES, STREAMS_PER_POOL, UpstreamClient, set_thread_lane,
+    with_traceparent,
 };
 pub use error::{describe, retry_after};
 pub use keyring::{DEFAULT_REST, KeyRing};
@@ -32,5 +33,5 @@ pub use rules::{ProxyChoice, ProxyConfig, ProxyEnv, ProxyRules};
 pub use sse::{LineTooLong, SseDecoder, SseEvent};
 pub use tls::TlsRoots;
 
-/// Re-exported body type of upstream responses.
-pub use hyper::body::Incoming;
+/// The body type of upstream responses.
+pub use body::UpstreamBody;

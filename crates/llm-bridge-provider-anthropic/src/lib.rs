@@ -120,7 +120,7 @@ impl AnthropicProvider {
         entry: &ModelEntry<'_>,
         mut request: ChatRequest,
         stream: bool,
-    ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+    ) -> Result<http::Response<llm_bridge_http::UpstreamBody>> {
         let session = request.session();
         let traceparent = request.traceparent();
         entry.config.apply(&mut request);

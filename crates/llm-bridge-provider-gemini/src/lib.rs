@@ -152,7 +152,7 @@ impl GeminiProvider {
         entry: &ModelEntry<'_>,
         request: &ChatRequest,
         stream: bool,
-    ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+    ) -> Result<http::Response<llm_bridge_http::UpstreamBody>> {
         let upstream = entry.upstream_name();
         let body = request_body(request, upstream).map_err(|e| e.with_provider(&*self.kit.name))?;
         let uri = self
@@ -178,7 +178,7 @@ impl GeminiProvider {
         stream: bool,
         session: Option<u64>,
         traceparent: Option<llm_bridge_core::TraceParent>,
-    ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+    ) -> Result<http::Response<llm_bridge_http::UpstreamBody>> {
         let (key_index, key) = self.kit.key(session)?;
         let accept = if stream {
             "text/event-stream"

@@ -112,7 +112,7 @@ impl OpenAiProvider {
         stream: bool,
         session: Option<u64>,
         traceparent: Option<llm_bridge_core::TraceParent>,
-    ) -> Result<http::Response<llm_bridge_http::Incoming>> {
+    ) -> Result<http::Response<llm_bridge_http::UpstreamBody>> {
         let timeout = entry.config.timeout();
         let (key_index, key) = self.kit.key(session)?;
         let request =

@@ -21,5 +21,6 @@ mod routing;
 mod server;
 mod stores;
 mod telemetry;
+mod upstream_http2;
 mod usage;
 mod websocket;
