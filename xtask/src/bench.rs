@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: llm-bridge against the direct path and nginx, measured in one run.
 //!
-//! Builds the binaries as shipped (`--profile dist`), starts two mock upstreams (`mock-upstream`: one answering at once,
-//! one streaming 20 chunks 5 ms apart), the gateway with a managed key, the usage store and
+//! Builds the binaries as shipped (`--profile dist`), starts mock upstreams (`mock-upstream`: one answering at once,
+//! one streaming 20 chunks 5 ms apart, two holding streams open, over HTTP/1 and over HTTPS with HTTP/2), the gateway with a managed key, the usage store and
 //! JSON file logging on, and — when `nginx` is installed — nginx in front of the same mocks.
 //! The load generator (`loadgen`) drives each path in turn; every figure is the median of
 //! several rounds. CPU time and memory come from `/proc`.
@@ -390,9 +390,23 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         ),
         &[],
     )?;
+    // The same over HTTPS, HTTP/2 by ALPN, as OpenAI, Anthropic and Google answer: streams
+    // share connections instead of holding one each.
+    let _hold_tls = spawn(
+        "mock (held streams, HTTPS)",
+        &dir,
+        &format!(
+            "{} --port-file hold-tls.port --chunks 120 --chunk-delay-ms 500 --tls-ca-file hold-ca.pem",
+            mock_bin.display()
+        ),
+        &[],
+    )?;
     let fast_port = wait_for_file(&dir.join("fast.port"))?;
     let stream_port = wait_for_file(&dir.join("stream.port"))?;
     let hold_port = wait_for_file(&dir.join("hold.port"))?;
+    let hold_tls_port = wait_for_file(&dir.join("hold-tls.port"))?;
+    // Absolute: the gateways without usage and with traces run in folders of their own.
+    let hold_ca = dir.join("hold-ca.pem").display().to_string();
     let mock_pids: Vec<u32> = vec![_fast.child.id(), _slow.child.id()];
 
     // The gateway, with every feature a deployment runs with.
@@ -402,6 +416,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
          providers:\n  fast:\n    adapter: openai\n    base_url: http://127.0.0.1:{fast_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{ price: {{ input: 1, output: 2 }} }} }}\n\
          \x20 stream:\n    adapter: openai\n    base_url: http://127.0.0.1:{stream_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{}} }}\n\
          \x20 hold:\n    adapter: openai\n    base_url: http://127.0.0.1:{hold_port}/v1\n    api_key: sk-bench\n    models: {{ m: {{ timeout: 600 }} }}\n\
+         \x20 hold-tls:\n    adapter: openai\n    base_url: https://127.0.0.1:{hold_tls_port}/v1\n    api_key: sk-bench\n    tls: {{ ca_file: \"{hold_ca}\" }}\n    models: {{ m: {{ timeout: 600 }} }}\n\
          \x20 claude:\n    adapter: anthropic\n    base_url: http://127.0.0.1:{fast_port}\n    api_key: sk-bench\n    models: {{ m: {{ price: {{ input: 1, output: 2 }} }} }}\n\
          logging:\n  format: json\n  level: info\n  output:\n    console: false\n    file: {{ path: logs/llm-bridge.log, max_size: 104857600, backup_count: 3 }}\n\
          usage: {{ database: data/llm-bridge.db }}\n"
@@ -729,8 +744,25 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     // Memory with thousands of open streams. Cancelling them all makes the gateway estimate
     // their tokens, which loads a vocabulary (~45 MB) that is released after 10 s idle:
     // "after load" is read 30 s after the streams ended (issue 22's measure), by when it
-    // has happened.
-    let held = hold_streams(&loadgen_bin, gw_port, &key, o.streams_held, gw_pid)?;
+    // has happened. First to an HTTP/1 upstream (a connection per stream, as to a local
+    // server), then over HTTP/2 (as to the providers), each from where the last left.
+    let held = hold_streams(
+        &loadgen_bin,
+        gw_port,
+        &key,
+        "hold/m",
+        o.streams_held,
+        gw_pid,
+    )?;
+    std::thread::sleep(Duration::from_secs(30));
+    let held_tls = hold_streams(
+        &loadgen_bin,
+        gw_port,
+        &key,
+        "hold-tls/m",
+        o.streams_held,
+        gw_pid,
+    )?;
     std::thread::sleep(Duration::from_secs(30));
     let rss_after = rss_mb(&[gw_pid]);
     let rss_after_anon = rss_anon_mb(&[gw_pid]);
@@ -766,6 +798,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             "rss_after_load_mb": rss_after,
             "rss_after_load_anon_mb": rss_after_anon,
             "held_streams": held,
+            "held_streams_http2": held_tls,
         },
     });
     print_table(&report);
@@ -896,19 +929,21 @@ fn start_shared(gateway_bin: &Path, dir: &Path, gw_port: u16) -> Result<Option<S
     }))
 }
 
-/// Opens `n` streams through the gateway to the holding mock and reads the gateway's memory
-/// once they are all open.
+/// Opens `n` streams of `model` through the gateway and reads the gateway's memory just
+/// before and once they are all open.
 fn hold_streams(
     loadgen: &Path,
     port: u16,
     key: &str,
+    model: &str,
     n: usize,
     gw_pid: u32,
 ) -> Result<Value, String> {
+    let rss_before = rss_mb(&[gw_pid]);
     let mut child = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "ulimit -n $(ulimit -Hn); exec {} hold --url http://127.0.0.1:{port}/v1/chat/completions --model hold/m --key {key} --streams {n} --seconds 30",
+            "ulimit -n $(ulimit -Hn); exec {} hold --url http://127.0.0.1:{port}/v1/chat/completions --model {model} --key {key} --streams {n} --seconds 30",
             loadgen.display()
         ))
         .stdout(Stdio::piped())
@@ -927,6 +962,7 @@ fn hold_streams(
         }
     }
     let _ = child.wait();
+    summary["rss_mb_before"] = json!(rss_before);
     summary["rss_mb_with_all_open"] = json!(rss_open);
     Ok(summary)
 }
@@ -1111,6 +1147,24 @@ fn print_table(r: &Value) {
         fmt(m["rss_after_load_mb"].as_f64(), 1)
     );
     println!("RSS MB after each round: {}", m["rss_after_each_round_mb"]);
+    let per_stream = |held: &Value| {
+        let open = held["open"].as_f64().filter(|n| *n > 0.0);
+        let grew = held["rss_mb_with_all_open"]
+            .as_f64()
+            .zip(held["rss_mb_before"].as_f64())
+            .map(|(with, before)| with - before);
+        fmt(grew.zip(open).map(|(mb, n)| mb * 1024.0 / n), 1)
+    };
+    println!(
+        "KB per open stream: HTTP/1 upstream {} ({} of {} open), HTTPS upstream over HTTP/2 {} ({} of {} open, {} MB with all open)",
+        per_stream(&m["held_streams"]),
+        m["held_streams"]["open"],
+        m["held_streams"]["streams"],
+        per_stream(&m["held_streams_http2"]),
+        m["held_streams_http2"]["open"],
+        m["held_streams_http2"]["streams"],
+        fmt(m["held_streams_http2"]["rss_mb_with_all_open"].as_f64(), 1),
+    );
     println!(
         "of which anonymous (heap, stacks), MB: idle {}, after it all {}",
         fmt(m["rss_idle_anon_mb"].as_f64(), 1),
