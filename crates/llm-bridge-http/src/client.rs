@@ -103,9 +103,10 @@ struct CountedPool {
 }
 
 impl Lane {
-    /// The first pool with fewer than [`STREAMS_PER_POOL`] requests in flight, opened if
-    /// none has room, with one more request counted in flight on it.
-    fn take(&self, make: &dyn Fn() -> Pool) -> (Pool, InFlight) {
+    /// Runs `send` on the first pool with fewer than [`STREAMS_PER_POOL`] requests in flight
+    /// (opened if none has room), with one more request counted in flight on it. `send` gets
+    /// the pool borrowed: hyper's `request` clones what its future needs itself.
+    fn take<R>(&self, make: &dyn Fn() -> Pool, send: impl FnOnce(&Pool) -> R) -> (R, InFlight) {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         let chosen = match pools
             .iter()
@@ -121,7 +122,7 @@ impl Lane {
             }
         };
         chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-        (chosen.pool.clone(), InFlight(chosen.in_flight.clone()))
+        (send(&chosen.pool), InFlight(chosen.in_flight.clone()))
     }
 
     #[cfg(test)]
@@ -187,8 +188,8 @@ impl UpstreamClient {
         header_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, Error> {
         let lane = &self.lanes[LANE.with(Cell::get) % self.lanes.len()];
-        let (pool, in_flight) = lane.take(&*self.make);
-        match tokio::time::timeout(header_timeout, pool.request(request)).await {
+        let (response, in_flight) = lane.take(&*self.make, |pool| pool.request(request));
+        match tokio::time::timeout(header_timeout, response).await {
             Err(_) => Err(Error::new(
                 ErrorKind::UpstreamTimeout,
                 format!(
@@ -303,18 +304,18 @@ mod tests {
         let client = UpstreamClient::new(&ClientOptions::default()).expect("a client");
         let lane = &client.lanes[0];
         let mut held: Vec<InFlight> = (0..STREAMS_PER_POOL)
-            .map(|_| lane.take(&*client.make).1)
+            .map(|_| lane.take(&*client.make, |_| ()).1)
             .collect();
         assert_eq!(
             lane.pools(),
             1,
             "{STREAMS_PER_POOL} requests fit in one pool"
         );
-        held.push(lane.take(&*client.make).1);
+        held.push(lane.take(&*client.make, |_| ()).1);
         assert_eq!(lane.pools(), 2, "one more opens a second pool");
         // A request ends on the first pool: the next goes there, not to a third.
         held.swap_remove(0);
-        held.push(lane.take(&*client.make).1);
+        held.push(lane.take(&*client.make, |_| ()).1);
         assert_eq!(lane.pools(), 2);
         assert_eq!(
             lane.pools.lock().unwrap_or_else(PoisonError::into_inner)[0]
