@@ -39,8 +39,8 @@ fn return_memory_after_load() {
 }
 
 /// Returns the pages this thread's heap holds free (its own frees and other threads' frees of
-/// its blocks) to the system: run by each async worker thread as it goes idle, since an idle
-/// thread's heap is collected by no one else.
+/// its blocks) to the system: run by each async worker thread after a spell of work, since an
+/// idle thread's heap is collected by no one else.
 #[allow(unsafe_code)]
 fn collect_this_thread() {
     // SAFETY: mi_collect takes no pointers; it collects the calling thread's heap.
