@@ -5,7 +5,7 @@
 //! and they hold tens of megabytes. Run estimates off the async threads (loading takes a few
 //! hundred milliseconds).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use llm_bridge_core::Message;
@@ -26,6 +26,31 @@ static VOCABULARIES: Mutex<Vocabularies> = Mutex::new(Vocabularies {
     last_used: None,
 });
 
+/// What the vocabularies just did to the process's memory (see [`on_vocabulary_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VocabularyMemory {
+    /// A vocabulary was built, on this thread, from text embedded in the executable: the
+    /// text's pages were read once and are not needed again.
+    Loaded,
+    /// The vocabularies were dropped, on this thread, whose allocator now holds their memory
+    /// free.
+    Released,
+}
+
+static ON_MEMORY: OnceLock<fn(VocabularyMemory)> = OnceLock::new();
+
+/// Sets what runs after a vocabulary is loaded or the vocabularies are released: the binary
+/// hands the memory back to the system there (this crate has no `unsafe`).
+pub fn on_vocabulary_memory(hook: fn(VocabularyMemory)) {
+    let _ = ON_MEMORY.set(hook);
+}
+
+fn tell(what: VocabularyMemory) {
+    if let Some(hook) = ON_MEMORY.get() {
+        hook(what);
+    }
+}
+
 /// Drops the loaded vocabularies when no estimate used them for `idle`.
 pub fn release_idle(idle: Duration) {
     let mut v = VOCABULARIES.lock().unwrap_or_else(|e| e.into_inner());
@@ -33,6 +58,8 @@ pub fn release_idle(idle: Duration) {
         v.o200k = None;
         v.cl100k = None;
         v.last_used = None;
+        drop(v);
+        tell(VocabularyMemory::Released);
     }
 }
 
@@ -69,14 +96,15 @@ impl Encoding {
     }
 
     fn bpe(self) -> Option<Arc<CoreBPE>> {
-        let mut v = VOCABULARIES.lock().unwrap_or_else(|e| e.into_inner());
-        v.last_used = Some(Instant::now());
-        let v = &mut *v;
+        let mut guard = VOCABULARIES.lock().unwrap_or_else(|e| e.into_inner());
+        guard.last_used = Some(Instant::now());
+        let v = &mut *guard;
         let (slot, load): (&mut Option<Arc<CoreBPE>>, Loader) = match self {
             Encoding::O200k => (&mut v.o200k, anyhow_free::o200k),
             Encoding::Cl100k => (&mut v.cl100k, anyhow_free::cl100k),
         };
-        if slot.is_none() {
+        let loading = slot.is_none();
+        if loading {
             match load() {
                 Ok(bpe) => *slot = Some(Arc::new(bpe)),
                 Err(e) => {
@@ -85,7 +113,12 @@ impl Encoding {
                 }
             }
         }
-        slot.clone()
+        let bpe = slot.clone();
+        drop(guard);
+        if loading {
+            tell(VocabularyMemory::Loaded);
+        }
+        bpe
     }
 
     /// Tokens in a text. Texts longer than [`SAMPLE_BYTES`] are estimated from their first
@@ -247,6 +280,29 @@ pub fn input_tokens_of_body(encoding: Encoding, body: &[u8]) -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static LOADED: AtomicUsize = AtomicUsize::new(0);
+    static RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+    fn note(what: VocabularyMemory) {
+        match what {
+            VocabularyMemory::Loaded => LOADED.fetch_add(1, Ordering::SeqCst),
+            VocabularyMemory::Released => RELEASED.fetch_add(1, Ordering::SeqCst),
+        };
+    }
+
+    #[test]
+    fn the_binary_hears_of_each_load_and_release() {
+        on_vocabulary_memory(note);
+        // Other tests load and count too: after this release, either this test's count loads
+        // the vocabulary or another test did, and either is heard.
+        release_idle(Duration::ZERO);
+        assert_eq!(Encoding::Cl100k.count("hello world"), 2);
+        assert!(LOADED.load(Ordering::SeqCst) > 0, "no load heard");
+        release_idle(Duration::ZERO);
+        assert!(RELEASED.load(Ordering::SeqCst) > 0, "no release heard");
+    }
 
     #[test]
     fn embedding_inputs_are_counted_as_texts_or_tokens() {
