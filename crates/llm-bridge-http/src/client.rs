@@ -93,7 +93,7 @@ type Pool = Client<HttpsConnector<Connector>, Full<Bytes>>;
 /// A lane's pools, in the order they were opened; a request takes the first with room.
 #[derive(Default)]
 struct Lane {
-    pools: Mutex<Vec<CountedPool>>,
+    pools: Arc<Mutex<Vec<CountedPool>>>,
 }
 
 /// A pool and its requests in flight (from sending to the end of the response body).
@@ -122,7 +122,11 @@ impl Lane {
             }
         };
         chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-        (send(&chosen.pool), InFlight(chosen.in_flight.clone()))
+        let in_flight = InFlight {
+            count: chosen.in_flight.clone(),
+            lane: self.pools.clone(),
+        };
+        (send(&chosen.pool), in_flight)
     }
 
     #[cfg(test)]
@@ -136,11 +140,28 @@ impl Lane {
 
 /// One request counted in flight on its pool until dropped: with the response body, or
 /// with the error.
-pub(crate) struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight {
+    count: Arc<AtomicUsize>,
+    lane: Arc<Mutex<Vec<CountedPool>>>,
+}
 
 impl Drop for InFlight {
+    /// The last request of a pool opened for a burst closes the pool, and with it the pool's
+    /// idle connections. Kept, such pools were the memory left after a burst: each holds a few
+    /// small blocks allocated amid the burst's requests, which kept the allocator's pages
+    /// around them (of 1,000 streams' pages, those of ten pools' blocks stayed). The first
+    /// pool stays, warm for the next request.
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.count.fetch_sub(1, Ordering::Relaxed) != 1 {
+            return;
+        }
+        let mut pools = self.lane.lock().unwrap_or_else(PoisonError::into_inner);
+        // Counted again under the lock: `take` may have chosen this pool since.
+        if let Some(i) = pools.iter().skip(1).position(|p| {
+            Arc::ptr_eq(&p.in_flight, &self.count) && p.in_flight.load(Ordering::Relaxed) == 0
+        }) {
+            pools.remove(i + 1);
+        }
     }
 }
 
@@ -323,12 +344,15 @@ mod tests {
                 .load(Ordering::Relaxed),
             STREAMS_PER_POOL
         );
+        // The second pool's last request ends: the pool closes; the first stays.
+        let second = held
+            .iter()
+            .position(|f| f.count.load(Ordering::Relaxed) == 1);
+        held.swap_remove(second.expect("one request on the second pool"));
+        assert_eq!(lane.pools(), 1, "an emptied burst pool closes");
         drop(held);
         let pools = lane.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        assert!(
-            pools
-                .iter()
-                .all(|p| p.in_flight.load(Ordering::Relaxed) == 0)
-        );
+        assert_eq!(pools.len(), 1, "the first pool stays");
+        assert_eq!(pools[0].in_flight.load(Ordering::Relaxed), 0);
     }
 }
