@@ -112,14 +112,15 @@ pub fn on_worker_idle(idle: fn()) {
 }
 
 /// How often an async worker thread checks whether it worked enough since it last ran
-/// [`WORKER_IDLE`] to run it again. It ran each time the thread went to sleep, which with
-/// one request at a time is several times a request: its collections and the purges they
-/// set off (and the page faults after) were 3.8 % of a serving thread's samples with one
-/// stream at a time, and 6 page faults a stream.
+/// [`WORKER_IDLE`] to run it again. [`WORKER_IDLE`] used to run each time the thread went to
+/// sleep, which with one request at a time is several times a request: those collections and
+/// the purges they set off (and the page faults after) were 3.8 % of a serving thread's
+/// samples with one stream at a time, and 6 page faults a stream.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The work (time busy) after which a check runs [`WORKER_IDLE`]: some 10 requests' worth.
-/// An idle thread's checks are busy some 20 µs each, so it collects every half minute or so.
+/// An idle thread's own checks are busy a few µs each (10–40 µs in a debug build), so an
+/// idle thread collects once in a minute or so.
 const WORK_BEFORE_COLLECT: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Runs [`WORKER_IDLE`] on this runtime's (single) thread at the first [`IDLE_CHECK`] after
@@ -131,6 +132,7 @@ async fn collect_after_work() {
     }
 }
 
+/// [`collect_after_work`] with its period and threshold given (the test's are shorter).
 async fn collect_after_work_every(
     idle: fn(),
     check: std::time::Duration,
