@@ -104,9 +104,9 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Run by each async worker thread after it worked (see [`on_worker_idle`]).
 static WORKER_IDLE: OnceLock<fn()> = OnceLock::new();
 
-/// Sets what each async worker thread of `serve` runs after a spell of work, within
-/// [`IDLE_CHECK`] of it: `main` returns the memory the thread's allocator holds free to the
-/// system there, since only the thread that owns it can.
+/// Sets what each async worker thread of `serve` runs after a spell of work, within half a
+/// second of it: `main` returns the memory the thread's allocator holds free to the system
+/// there, since only the thread that owns it can.
 pub fn on_worker_idle(idle: fn()) {
     let _ = WORKER_IDLE.set(idle);
 }
