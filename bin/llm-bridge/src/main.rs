@@ -82,6 +82,7 @@ fn drop_read_only_data_pages() {
             return;
         };
         let Some(exe) = exe.to_str() else { return };
+        let exe = format!(" {exe}");
         let mut candidate: Option<(usize, usize)> = None;
         for line in smaps.lines() {
             let mut fields = line.split_ascii_whitespace();
@@ -93,8 +94,7 @@ fn drop_read_only_data_pages() {
                 ))
             }) {
                 let read_only = fields.next() == Some("r--p");
-                candidate =
-                    (read_only && line.ends_with(&format!(" {exe}"))).then_some((start, end));
+                candidate = (read_only && line.ends_with(&exe)).then_some((start, end));
             } else if first == "Anonymous:" {
                 if let Some((start, end)) = candidate.take() {
                     if fields.next() == Some("0") {

@@ -108,23 +108,26 @@ impl Lane {
     /// the pool borrowed: hyper's `request` clones what its future needs itself.
     fn take<R>(&self, make: &dyn Fn() -> Pool, send: impl FnOnce(&Pool) -> R) -> (R, InFlight) {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        let chosen = match pools
+        let at = match pools
             .iter()
-            .find(|p| p.in_flight.load(Ordering::Relaxed) < STREAMS_PER_POOL)
+            .position(|p| p.in_flight.load(Ordering::Relaxed) < STREAMS_PER_POOL)
         {
-            Some(p) => p,
+            Some(at) => at,
             None => {
                 pools.push(CountedPool {
                     pool: make(),
                     in_flight: Arc::default(),
                 });
-                &pools[pools.len() - 1]
+                pools.len() - 1
             }
         };
+        let chosen = &pools[at];
         chosen.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight {
             count: chosen.in_flight.clone(),
-            lane: self.pools.clone(),
+            // The first pool is never closed (nor moved: only later ones are removed), so its
+            // requests need no way back to the lane, and their drop takes no lock.
+            lane: (at > 0).then(|| self.pools.clone()),
         };
         (send(&chosen.pool), in_flight)
     }
@@ -142,7 +145,8 @@ impl Lane {
 /// with the error.
 pub(crate) struct InFlight {
     count: Arc<AtomicUsize>,
-    lane: Arc<Mutex<Vec<CountedPool>>>,
+    /// The lane, for a request on a pool that closes when its last request ends.
+    lane: Option<Arc<Mutex<Vec<CountedPool>>>>,
 }
 
 impl Drop for InFlight {
@@ -155,7 +159,8 @@ impl Drop for InFlight {
         if self.count.fetch_sub(1, Ordering::Relaxed) != 1 {
             return;
         }
-        let mut pools = self.lane.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(lane) = &self.lane else { return };
+        let mut pools = lane.lock().unwrap_or_else(PoisonError::into_inner);
         // Counted again under the lock: `take` may have chosen this pool since.
         if let Some(i) = pools.iter().skip(1).position(|p| {
             Arc::ptr_eq(&p.in_flight, &self.count) && p.in_flight.load(Ordering::Relaxed) == 0
