@@ -49,6 +49,19 @@ fn main() {
             black_box(r.to_bytes());
         },
     );
+    // As most requests go: no model config to apply, only the gateway's own edits.
+    measure(
+        "request: parse + model + include_usage + clone + serialise",
+        200_000,
+        || {
+            let mut r = ChatRequest::from_bytes(Bytes::from_static(black_box(request))).unwrap();
+            let attempt = r.clone();
+            r.set_model("deepseek-chat");
+            r.set_include_usage(true);
+            black_box(r.to_bytes());
+            black_box(attempt);
+        },
+    );
 
     let chunk = br#"{"id":"chatcmpl-ABfw031mOJeYCSHe4yI2ZjOA6kMJL","object":"chat.completion.chunk","created":1727346168,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{"content":" weather"},"logprobs":null,"finish_reason":null}]}"#;
     let usage_chunk = br#"{"id":"chatcmpl-x","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":79,"completion_tokens":40,"total_tokens":119,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;

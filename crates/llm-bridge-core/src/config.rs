@@ -291,17 +291,22 @@ impl ModelConfig {
 
     /// Applies the `max_tokens` ceiling, then `param_config`, to a request.
     pub fn apply(&self, request: &mut ChatRequest) {
+        // Only a change parses the body: a request left as sent goes upstream as its bytes.
         if let Some(ceiling) = self.max_tokens {
-            for key in ["max_tokens", "max_completion_tokens"] {
-                let body = request.body_mut();
-                if let Some(v) = body.get_mut(key) {
-                    if v.as_u64().is_some_and(|asked| asked > ceiling) {
-                        *v = Value::from(ceiling);
+            let over = |asked: Option<u64>| asked.is_some_and(|asked| asked > ceiling);
+            if over(request.max_tokens()) || over(request.max_completion_tokens()) {
+                for key in ["max_tokens", "max_completion_tokens"] {
+                    if let Some(v) = request.body_mut().get_mut(key) {
+                        if v.as_u64().is_some_and(|asked| asked > ceiling) {
+                            *v = Value::from(ceiling);
+                        }
                     }
                 }
             }
         }
-        self.param_config.apply(request.body_mut());
+        if !self.param_config.is_empty() {
+            self.param_config.apply(request.body_mut());
+        }
     }
 }
 

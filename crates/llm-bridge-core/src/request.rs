@@ -1,8 +1,11 @@
 //! The chat completion request as the client sent it.
 //!
-//! The body is kept as a JSON object so that every field the client sent reaches an
-//! OpenAI-compatible upstream untouched; only the fields the gateway must understand are
-//! validated and given accessors.
+//! The body is kept as the client's bytes (see `raw`), or as a JSON object once something
+//! needs one, so that every field the client sent reaches an OpenAI-compatible upstream
+//! untouched; only the fields the gateway must understand are validated and given accessors.
+
+use std::fmt;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -10,6 +13,10 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::trace::TraceParent;
+
+mod raw;
+
+use raw::Raw;
 
 /// `bytes` with every `\\uXXXX` escape of an unpaired surrogate replaced by `\\ufffd`, or
 /// `None` if there is none.
@@ -66,18 +73,61 @@ pub fn session_hash(session: &str) -> u64 {
 }
 
 /// A validated `POST /v1/chat/completions` body.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct ChatRequest {
-    body: Map<String, Value>,
+    /// The client's bytes, while no edit has needed the parsed body: forwarded to an
+    /// OpenAI-compatible upstream with only the gateway's changes spliced in.
+    raw: Option<Raw>,
+    /// The body as a JSON object: given, or parsed from `raw` (with its edits) on first need.
+    /// Once `raw` is gone this is the request.
+    body: OnceLock<Map<String, Value>>,
     /// The session named outside the body (an `x-session-id` header), if any.
     session: Option<u64>,
     /// The trace context the upstream request carries (`traceparent`), if any.
     traceparent: Option<TraceParent>,
 }
 
+impl fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatRequest")
+            .field("body", self.body())
+            .field("session", &self.session)
+            .field("traceparent", &self.traceparent)
+            .finish()
+    }
+}
+
+impl PartialEq for ChatRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.body() == other.body()
+            && self.session == other.session
+            && self.traceparent == other.traceparent
+    }
+}
+
 impl ChatRequest {
     /// Parses and validates a request body.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        Self::from_bytes(Bytes::copy_from_slice(bytes))
+    }
+
+    /// Parses and validates a request body, keeping the bytes (shared, not copied) for the
+    /// upstream request.
+    pub fn from_bytes(bytes: Bytes) -> Result<Self> {
+        if let Some(raw) = Raw::read(bytes.clone()) {
+            return Ok(ChatRequest {
+                raw: Some(raw),
+                body: OnceLock::new(),
+                session: None,
+                traceparent: None,
+            });
+        }
+        Self::parse(&bytes)
+    }
+
+    /// Parses a body into a JSON tree and validates it: for what `Raw::read` does not take,
+    /// and for the errors.
+    fn parse(bytes: &[u8]) -> Result<Self> {
         let value: Value = match serde_json::from_slice(bytes) {
             Ok(value) => value,
             // JavaScript strings may hold half a surrogate pair, and OpenAI accepts them as
@@ -98,7 +148,8 @@ impl ChatRequest {
         };
         validate(&body)?;
         Ok(ChatRequest {
-            body,
+            raw: None,
+            body: OnceLock::from(body),
             session: None,
             traceparent: None,
         })
@@ -115,11 +166,12 @@ impl ChatRequest {
     /// Requests of one session go to the same route target and provider key while those
     /// stay healthy, so that the provider's prompt cache keeps hitting.
     pub fn session(&self) -> Option<u64> {
-        self.session.or_else(|| {
-            ["prompt_cache_key", "user"]
+        self.session.or_else(|| match &self.raw {
+            Some(raw) => raw.session(),
+            None => ["prompt_cache_key", "user"]
                 .iter()
-                .find_map(|k| self.body.get(*k)?.as_str().filter(|s| !s.is_empty()))
-                .map(session_hash)
+                .find_map(|k| self.body().get(*k)?.as_str().filter(|s| !s.is_empty()))
+                .map(session_hash),
         })
     }
 
@@ -136,57 +188,101 @@ impl ChatRequest {
 
     /// The model the client asked for (`provider/model`, an alias, or a bare name).
     pub fn model(&self) -> &str {
-        self.body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        match &self.raw {
+            Some(raw) => raw.model(),
+            None => self
+                .body()
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        }
     }
 
     /// Rewrites the model name (to the upstream's name).
     pub fn set_model(&mut self, model: &str) {
-        self.body
-            .insert("model".into(), Value::String(model.to_owned()));
+        if let Some(raw) = &mut self.raw {
+            raw.set_model(model);
+        }
+        if let Some(body) = self.body.get_mut() {
+            body.insert("model".into(), Value::String(model.to_owned()));
+        }
     }
 
     /// Whether the client asked for a server-sent-event stream.
     pub fn stream(&self) -> bool {
-        self.body
-            .get("stream")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        match &self.raw {
+            Some(raw) => raw.stream(),
+            None => self
+                .body()
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        }
+    }
+
+    /// `stream` as given (by the client or since), `None` when absent or null.
+    pub fn stream_given(&self) -> Option<bool> {
+        match &self.raw {
+            Some(raw) => raw.stream_given(),
+            None => self.body().get("stream").and_then(Value::as_bool),
+        }
     }
 
     /// Sets `stream`.
     pub fn set_stream(&mut self, stream: bool) {
-        self.body.insert("stream".into(), Value::Bool(stream));
+        if let Some(raw) = &mut self.raw {
+            raw.set_stream(stream);
+        }
+        if let Some(body) = self.body.get_mut() {
+            body.insert("stream".into(), Value::Bool(stream));
+        }
     }
 
     /// Whether the client asked for the final usage chunk (`stream_options.include_usage`).
     pub fn include_usage(&self) -> bool {
-        self.body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        match &self.raw {
+            Some(raw) => raw.include_usage(),
+            None => self
+                .body()
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        }
     }
 
     /// Sets `stream_options.include_usage`, keeping any other stream option.
     pub fn set_include_usage(&mut self, include: bool) {
-        let options = self
-            .body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !options.is_object() {
-            *options = Value::Object(Map::new());
+        if let Some(raw) = &mut self.raw {
+            raw.set_include_usage(include);
         }
-        if let Value::Object(map) = options {
-            map.insert("include_usage".into(), Value::Bool(include));
+        if let Some(body) = self.body.get_mut() {
+            set_include_usage(body, include);
+        }
+    }
+
+    /// `max_tokens`, when it is given.
+    pub fn max_tokens(&self) -> Option<u64> {
+        match &self.raw {
+            Some(raw) => raw.max_tokens(),
+            None => self.body().get("max_tokens").and_then(Value::as_u64),
+        }
+    }
+
+    /// `max_completion_tokens`, when it is given.
+    pub fn max_completion_tokens(&self) -> Option<u64> {
+        match &self.raw {
+            Some(raw) => raw.max_completion_tokens(),
+            None => self
+                .body()
+                .get("max_completion_tokens")
+                .and_then(Value::as_u64),
         }
     }
 
     /// The messages, as JSON values.
     pub fn messages(&self) -> &[Value] {
-        self.body
+        self.body()
             .get("messages")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
@@ -209,29 +305,57 @@ impl ChatRequest {
 
     /// One field of the body.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.body.get(key)
+        self.body().get(key)
     }
 
     /// The whole body.
     pub fn body(&self) -> &Map<String, Value> {
-        &self.body
+        self.body
+            .get_or_init(|| self.raw.as_ref().map(Raw::to_map).unwrap_or_default())
     }
 
     /// The whole body, for targeted edits. The caller keeps it valid.
     pub fn body_mut(&mut self) -> &mut Map<String, Value> {
-        &mut self.body
+        self.body();
+        // From here on the parsed body is the request.
+        self.raw = None;
+        self.body.get_mut().expect("the body was parsed above")
     }
 
     /// The body, consumed.
-    pub fn into_body(self) -> Map<String, Value> {
-        self.body
+    pub fn into_body(mut self) -> Map<String, Value> {
+        self.body();
+        self.body.take().unwrap_or_default()
     }
 
-    /// The body serialised as JSON.
+    /// The body serialised as JSON: the client's bytes with the gateway's edits, when the
+    /// body was never edited otherwise.
     pub fn to_bytes(&self) -> Bytes {
-        // Serialising a `Map<String, Value>` cannot fail: keys are strings, numbers are finite.
-        Bytes::from(serde_json::to_vec(&self.body).unwrap_or_default())
+        match &self.raw {
+            Some(raw) => raw.to_bytes(),
+            // Serialising a `Map<String, Value>` cannot fail: keys are strings, numbers are
+            // finite.
+            None => Bytes::from(serde_json::to_vec(self.body()).unwrap_or_default()),
+        }
     }
+}
+
+/// Sets `stream_options.include_usage` in a body, keeping any other stream option.
+fn set_include_usage(body: &mut Map<String, Value>, include: bool) {
+    let options = body
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = options {
+        set_include_usage_in(map, include);
+    }
+}
+
+/// Sets `include_usage` in a `stream_options` object.
+fn set_include_usage_in(options: &mut Map<String, Value>, include: bool) {
+    options.insert("include_usage".into(), Value::Bool(include));
 }
 
 fn validate(body: &Map<String, Value>) -> Result<()> {

@@ -116,9 +116,9 @@ async fn serve(
         Ok(p) => p,
         Err(e) => return Err(failed(log, e)),
     };
-    let max_output = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| request.get(k).and_then(serde_json::Value::as_u64));
+    let max_output = request
+        .max_completion_tokens()
+        .or_else(|| request.max_tokens());
     if let Some(trace) = log.trace.as_deref_mut() {
         trace.max_tokens = max_output;
     }

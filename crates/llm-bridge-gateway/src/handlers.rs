@@ -97,7 +97,7 @@ async fn chat_completions_in(
         Ok(bytes) => {
             // Kept by reference, for a token estimate should the upstream report no usage.
             log.request_body = Some(bytes.clone());
-            ChatRequest::from_slice(&bytes)
+            ChatRequest::from_bytes(bytes)
         }
         Err(e) => Err(e),
     };

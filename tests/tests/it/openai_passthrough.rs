@@ -284,6 +284,44 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
 }
 
 #[tokio::test]
+async fn the_upstream_gets_the_clients_bytes_with_only_the_gateways_edits() {
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock, ANY).await;
+    let send = |body: &'static str| {
+        let request = gw
+            .client
+            .request(http::Method::POST, "/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                body.as_bytes(),
+            )))
+            .unwrap();
+        gw.client.call(request)
+    };
+    // Spacing, number forms, escapes and field order as the client wrote them.
+    let answer = send(
+        r#"{ "model" : "mock/m", "temperature":1.0, "top_p":1e0, "messages":[{"role":"user","content":"caf\u00e9"}] }"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        std::str::from_utf8(&mock.last().body).unwrap(),
+        r#"{ "model" : "m", "temperature":1.0, "top_p":1e0, "messages":[{"role":"user","content":"caf\u00e9"}] }"#
+    );
+    // A stream also asks for the usage chunk, keeping the client's other stream options.
+    let answer = send(
+        r#"{"model":"mock/m","stream":true,"stream_options":{"future":1},"messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        std::str::from_utf8(&mock.last().body).unwrap(),
+        r#"{"model":"m","stream":true,"stream_options":{"future":1,"include_usage":true},"messages":[{"role":"user","content":"x"}]}"#
+    );
+    assert_eq!(answer.events().last().unwrap(), "[DONE]");
+}
+
+#[tokio::test]
 async fn stream_usage_switch_off_leaves_stream_options_alone() {
     let mock = MockUpstream::start().await;
     let yaml = format!(

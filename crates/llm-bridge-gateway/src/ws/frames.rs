@@ -228,9 +228,9 @@ async fn chat(
         };
         log.key = Some(principal.name.clone());
         log.request_body = Some(payload.clone());
-        let request = ChatRequest::from_slice(&payload).map(|mut r| {
+        let request = ChatRequest::from_bytes(payload.clone()).map(|mut r| {
             // The documented form (README, quick start "WebSocket, in the browser"): over a WebSocket, answers stream unless told otherwise.
-            if r.get("stream").is_none_or(Value::is_null) {
+            if r.stream_given().is_none() {
                 r.set_stream(true);
             }
             r
