@@ -119,7 +119,7 @@ pub(crate) async fn handle(
     };
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-request-id", v);
+        headers.insert(crate::header_names::X_REQUEST_ID, v);
     }
     // Browser apps call the API from other origins with bearer keys (never cookies). The
     // operators' endpoints are not for other origins' pages to read.

@@ -144,7 +144,9 @@ async fn serve_in(
         .target
         .and_then(|t| HeaderValue::from_str(&t).ok())
     {
-        response.headers_mut().insert("x-llm-bridge-target", target);
+        response
+            .headers_mut()
+            .insert(crate::header_names::X_LLM_BRIDGE_TARGET, target);
     }
     response
 }

@@ -15,6 +15,7 @@ use crate::Gateway;
 use crate::body::{GatewayBody, read_limited};
 use crate::errors::error_response;
 use crate::exchange::{self, Answer};
+use crate::header_names as names;
 use crate::request_log::RequestLog;
 use crate::sse::SseBody;
 
@@ -124,7 +125,7 @@ async fn chat_completions_in(
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             // Tells nginx-style proxies in front of us not to buffer the stream.
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            h.insert(names::X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
             response
         }
         // Chat completions are the pivot: nothing is forwarded natively on this path.
@@ -140,7 +141,9 @@ async fn chat_completions_in(
         .target
         .and_then(|t| HeaderValue::from_str(&t).ok())
     {
-        response.headers_mut().insert("x-llm-bridge-target", target);
+        response
+            .headers_mut()
+            .insert(names::X_LLM_BRIDGE_TARGET, target);
     }
     response
 }
@@ -149,10 +152,13 @@ async fn chat_completions_in(
 pub(crate) fn rate_headers(response: &mut Response<GatewayBody>, rate: &RateInfo) {
     let h = response.headers_mut();
     for (name, value) in [
-        ("x-ratelimit-limit-requests", rate.limit_requests),
-        ("x-ratelimit-remaining-requests", rate.remaining_requests),
-        ("x-ratelimit-limit-tokens", rate.limit_tokens),
-        ("x-ratelimit-remaining-tokens", rate.remaining_tokens),
+        (names::X_RATELIMIT_LIMIT_REQUESTS, rate.limit_requests),
+        (
+            names::X_RATELIMIT_REMAINING_REQUESTS,
+            rate.remaining_requests,
+        ),
+        (names::X_RATELIMIT_LIMIT_TOKENS, rate.limit_tokens),
+        (names::X_RATELIMIT_REMAINING_TOKENS, rate.remaining_tokens),
     ] {
         if let Some(v) = value {
             h.insert(name, HeaderValue::from(v));
@@ -185,7 +191,7 @@ pub(crate) fn server_timing(
         }
     }
     if let Ok(v) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert("server-timing", v);
+        response.headers_mut().insert(names::SERVER_TIMING, v);
     }
 }
 

@@ -22,6 +22,7 @@ use crate::exchange::{self, Answer, Dialect};
 use crate::handlers::{
     for_key, json_response, presented_key, rate_headers, server_timing, session_header,
 };
+use crate::header_names as names;
 use crate::request_log::RequestLog;
 use crate::sse::SseBody;
 
@@ -247,7 +248,7 @@ async fn serve_read(
             let h = response.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            h.insert(names::X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
             response
         }
         Ok(Answer::Native {
@@ -272,7 +273,9 @@ async fn serve_read(
         .target
         .and_then(|t| HeaderValue::from_str(&t).ok())
     {
-        response.headers_mut().insert("x-llm-bridge-target", target);
+        response
+            .headers_mut()
+            .insert(names::X_LLM_BRIDGE_TARGET, target);
     }
     response
 }

@@ -19,6 +19,7 @@ mod embeddings;
 mod errors;
 mod exchange;
 mod handlers;
+mod header_names;
 mod ids;
 mod ingress;
 mod lanes;

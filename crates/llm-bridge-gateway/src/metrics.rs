@@ -1,5 +1,7 @@
 //! `GET /metrics`: Prometheus text format, one registry per gateway (no global state).
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -9,27 +11,27 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    provider: String,
-    model: String,
+    provider: Arc<str>,
+    model: Arc<str>,
     status: u16,
     transport: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    provider: String,
-    model: String,
+    provider: Arc<str>,
+    model: Arc<str>,
     kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
-    provider: String,
+    provider: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamErrorLabels {
-    provider: String,
+    provider: Arc<str>,
     kind: &'static str,
 }
 
@@ -222,10 +224,14 @@ impl Metrics {
     /// A chat request finished.
     pub fn request_finished(&self, o: &Observation<'_>) {
         self.in_flight_requests.dec();
+        // Label values are shared: a family is looked up by an owned label set, and a
+        // `String` per lookup cost six copies per request.
+        let provider: Arc<str> = Arc::from(o.provider);
+        let model: Arc<str> = Arc::from(o.model);
         self.requests
             .get_or_create(&RequestLabels {
-                provider: o.provider.to_owned(),
-                model: o.model.to_owned(),
+                provider: provider.clone(),
+                model: model.clone(),
                 status: o.status,
                 transport: o.transport,
             })
@@ -239,16 +245,22 @@ impl Metrics {
             if n > 0 {
                 self.tokens
                     .get_or_create(&TokenLabels {
-                        provider: o.provider.to_owned(),
-                        model: o.model.to_owned(),
+                        provider: provider.clone(),
+                        model: model.clone(),
                         kind,
                     })
                     .inc_by(n);
             }
         }
-        let provider = ProviderLabels {
-            provider: o.provider.to_owned(),
-        };
+        if let Some(kind) = o.upstream_error {
+            self.upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    provider: provider.clone(),
+                    kind,
+                })
+                .inc();
+        }
+        let provider = ProviderLabels { provider };
         self.latency.get_or_create(&provider).observe(o.latency_s);
         if let Some(t) = o.ttft_s {
             self.ttft.get_or_create(&provider).observe(t);
@@ -258,14 +270,6 @@ impl Metrics {
         }
         if o.truncated {
             self.truncated.get_or_create(&provider).inc();
-        }
-        if let Some(kind) = o.upstream_error {
-            self.upstream_errors
-                .get_or_create(&UpstreamErrorLabels {
-                    provider: o.provider.to_owned(),
-                    kind,
-                })
-                .inc();
         }
     }
 

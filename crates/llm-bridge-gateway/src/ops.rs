@@ -365,6 +365,9 @@ fn events(gateway: &Gateway, query: Option<&str>) -> Result<Response<GatewayBody
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(
+        crate::header_names::X_ACCEL_BUFFERING,
+        HeaderValue::from_static("no"),
+    );
     Ok(r)
 }

@@ -81,6 +81,10 @@ impl Health {
 
     fn with<R>(&self, id: &str, f: impl FnOnce(&mut TargetHealth) -> R) -> R {
         let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up before `entry`, which would copy the id on every request.
+        if let Some(health) = map.get_mut(id) {
+            return f(health);
+        }
         f(map.entry(id.to_owned()).or_default())
     }
 

@@ -126,7 +126,8 @@ struct Roll {
     ttft: Hist,
 }
 
-type RollKey = (i64, String, String, String);
+/// Hour, key, provider, model: borrowed from the records (a batch is thousands of them).
+type RollKey<'a> = (i64, &'a str, &'a str, &'a str);
 
 impl Roll {
     fn add(&mut self, r: &UsageRecord) {
@@ -148,19 +149,19 @@ impl Roll {
         }
     }
 
-    fn key_of(r: &UsageRecord) -> RollKey {
+    fn key_of(r: &UsageRecord) -> RollKey<'_> {
         (
             r.time_ms - r.time_ms.rem_euclid(HOUR_MS),
-            r.key.clone().unwrap_or_default(),
-            r.provider.clone().unwrap_or_default(),
-            r.model.clone().unwrap_or_default(),
+            r.key.as_deref().unwrap_or_default(),
+            r.provider.as_deref().unwrap_or_default(),
+            r.model.as_deref().unwrap_or_default(),
         )
     }
 }
 
 /// Adds these records to the hourly roll-ups, inside the caller's transaction.
 fn roll_up(tx: &rusqlite::Transaction<'_>, records: &[UsageRecord]) -> Result<(), StoreError> {
-    let mut rolls: HashMap<RollKey, Roll> = HashMap::new();
+    let mut rolls: HashMap<RollKey<'_>, Roll> = HashMap::new();
     for r in records {
         rolls.entry(Roll::key_of(r)).or_default().add(r);
     }
