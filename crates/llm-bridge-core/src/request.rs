@@ -312,8 +312,12 @@ impl ChatRequest {
 
     /// The whole body.
     pub fn body(&self) -> &Map<String, Value> {
-        self.body
-            .get_or_init(|| self.raw.as_ref().map(|raw| raw.to_map()).unwrap_or_default())
+        self.body.get_or_init(|| {
+            self.raw
+                .as_ref()
+                .map(|raw| raw.to_map())
+                .unwrap_or_default()
+        })
     }
 
     /// The whole body, for targeted edits. The caller keeps it valid.
