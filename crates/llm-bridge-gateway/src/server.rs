@@ -119,7 +119,7 @@ pub async fn serve_on(
                     let busy = state.busy();
                     // Boxed apart: hyper keeps the box of a connection's request future for as
                     // long as the connection lives, and `handle`'s is about 6.6 KB. This way
-                    // hyper's box holds a pointer, and the 12 KB go back as soon as the answer
+                    // hyper's box holds a pointer, and those KB go back as soon as the answer
                     // starts (an open stream no longer holds them).
                     let handled = Box::pin(handle(gw.clone(), req));
                     async move {
