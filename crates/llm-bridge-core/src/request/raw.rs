@@ -324,6 +324,24 @@ impl Visitor<'_> for Key {
     }
 }
 
+/// The value an object gives the key `name` (the last, if it is given more than once) and
+/// how many times it is given; the other fields are checked and skipped.
+fn one_field<'de, T: serde::Deserialize<'de>, A: MapAccess<'de>>(
+    mut map: A,
+    name: &'static [&'static str; 1],
+) -> Result<(Option<T>, usize), A::Error> {
+    let (mut value, mut times) = (None, 0);
+    while let Some(field) = map.next_key_seed(Key(name))? {
+        if field.is_some() {
+            value = Some(map.next_value::<T>()?);
+            times += 1;
+        } else {
+            map.next_value::<Skip>()?;
+        }
+    }
+    Ok((value, times))
+}
+
 /// Any value, checked and skipped. Unlike serde's `IgnoredAny` it reads strings whole, so
 /// that an escaped lone surrogate (which the full parse repairs) is not forwarded as is.
 struct Skip;
@@ -450,16 +468,8 @@ impl<'de> serde::Deserialize<'de> for Role {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a message object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Role, A::Error> {
-                let mut roles = 0;
-                while let Some(field) = map.next_key_seed(Key(&["role"]))? {
-                    if field.is_some() {
-                        map.next_value::<AnyStr>()?;
-                        roles += 1;
-                    } else {
-                        map.next_value::<Skip>()?;
-                    }
-                }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Role, A::Error> {
+                let (_, roles) = one_field::<AnyStr, A>(map, &["role"])?;
                 if roles == 1 {
                     Ok(Role)
                 } else {
@@ -484,16 +494,10 @@ impl<'de> serde::Deserialize<'de> for StreamOptions {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StreamOptions, A::Error> {
-                let mut include_usage = None;
-                while let Some(field) = map.next_key_seed(Key(&["include_usage"]))? {
-                    if field.is_some() {
-                        // Not a boolean reads as no, as in the parsed body (the last wins).
-                        include_usage = map.next_value::<Value>()?.as_bool();
-                    } else {
-                        map.next_value::<Skip>()?;
-                    }
-                }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StreamOptions, A::Error> {
+                // Not a boolean reads as no, as in the parsed body (the last one wins).
+                let (value, _) = one_field::<Value, A>(map, &["include_usage"])?;
+                let include_usage = value.and_then(|v| v.as_bool());
                 Ok(StreamOptions { include_usage })
             }
         }
