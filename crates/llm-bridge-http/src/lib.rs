@@ -23,7 +23,7 @@ mod tls;
 pub use body::{IdleBody, SseStream};
 pub use client::{
     ClientOptions, MAX_ERROR_BYTES, STREAMS_PER_POOL, UpstreamClient, set_thread_lane,
-    with_traceparent,
+    json_post, with_traceparent,
 };
 pub use error::{describe, retry_after};
 pub use keyring::{DEFAULT_REST, KeyRing};

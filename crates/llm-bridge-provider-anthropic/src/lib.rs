@@ -34,9 +34,8 @@ mod stream;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Uri};
-use http_body_util::Full;
+use http::header::{CONTENT_TYPE, HeaderName};
+use http::{HeaderValue, Uri};
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, Error, ErrorKind, ModelCatalog,
     ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result, StartupError, with_model,
@@ -56,7 +55,13 @@ pub const DEFAULT_VERSION: &str = "2023-06-01";
 /// Largest non-streamed answer accepted from the upstream.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// The header Anthropic reads the key from.
-const API_KEY_HEADER: &str = "x-api-key";
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+/// The API version a request is written for.
+const VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
+/// The beta features a request uses.
+const BETA_HEADER: HeaderName = HeaderName::from_static("anthropic-beta");
+/// W3C Trace Context.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 
 /// One configured Anthropic (or Messages-compatible) provider.
 pub struct AnthropicProvider {
@@ -135,26 +140,17 @@ impl AnthropicProvider {
             }
         }
         let (key_index, key) = self.kit.key(session)?;
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .header(API_KEY_HEADER, key.clone())
-            .header("anthropic-version", self.version.clone());
+        let mut http_request = llm_bridge_http::json_post(
+            self.endpoint.clone(),
+            Bytes::from(body.to_string()),
+            stream,
+        );
+        let headers = http_request.headers_mut();
+        headers.insert(API_KEY_HEADER, key.clone());
+        headers.insert(VERSION_HEADER, self.version.clone());
         if let Some(beta) = &self.beta {
-            builder = builder.header("anthropic-beta", beta.clone());
+            headers.insert(BETA_HEADER, beta.clone());
         }
-        let http_request = builder
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
         let http_request = llm_bridge_http::with_traceparent(http_request, traceparent);
         self.client
             .send_keyed(
@@ -234,34 +230,21 @@ impl ChatProvider for AnthropicProvider {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .and_then(|(_, v)| HeaderValue::try_from(v.as_str()).ok())
         };
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if request.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .header(API_KEY_HEADER, key.clone())
-            // The client's version and betas win: it knows what its body needs.
-            .header(
-                "anthropic-version",
-                client_header("anthropic-version").unwrap_or_else(|| self.version.clone()),
-            );
+        let mut http_request = llm_bridge_http::json_post(uri, body, request.stream);
+        let headers = http_request.headers_mut();
+        headers.insert(API_KEY_HEADER, key.clone());
+        // The client's version and betas win: it knows what its body needs.
+        headers.insert(
+            VERSION_HEADER,
+            client_header("anthropic-version").unwrap_or_else(|| self.version.clone()),
+        );
         if let Some(beta) = client_header("anthropic-beta").or_else(|| self.beta.clone()) {
-            builder = builder.header("anthropic-beta", beta);
+            headers.insert(BETA_HEADER, beta);
         }
         // Set by the router when the request is traced: the attempt's span.
         if let Some(traceparent) = client_header("traceparent") {
-            builder = builder.header("traceparent", traceparent);
+            headers.insert(TRACEPARENT_HEADER, traceparent);
         }
-        let http_request = builder
-            .body(Full::new(body))
-            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
         let response = self
             .client
             .send_keyed(

@@ -72,9 +72,8 @@ mod stream;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE};
-use http::{Method, Request, Uri};
-use http_body_util::Full;
+use http::Uri;
+use http::header::{CONTENT_TYPE, HeaderName};
 use llm_bridge_core::{
     ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind,
     ModelCatalog, ModelEntry, NativeRequest, NativeResponse, ProviderConfig, Result, StartupError,
@@ -109,7 +108,7 @@ use crate::stream::GeminiChunks;
 /// Largest non-streamed answer accepted from Gemini.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// The header Gemini reads the key from (never the `?key=` query: URLs end up in logs).
-const API_KEY_HEADER: &str = "x-goog-api-key";
+const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-goog-api-key");
 
 /// One configured Gemini provider.
 pub struct GeminiProvider {
@@ -180,19 +179,10 @@ impl GeminiProvider {
         traceparent: Option<llm_bridge_core::TraceParent>,
     ) -> Result<http::Response<llm_bridge_http::UpstreamBody>> {
         let (key_index, key) = self.kit.key(session)?;
-        let accept = if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let http_request = Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, accept)
-            .header(API_KEY_HEADER, key.clone())
-            .body(Full::new(body))
-            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
+        let mut http_request = llm_bridge_http::json_post(uri, body, stream);
+        http_request
+            .headers_mut()
+            .insert(API_KEY_HEADER, key.clone());
         let http_request = llm_bridge_http::with_traceparent(http_request, traceparent);
         let timeout = entry.config.timeout();
         self.client

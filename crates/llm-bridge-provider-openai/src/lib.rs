@@ -17,8 +17,8 @@ use std::task::{Context, Poll, ready};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Uri};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
+use http::{HeaderValue, Request, Uri};
 use http_body_util::Full;
 use llm_bridge_core::{
     ChatChunk, ChatProvider, ChatRequest, ChatResponse, ChunkStream, EMBEDDINGS, Error, ErrorKind,
@@ -87,22 +87,10 @@ impl OpenAiProvider {
         &self.endpoint
     }
 
-    fn build(&self, body: Bytes, stream: bool, key: &HeaderValue) -> Result<Request<Full<Bytes>>> {
-        Request::builder()
-            .method(Method::POST)
-            .uri(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .header(AUTHORIZATION, key.clone())
-            .body(Full::new(body))
-            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))
+    fn build(&self, body: Bytes, stream: bool, key: &HeaderValue) -> Request<Full<Bytes>> {
+        let mut request = llm_bridge_http::json_post(self.endpoint.clone(), body, stream);
+        request.headers_mut().insert(AUTHORIZATION, key.clone());
+        request
     }
 
     async fn send(
@@ -116,7 +104,7 @@ impl OpenAiProvider {
         let timeout = entry.config.timeout();
         let (key_index, key) = self.kit.key(session)?;
         let request =
-            llm_bridge_http::with_traceparent(self.build(body, stream, key)?, traceparent);
+            llm_bridge_http::with_traceparent(self.build(body, stream, key), traceparent);
         self.client
             .send_keyed(
                 request,
@@ -183,27 +171,17 @@ impl ChatProvider for OpenAiProvider {
         let entry = self.kit.entry(model)?;
         let body = with_model(&request.body, entry.upstream_name())?;
         let (key_index, key) = self.kit.key(request.session)?;
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if request.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .header(AUTHORIZATION, key.clone());
+        let mut http_request = llm_bridge_http::json_post(url, body, request.stream);
+        let headers = http_request.headers_mut();
+        headers.insert(AUTHORIZATION, key.clone());
         for (name, value) in &request.headers {
-            if let Ok(v) = HeaderValue::try_from(value.as_str()) {
-                builder = builder.header(*name, v);
+            if let (Ok(name), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                headers.append(name, v);
             }
         }
-        let http_request = builder
-            .body(Full::new(body))
-            .map_err(|e| Error::internal(format!("could not build the upstream request: {e}")))?;
         let response = self
             .client
             .send_keyed(
