@@ -3,7 +3,9 @@
 //! admin API of another instance) through its [`KeyStore`] — SQLite's `data_version`,
 //! PostgreSQL's NOTIFY — and reloads within a fraction of a second.
 
-use std::collections::HashMap;
+// foldhash, not std's SipHash: these maps are read on every request (digests and key
+// names; seeded per process).
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -46,9 +48,9 @@ impl ManagedKeys {
     pub fn open(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let keys = Arc::new(ManagedKeys {
             store,
-            by_digest: RwLock::new(HashMap::new()),
-            states: Mutex::new(HashMap::new()),
-            used: Mutex::new(HashMap::new()),
+            by_digest: RwLock::new(HashMap::default()),
+            states: Mutex::new(HashMap::default()),
+            used: Mutex::new(HashMap::default()),
             clock,
         });
         keys.load()?;
@@ -60,9 +62,9 @@ impl ManagedKeys {
     pub fn unloaded(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(ManagedKeys {
             store,
-            by_digest: RwLock::new(HashMap::new()),
-            states: Mutex::new(HashMap::new()),
-            used: Mutex::new(HashMap::new()),
+            by_digest: RwLock::new(HashMap::default()),
+            states: Mutex::new(HashMap::default()),
+            used: Mutex::new(HashMap::default()),
             clock,
         })
     }
@@ -81,7 +83,7 @@ impl ManagedKeys {
     pub fn load(&self) -> Result<()> {
         let records = self.store.list()?;
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map = HashMap::with_capacity(records.len());
+        let mut map = HashMap::with_capacity_and_hasher(records.len(), Default::default());
         for record in records {
             let state = states.entry(record.id.clone()).or_default().clone();
             map.insert(record.key_hash, Arc::new(ManagedKey { record, state }));

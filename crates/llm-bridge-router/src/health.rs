@@ -2,7 +2,8 @@
 //! repeated failures → half-open after the cooldown, one probe decides) and a decaying
 //! average of its latency.
 
-use std::collections::HashMap;
+// foldhash, not std's SipHash: looked up on every attempt (seeded per process).
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ impl Health {
     pub(crate) fn new(cooldown: CooldownConfig) -> Self {
         Health {
             cooldown,
-            targets: Mutex::new(HashMap::new()),
+            targets: Mutex::new(HashMap::default()),
         }
     }
 

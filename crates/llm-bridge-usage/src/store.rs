@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
 
-use std::collections::HashMap;
+// foldhash, not std's SipHash, for the roll-ups of every batch (seeded per process).
+use foldhash::HashMap;
 
 use crate::overview::{self, Acc, Hist, Overview, OverviewQuery};
 use crate::query::{GroupBy, UsageGroup, UsageQuery, UsageReport};
@@ -161,7 +162,7 @@ impl Roll {
 
 /// Adds these records to the hourly roll-ups, inside the caller's transaction.
 fn roll_up(tx: &rusqlite::Transaction<'_>, records: &[UsageRecord]) -> Result<(), StoreError> {
-    let mut rolls: HashMap<RollKey<'_>, Roll> = HashMap::new();
+    let mut rolls: HashMap<RollKey<'_>, Roll> = HashMap::default();
     for r in records {
         rolls.entry(Roll::key_of(r)).or_default().add(r);
     }
