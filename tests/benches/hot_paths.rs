@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use llm_bridge_core::{ChatRequest, ModelConfig, completion_usage, inspect};
 use llm_bridge_http::SseDecoder;
+use llm_bridge_usage::{UsageRecord, UsageSource, UsageStore};
 
 fn measure(name: &str, iterations: u32, mut f: impl FnMut()) {
     for _ in 0..iterations / 10 {
@@ -110,5 +111,37 @@ fn main() {
             black_box(t.push(e).unwrap());
         }
         black_box(t.finish().unwrap());
+    });
+    // What the usage writer does per record: a batch of 500 (about a quarter second of a
+    // busy gateway) in one transaction, as the writer commits it; per record.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = llm_bridge_usage::SqliteStore::open(&dir.path().join("usage.db")).unwrap();
+    let batch: Vec<UsageRecord> = (0..500)
+        .map(|i| UsageRecord {
+            time_ms: 1_764_000_000_000 + i,
+            request_id: format!("req_{i:024x}"),
+            key: Some("bench".into()),
+            provider: Some("openai".into()),
+            model: Some("gpt-4o-mini".into()),
+            upstream_model: Some("gpt-4o-mini".into()),
+            route: None,
+            transport: "http".into(),
+            stream: false,
+            status: 200,
+            outcome: "ok".into(),
+            usage: llm_bridge_core::Usage {
+                prompt_tokens: 11,
+                completion_tokens: 7,
+                total_tokens: 18,
+                ..Default::default()
+            },
+            usage_source: UsageSource::Upstream,
+            latency_ms: 1.25,
+            ttft_ms: None,
+            cost: Some(0.000_025),
+        })
+        .collect();
+    measure("usage: write a batch of 500 records (SQLite)", 20, || {
+        store.insert(&batch).unwrap();
     });
 }

@@ -95,6 +95,124 @@ fn records_are_grouped_and_totalled() {
 }
 
 #[test]
+fn every_column_of_a_record_is_written_where_it_belongs() {
+    // Each column read back as written, with each optional column both given and not (a
+    // record's 20 values are bound by position: one out of place would land in another
+    // column of the same type).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let records: Vec<UsageRecord> = (0..123u64)
+        .map(|i| UsageRecord {
+            key: (i % 3 != 0).then(|| format!("key-{i}")),
+            route: (i % 4 == 1).then(|| format!("route-{i}")),
+            upstream_model: (i % 5 != 2).then(|| format!("up-{i}")),
+            status: 200 + u16::try_from(i).unwrap(),
+            outcome: if i % 2 == 0 { "ok" } else { "error" }.into(),
+            usage: Usage {
+                cached_tokens: i + 1,
+                reasoning_tokens: i + 2,
+                cache_write_tokens: i + 3,
+                ..Usage::new(i * 10, i * 20)
+            },
+            usage_source: if i % 2 == 0 {
+                UsageSource::Upstream
+            } else {
+                UsageSource::Estimated
+            },
+            latency_ms: i as f64 + 0.25,
+            ttft_ms: (i % 2 == 1).then(|| i as f64 + 0.5),
+            cost: (i % 7 != 0).then(|| i as f64 / 8.0),
+            ..record(i, "unused", &format!("m-{i}"), 0, 0)
+        })
+        .collect();
+    store.insert(&records).unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT ts, request_id, key_name, provider, model, upstream_model, route, transport,
+                stream, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
+                reasoning_tokens, usage_source, latency_ms, ttft_ms, cost, cache_write_tokens
+             FROM usage ORDER BY id",
+        )
+        .unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok(format!(
+                "{:?}",
+                (
+                    (
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, bool>(8)?,
+                        r.get::<_, u16>(9)?,
+                    ),
+                    (
+                        r.get::<_, String>(10)?,
+                        r.get::<_, i64>(11)?,
+                        r.get::<_, i64>(12)?,
+                        r.get::<_, i64>(13)?,
+                        r.get::<_, i64>(14)?,
+                        r.get::<_, String>(15)?,
+                        r.get::<_, f64>(16)?,
+                        r.get::<_, Option<f64>>(17)?,
+                        r.get::<_, Option<f64>>(18)?,
+                        r.get::<_, i64>(19)?,
+                    ),
+                )
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{:?}",
+                (
+                    (
+                        r.time_ms,
+                        r.request_id.clone(),
+                        r.key.clone(),
+                        r.provider.clone(),
+                        r.model.clone(),
+                        r.upstream_model.clone(),
+                        r.route.clone(),
+                        r.transport.clone(),
+                        r.stream,
+                        r.status,
+                    ),
+                    (
+                        r.outcome.clone(),
+                        i64::try_from(r.usage.prompt_tokens).unwrap(),
+                        i64::try_from(r.usage.completion_tokens).unwrap(),
+                        i64::try_from(r.usage.cached_tokens).unwrap(),
+                        i64::try_from(r.usage.reasoning_tokens).unwrap(),
+                        r.usage_source.as_str().to_owned(),
+                        r.latency_ms,
+                        r.ttft_ms,
+                        r.cost,
+                        i64::try_from(r.usage.cache_write_tokens).unwrap(),
+                    ),
+                )
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 123);
+    for (i, (row, want)) in rows.iter().zip(&expected).enumerate() {
+        assert_eq!(row, want, "record {i}");
+    }
+}
+
+#[test]
 fn a_database_from_before_cache_writes_is_migrated_and_keeps_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");
