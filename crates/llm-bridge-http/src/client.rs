@@ -399,10 +399,19 @@ mod tests {
             request.headers().get(HOST).cloned()
         };
         // The first authority's value is kept; another authority gets its own, not that one.
-        assert_eq!(host("http://127.0.0.1:8080/v1/chat/completions").unwrap(), "127.0.0.1:8080");
-        assert_eq!(host("http://127.0.0.1:8080/v1/embeddings").unwrap(), "127.0.0.1:8080");
+        assert_eq!(
+            host("http://127.0.0.1:8080/v1/chat/completions").unwrap(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            host("http://127.0.0.1:8080/v1/embeddings").unwrap(),
+            "127.0.0.1:8080"
+        );
         assert_eq!(host("http://Example.com:80/v1").unwrap(), "Example.com");
-        assert_eq!(host("http://user:pw@example.com:9000/v1").unwrap(), "example.com:9000");
+        assert_eq!(
+            host("http://user:pw@example.com:9000/v1").unwrap(),
+            "example.com:9000"
+        );
         // HTTPS may be HTTP/2, where `Host` is not sent: left to hyper-util.
         assert_eq!(host("https://example.com/v1"), None);
         // A `Host` already given is kept.

@@ -22,8 +22,8 @@ mod tls;
 
 pub use body::{IdleBody, SseStream};
 pub use client::{
-    ClientOptions, MAX_ERROR_BYTES, STREAMS_PER_POOL, UpstreamClient, set_thread_lane,
-    json_post, with_traceparent,
+    ClientOptions, MAX_ERROR_BYTES, STREAMS_PER_POOL, UpstreamClient, json_post, set_thread_lane,
+    with_traceparent,
 };
 pub use error::{describe, retry_after};
 pub use keyring::{DEFAULT_REST, KeyRing};

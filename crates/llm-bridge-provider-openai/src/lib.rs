@@ -103,8 +103,7 @@ impl OpenAiProvider {
     ) -> Result<http::Response<llm_bridge_http::UpstreamBody>> {
         let timeout = entry.config.timeout();
         let (key_index, key) = self.kit.key(session)?;
-        let request =
-            llm_bridge_http::with_traceparent(self.build(body, stream, key), traceparent);
+        let request = llm_bridge_http::with_traceparent(self.build(body, stream, key), traceparent);
         self.client
             .send_keyed(
                 request,
