@@ -7,8 +7,9 @@
 //! than the rest of a request (measured with callgrind: ~42k instructions per access event,
 //! against ~4k here).
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use llm_bridge_core::calendar::civil_from_days;
 use llm_bridge_gateway::log_context::with_current;
@@ -292,27 +293,51 @@ fn timestamp(out: &mut String) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    write_timestamp(out, now);
+}
+
+/// `now` (since the Unix epoch) as [`timestamp`] writes it. The date, hour and minute are
+/// written once a minute by each thread and copied after that: the whole timestamp was 1k
+/// instructions of an access line's 8.7k (callgrind).
+fn write_timestamp(out: &mut String, now: Duration) {
+    thread_local! {
+        /// The minute (since the epoch) and its `2026-11-26T13:05:`.
+        static MINUTE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = now.as_secs();
+    MINUTE.with_borrow_mut(|(minute, prefix)| {
+        if *minute != secs / 60 {
+            *minute = secs / 60;
+            prefix.clear();
+            write_minute(prefix, secs);
+        }
+        out.push_str(prefix);
+    });
+    padded(out, secs % 60, 2);
+    out.push('.');
+    padded(out, u64::from(now.subsec_micros()), 6);
+    out.push('Z');
+}
+
+/// `2026-11-26T13:05:` for `secs` since the epoch.
+fn write_minute(out: &mut String, secs: u64) {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
     if !(0..=9999).contains(&y) {
         let _ = write!(out, "{y:04}");
     } else {
         padded(out, y as u64, 4);
     }
-    let rem = rem as u64;
     for (sep, value, width) in [
         ('-', m as u64, 2),
         ('-', d as u64, 2),
         ('T', rem / 3600, 2),
         (':', rem % 3600 / 60, 2),
-        (':', rem % 60, 2),
-        ('.', u64::from(now.subsec_micros()), 6),
     ] {
         out.push(sep);
         padded(out, value, width);
     }
-    out.push('Z');
+    out.push(':');
 }
 
 #[cfg(test)]
@@ -379,6 +404,43 @@ mod tests {
             padded(&mut s, v, width);
             assert_eq!(s, format!("{v:0width$}", width = width as usize));
         }
+    }
+
+    #[test]
+    fn a_timestamp_is_the_same_whether_its_minute_was_cached_or_not() {
+        // Seconds within one minute, across minutes, days, a leap day and years, and back:
+        // each written after the one before it, on one thread, against `format!`.
+        let instants = [
+            1_764_162_300,
+            1_764_162_301,
+            1_764_162_359,
+            1_764_162_360,
+            1_764_162_300,
+            1_709_164_799, // 2024-02-28T23:59:59
+            1_709_164_800, // 2024-02-29T00:00:00
+            1_735_689_599, // 2024-12-31T23:59:59
+            1_735_689_600,
+            0,
+            253_402_300_799, // 9999-12-31T23:59:59
+        ];
+        for (i, secs) in instants.into_iter().enumerate() {
+            let micros = (i as u32 * 123_457) % 1_000_000;
+            let mut s = String::new();
+            write_timestamp(&mut s, Duration::new(secs, micros * 1_000));
+            let (days, rem) = (secs / 86_400, secs % 86_400);
+            let (y, m, d) = civil_from_days(days as i64);
+            let want = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            );
+            assert_eq!(s, want, "{secs}");
+        }
+        let mut s = String::new();
+        write_timestamp(&mut s, Duration::new(1_709_164_800, 5_000));
+        write_timestamp(&mut s, Duration::new(1_764_162_359, 999_999_000));
+        assert_eq!(s, "2024-02-29T00:00:00.000005Z2025-11-26T13:05:59.999999Z");
     }
 
     #[test]
