@@ -121,7 +121,7 @@ fn every_column_of_a_record_is_written_where_it_belongs() {
                 UsageSource::Estimated
             },
             latency_ms: i as f64 + 0.25,
-            ttft_ms: (i % 2 == 1).then(|| i as f64 + 0.5),
+            ttft_ms: (i % 2 == 1).then_some(i as f64 + 0.5),
             cost: (i % 7 != 0).then(|| i as f64 / 8.0),
             ..record(i, "unused", &format!("m-{i}"), 0, 0)
         })
