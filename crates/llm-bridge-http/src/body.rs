@@ -14,20 +14,39 @@ use tokio::time::{Instant, Sleep};
 
 use crate::client::InFlight;
 use crate::error::describe;
+use crate::h1::Lent;
 use crate::sse::{SseDecoder, SseEvent};
 
-/// The body of an upstream's answer; its request counts as in flight on its pool until it
-/// is dropped (see [`crate::client::STREAMS_PER_POOL`]).
+/// The body of an upstream's answer. Over a pool of hyper-util's, its request counts as in
+/// flight on that pool until it is dropped (see [`crate::client::STREAMS_PER_POOL`]); over a
+/// lane's own HTTP/1 connection, the connection goes back to the lane once the body has been
+/// read to the end.
 pub struct UpstreamBody {
     body: Incoming,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
+    lent: Option<Lent>,
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(body: Incoming, in_flight: InFlight) -> Self {
+    pub(crate) fn pooled(body: Incoming, in_flight: InFlight) -> Self {
         UpstreamBody {
             body,
-            _in_flight: in_flight,
+            _in_flight: Some(in_flight),
+            lent: None,
+        }
+    }
+
+    pub(crate) fn lent(body: Incoming, lent: Lent) -> Self {
+        UpstreamBody {
+            body,
+            _in_flight: None,
+            lent: Some(lent),
+        }
+    }
+
+    fn give_back(&mut self) {
+        if let Some(lent) = self.lent.take() {
+            lent.give_back();
         }
     }
 }
@@ -40,7 +59,17 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if self.lent.is_some() {
+            match &polled {
+                Poll::Ready(None) => self.give_back(),
+                Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
+                // A connection that failed is not lent again.
+                Poll::Ready(Some(Err(_))) => self.lent = None,
+                _ => {}
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -49,6 +78,16 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    /// A body dropped before its end still gives its connection back: hyper reads the rest
+    /// of the body if it has already arrived (a stream read up to its `[DONE]`, whose last
+    /// chunk is on its way) and keeps the connection, or else closes it, which the next
+    /// [`IdleConnections::take`](crate::h1::IdleConnections::take) finds.
+    fn drop(&mut self) {
+        self.give_back();
     }
 }
 

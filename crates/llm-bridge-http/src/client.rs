@@ -16,10 +16,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llm_bridge_core::{Error, ErrorKind};
+use tower_service::Service;
 
 use crate::body::{IdleBody, UpstreamBody, fmt_secs};
 use crate::connector::{Connector, ProxyError};
 use crate::error::describe;
+use crate::h1::{self, IdleConnections, Lent};
 use crate::keyring::{DEFAULT_REST, KeyRing};
 use crate::proxy::Proxy;
 use crate::tls::TlsRoots;
@@ -92,14 +94,40 @@ pub struct UpstreamClient {
     /// one), made once: hyper-util formats it for every request otherwise (`format!` and a
     /// header value: 2.2k of the 124k instructions of a request, callgrind).
     host: Arc<OnceLock<(Authority, Option<HeaderValue>)>>,
+    /// Without a proxy, what connects to cleartext upstreams, whose connections the lanes
+    /// pool themselves ([`crate::h1`]).
+    direct: Option<HttpConnector>,
 }
 
 type Pool = Client<HttpsConnector<Connector>, Full<Bytes>>;
 
 /// A lane's pools, in the order they were opened; a request takes the first with room.
-#[derive(Default)]
 struct Lane {
     pools: Arc<Mutex<Vec<CountedPool>>>,
+    /// Idle cleartext HTTP/1 connections, when the client connects directly.
+    h1: Arc<IdleConnections>,
+}
+
+/// Why a request got no response: connecting, or sending and waiting for the head.
+struct Failed {
+    connect: bool,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Failed {
+    fn connect(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Failed {
+            connect: true,
+            error: error.into(),
+        }
+    }
+
+    fn request(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Failed {
+            connect: false,
+            error: error.into(),
+        }
+    }
 }
 
 /// A pool and its requests in flight (from sending to the end of the response body).
@@ -185,7 +213,7 @@ impl UpstreamClient {
         tcp.set_connect_timeout(Some(options.connect_timeout));
         tcp.set_keepalive(Some(Duration::from_secs(60)));
         let connector = Connector::new(
-            tcp,
+            tcp.clone(),
             options.proxy.as_ref(),
             &options.tls,
             options.connect_timeout,
@@ -207,10 +235,16 @@ impl UpstreamClient {
                 .build(https.clone())
         };
         Ok(UpstreamClient {
-            lanes: (0..options.pools.max(1)).map(|_| Lane::default()).collect(),
+            lanes: (0..options.pools.max(1))
+                .map(|_| Lane {
+                    pools: Arc::default(),
+                    h1: IdleConnections::new(idle_timeout),
+                })
+                .collect(),
             make: Arc::new(make),
             proxy: options.proxy.as_ref().map(Proxy::to_string),
             host: Arc::default(),
+            direct: options.proxy.is_none().then_some(tcp),
         })
     }
 
@@ -247,8 +281,27 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, Error> {
         self.set_host(&mut request);
         let lane = &self.lanes[LANE.with(Cell::get) % self.lanes.len()];
-        let (response, in_flight) = lane.take(&*self.make, |pool| pool.request(request));
-        match tokio::time::timeout(header_timeout, response).await {
+        let sent = match &self.direct {
+            Some(tcp) if request.uri().scheme() == Some(&Scheme::HTTP) => {
+                tokio::time::timeout(header_timeout, send_h1(tcp, lane, request)).await
+            }
+            _ => {
+                let (response, in_flight) = lane.take(&*self.make, |pool| pool.request(request));
+                let response = async move {
+                    match response.await {
+                        Ok(response) => {
+                            Ok(response.map(|body| UpstreamBody::pooled(body, in_flight)))
+                        }
+                        Err(e) => Err(Failed {
+                            connect: e.is_connect(),
+                            error: Box::new(e),
+                        }),
+                    }
+                };
+                tokio::time::timeout(header_timeout, response).await
+            }
+        };
+        match sent {
             Err(_) => Err(Error::new(
                 ErrorKind::UpstreamTimeout,
                 format!(
@@ -260,14 +313,14 @@ impl UpstreamClient {
                         .unwrap_or_default()
                 ),
             )),
-            Ok(Err(e)) => {
-                if let Some(proxy_error) = find_proxy_error(&e) {
+            Ok(Err(Failed { connect, error })) => {
+                if let Some(proxy_error) = find_proxy_error(&*error) {
                     return Err(Error::new(
                         ErrorKind::UpstreamUnavailable,
                         proxy_error.to_string(),
                     ));
                 }
-                let what = if e.is_connect() {
+                let what = if connect {
                     "could not connect to upstream"
                 } else {
                     "upstream request failed"
@@ -280,10 +333,52 @@ impl UpstreamClient {
                     .unwrap_or_default();
                 Err(Error::new(
                     ErrorKind::UpstreamUnavailable,
-                    format!("{what}{via}: {}", describe(&e)),
+                    format!("{what}{via}: {}", describe(&*error)),
                 ))
             }
-            Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody::new(body, in_flight))),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+}
+
+/// Sends a request to a cleartext upstream over one of the lane's idle connections, or a new
+/// one. A request whose idle connection closed before it was written goes out on the next,
+/// as hyper-util's pool does; one that a new connection could not take fails.
+async fn send_h1(
+    tcp: &HttpConnector,
+    lane: &Lane,
+    mut request: Request<Full<Bytes>>,
+) -> Result<Response<UpstreamBody>, Failed> {
+    let uri = request.uri().clone();
+    let Some(authority) = uri.authority().cloned() else {
+        return Err(Failed::request("the upstream URL has no host"));
+    };
+    h1::origin_form(&mut request);
+    loop {
+        let (mut sender, reused) = match lane.h1.take(&authority).await {
+            Some(sender) => (sender, true),
+            None => {
+                let io = tcp
+                    .clone()
+                    .call(uri.clone())
+                    .await
+                    .map_err(Failed::connect)?;
+                (h1::handshake(io).await.map_err(Failed::connect)?, false)
+            }
+        };
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                let lent = Lent {
+                    connections: lane.h1.clone(),
+                    authority,
+                    sender,
+                };
+                return Ok(response.map(|body| UpstreamBody::lent(body, lent)));
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if reused => request = unsent,
+                _ => return Err(Failed::request(e.into_error())),
+            },
         }
     }
 }
@@ -421,6 +516,206 @@ mod tests {
             .expect("a request");
         client.set_host(&mut request);
         assert_eq!(request.headers()[HOST], "upstream.internal");
+    }
+
+    /// An upstream on loopback that answers every request on a connection with `answer`,
+    /// keeping the connection open; it counts connections and keeps each request's head.
+    async fn upstream(
+        answer: &'static [u8],
+    ) -> (
+        Uri,
+        Arc<AtomicUsize>,
+        Arc<Mutex<Vec<String>>>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        )
+        .parse()
+        .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+        let (a, h) = (accepted.clone(), heads.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let (heads, closed_tx) = (h.clone(), closed_tx.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.parse().unwrap());
+                        while buf.len() < end + 4 + length {
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + 4 + length);
+                        heads.lock().unwrap().push(head);
+                        if s.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+        (uri, accepted, heads, closed)
+    }
+
+    async fn post(client: &UpstreamClient, uri: &Uri) -> Response<UpstreamBody> {
+        client
+            .send(
+                json_post(uri.clone(), Bytes::from_static(b"{}"), false),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap()
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    #[tokio::test]
+    async fn a_cleartext_upstream_connection_serves_one_request_after_another() {
+        let (uri, accepted, heads, _) = upstream(OK).await;
+        let client = UpstreamClient::new(&ClientOptions::default()).unwrap();
+        for _ in 0..3 {
+            let body = IdleBody::new(
+                post(&client, &uri).await.into_body(),
+                Duration::from_secs(5),
+            )
+            .collect(100)
+            .await
+            .unwrap();
+            assert_eq!(&body[..], b"ok");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for all three"
+        );
+        assert_eq!(client.lanes[0].h1.idle(), 1);
+        let authority = uri.authority().unwrap().as_str();
+        for head in heads.lock().unwrap().iter() {
+            assert!(
+                head.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"),
+                "{head}"
+            );
+            assert!(head.contains(&format!("host: {authority}\r\n")), "{head}");
+        }
+    }
+
+    /// Reads the first piece of a response's body and drops the rest.
+    async fn first_piece(client: &UpstreamClient, uri: &Uri) -> Bytes {
+        let mut body = IdleBody::new(post(client, uri).await.into_body(), Duration::from_secs(5));
+        std::future::poll_fn(|cx| body.poll_data(cx))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_midway_takes_its_connection_down() {
+        let (uri, accepted, _, mut closed) =
+            upstream(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n").await;
+        let client = UpstreamClient::new(&ClientOptions::default()).unwrap();
+        assert_eq!(&first_piece(&client, &uri).await[..], b"ok");
+        tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .expect("the connection is closed");
+        assert_eq!(&first_piece(&client, &uri).await[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "not reused");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_when_all_of_it_has_arrived_keeps_its_connection() {
+        // A stream read up to its `[DONE]`: the terminating chunk has arrived, unread.
+        let (uri, accepted, _, _) =
+            upstream(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+                .await;
+        let client = UpstreamClient::new(&ClientOptions::default()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(&first_piece(&client, &uri).await[..], b"ok");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for all three"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_after_the_idle_timeout() {
+        let (uri, accepted, _, mut closed) = upstream(OK).await;
+        let client = UpstreamClient::new(&ClientOptions {
+            pool_idle_timeout: Duration::from_millis(200),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let read = |response: Response<UpstreamBody>| {
+            IdleBody::new(response.into_body(), Duration::from_secs(5)).collect(100)
+        };
+        read(post(&client, &uri).await).await.unwrap();
+        read(post(&client, &uri).await).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .expect("the idle connection is closed");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(client.lanes[0].h1.idle(), 0);
+        // And the next request opens a new one.
+        read(post(&client, &uri).await).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        // Answers, then closes without saying so (no `connection: close`).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("http://{}/v1/x", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let mut chunk = [0u8; 4096];
+                let _ = s.read(&mut chunk).await;
+                let _ = s.write_all(OK).await;
+            }
+        });
+        let client = UpstreamClient::new(&ClientOptions::default()).unwrap();
+        for _ in 0..3 {
+            let response = post(&client, &uri).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = IdleBody::new(response.into_body(), Duration::from_secs(5))
+                .collect(100)
+                .await
+                .unwrap();
+            assert_eq!(&body[..], b"ok");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ mod body;
 mod client;
 mod connector;
 mod error;
+mod h1;
 mod handshake;
 mod keyring;
 mod kit;

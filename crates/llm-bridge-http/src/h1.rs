@@ -1,0 +1,184 @@
+//! Cleartext HTTP/1 upstream connections, pooled by the lane that uses them.
+//!
+//! hyper-util's pool costs a request more than the connection it lends: it looks the
+//! connection up by `(Scheme, Authority)` in a SipHash map three times, races the checkout
+//! against a lazily built connect future, and spawns a task per request that waits for the
+//! connection to be ready again before putting it back (callgrind: `send_request` 8.3k of
+//! the 118k instructions of a request). A provider has one upstream and a lane one thread,
+//! so a lane's idle connections are a short list: a request takes the newest, its body puts
+//! it back when the response has been read to the end, and a reaper closes those idle
+//! longer than the idle timeout. `https://` upstreams (HTTP/2 by ALPN, shared connections)
+//! and proxied ones stay with hyper-util.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Uri};
+use http_body_util::Full;
+use hyper::client::conn::http1::{self, SendRequest};
+use tokio::time::Instant;
+
+/// The sending half of a pooled connection.
+pub(crate) type Sender = SendRequest<Full<Bytes>>;
+
+/// One lane's idle cleartext HTTP/1 connections.
+pub(crate) struct IdleConnections {
+    idle_timeout: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Oldest first: a connection is put back at the end and taken from the end, so the
+    /// front is what has been idle longest.
+    idle: Vec<Idle>,
+    /// A reaper task is waiting for the oldest connection's timeout.
+    reaping: bool,
+}
+
+struct Idle {
+    authority: Authority,
+    sender: Sender,
+    since: Instant,
+}
+
+impl IdleConnections {
+    pub(crate) fn new(idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(IdleConnections {
+            idle_timeout,
+            state: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection to `authority` that can take a request; `None`
+    /// when there is none (closed ones are dropped on the way).
+    pub(crate) async fn take(&self, authority: &Authority) -> Option<Sender> {
+        loop {
+            let mut sender = {
+                let mut state = self.state();
+                let at = state.idle.iter().rposition(|i| i.authority == *authority)?;
+                state.idle.remove(at).sender
+            };
+            // Put back as its response's last bytes arrived, the connection may not have
+            // asked for its next request yet; it does, or closes, when its task next runs.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Keeps `sender`, whose last response has been read to the end, for the next request.
+    /// Outside a Tokio runtime (no reaper could close it) it is dropped, closing it.
+    pub(crate) fn put(self: &Arc<Self>, authority: Authority, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut state = self.state();
+        state.idle.push(Idle {
+            authority,
+            sender,
+            since: Instant::now(),
+        });
+        if !state.reaping {
+            state.reaping = true;
+            runtime.spawn(reap(Arc::downgrade(self)));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
+        self.state().idle.len()
+    }
+}
+
+/// Closes connections idle for the idle timeout, waking when the oldest one's is up; ends
+/// when none is left (the next `put` starts another) or the client is gone.
+async fn reap(connections: Weak<IdleConnections>) {
+    let mut wake = {
+        let Some(c) = connections.upgrade() else {
+            return;
+        };
+        Instant::now() + c.idle_timeout
+    };
+    loop {
+        tokio::time::sleep_until(wake).await;
+        let Some(c) = connections.upgrade() else {
+            return;
+        };
+        let (closed, reaping) = {
+            let mut state = c.state();
+            let now = Instant::now();
+            let expired = state
+                .idle
+                .iter()
+                .position(|i| now.saturating_duration_since(i.since) < c.idle_timeout)
+                .unwrap_or(state.idle.len());
+            let closed: Vec<Idle> = state.idle.drain(..expired).collect();
+            state.idle.retain(|i| !i.sender.is_closed());
+            match state.idle.first() {
+                Some(oldest) => wake = oldest.since + c.idle_timeout,
+                None => {
+                    // A burst's list is not kept at its size.
+                    state.idle = Vec::new();
+                    state.reaping = false;
+                }
+            }
+            (closed, state.reaping)
+        };
+        // Dropping a sender ends its idle connection: done outside the lock.
+        drop(closed);
+        if !reaping {
+            return;
+        }
+    }
+}
+
+/// Opens a connection over `io` and runs it as a task of the current runtime.
+pub(crate) async fn handshake<T>(io: T) -> hyper::Result<Sender>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// `request`'s URI as an HTTP/1 request line to an origin server has it: the path and query.
+pub(crate) fn origin_form<B>(request: &mut Request<B>) {
+    let path = match request.uri().path_and_query() {
+        Some(path) if path.as_str() != "/" => path.clone(),
+        _ => PathAndQuery::from_static("/"),
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
+
+/// A connection lent to one request, put back in its lane's list when the response body has
+/// been read to the end; dropped with an unfinished body, the connection closes with it.
+pub(crate) struct Lent {
+    pub(crate) connections: Arc<IdleConnections>,
+    pub(crate) authority: Authority,
+    pub(crate) sender: Sender,
+}
+
+impl Lent {
+    pub(crate) fn give_back(self) {
+        self.connections.put(self.authority, self.sender);
+    }
+}
