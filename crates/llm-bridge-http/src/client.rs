@@ -719,6 +719,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_still_writing_its_last_request_is_not_waited_for() {
+        // The first connection answers at once and never reads the request's body: hyper is
+        // still writing it when the answer has been read. Later connections answer normally.
+        let (uri, accepted, _, _) = upstream(OK).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let deaf: Uri = format!("http://{}/v1/x", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let forward = uri.authority().unwrap().clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut first, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = first.read(&mut head).await;
+            first.write_all(OK).await.unwrap();
+            // Later connections are passed to the normal upstream.
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut to = tokio::net::TcpStream::connect(forward.as_str())
+                    .await
+                    .unwrap();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut to).await;
+                });
+            }
+            drop(first);
+        });
+        let client = UpstreamClient::new(&ClientOptions::default()).unwrap();
+        let big = Bytes::from(vec![b' '; 32 << 20]);
+        let response = client
+            .send(json_post(deaf.clone(), big, false), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let body = IdleBody::new(response.into_body(), Duration::from_secs(5))
+            .collect(100)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"ok");
+        let started = std::time::Instant::now();
+        let response = client
+            .send(
+                json_post(deaf, Bytes::from_static(b"{}"), false),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "a new connection");
+    }
+
+    #[tokio::test]
     async fn a_lane_opens_its_next_pool_only_when_every_pool_is_full() {
         let client = UpstreamClient::new(&ClientOptions::default()).expect("a client");
         let lane = &client.lanes[0];

@@ -11,6 +11,7 @@
 //! and proxied ones stay with hyper-util.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +20,9 @@ use http::{Request, Uri};
 use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use tokio::time::Instant;
+
+/// How long a connection taken from the list may take to become ready for a request.
+const READY_WAIT: Duration = Duration::from_millis(50);
 
 /// The sending half of a pooled connection.
 pub(crate) type Sender = SendRequest<Full<Bytes>>;
@@ -65,9 +69,16 @@ impl IdleConnections {
                 let at = state.idle.iter().rposition(|i| i.authority == *authority)?;
                 state.idle.remove(at).sender
             };
-            // Put back as its response's last bytes arrived, the connection may not have
-            // asked for its next request yet; it does, or closes, when its task next runs.
-            if sender.ready().await.is_ok() {
+            match std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await {
+                Poll::Ready(Ok(())) => return Some(sender),
+                Poll::Ready(Err(_)) => continue,
+                Poll::Pending => {}
+            }
+            // Given back as its body was dropped, the connection may not have read the rest
+            // of it yet: its task does (and asks for the next request, or closes) when it next
+            // runs. One still busy after that (writing a request body that the upstream, having
+            // answered, no longer reads) is closed rather than waited for.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
                 return Some(sender);
             }
         }
