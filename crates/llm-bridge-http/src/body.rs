@@ -85,7 +85,7 @@ impl Drop for UpstreamBody {
     /// A body dropped before its end still gives its connection back: hyper reads the rest
     /// of the body if it has already arrived (a stream read up to its `[DONE]`, whose last
     /// chunk is on its way) and keeps the connection, or else closes it, which the next
-    /// [`IdleConnections::take`](crate::h1::IdleConnections::take) finds.
+    /// request that takes it from the lane's list finds.
     fn drop(&mut self) {
         self.give_back();
     }

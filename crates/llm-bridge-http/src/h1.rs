@@ -5,9 +5,9 @@
 //! against a lazily built connect future, and spawns a task per request that waits for the
 //! connection to be ready again before putting it back (callgrind: `send_request` 8.3k of
 //! the 118k instructions of a request). A provider has one upstream and a lane one thread,
-//! so a lane's idle connections are a short list: a request takes the newest, its body puts
-//! it back when the response has been read to the end, and a reaper closes those idle
-//! longer than the idle timeout. `https://` upstreams (HTTP/2 by ALPN, shared connections)
+//! so a lane's idle connections are a short list: a request takes the newest, its response
+//! body puts it back when it ends or is dropped, and a reaper closes those idle longer than
+//! the idle timeout. `https://` upstreams (HTTP/2 by ALPN, shared connections)
 //! and proxied ones stay with hyper-util.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -84,8 +84,9 @@ impl IdleConnections {
         }
     }
 
-    /// Keeps `sender`, whose last response has been read to the end, for the next request.
-    /// Outside a Tokio runtime (no reaper could close it) it is dropped, closing it.
+    /// Keeps `sender`, whose last response body ended or was dropped, for the next request
+    /// ([`take`](Self::take) finds whether hyper kept the connection). Outside a Tokio runtime
+    /// (no reaper could close it) it is dropped, closing it.
     pub(crate) fn put(self: &Arc<Self>, authority: Authority, sender: Sender) {
         if sender.is_closed() {
             return;
@@ -180,8 +181,8 @@ pub(crate) fn origin_form<B>(request: &mut Request<B>) {
     }
 }
 
-/// A connection lent to one request, put back in its lane's list when the response body has
-/// been read to the end; dropped with an unfinished body, the connection closes with it.
+/// A connection lent to one request, put back in its lane's list when the response body
+/// ends or is dropped (see [`crate::UpstreamBody`]).
 pub(crate) struct Lent {
     pub(crate) connections: Arc<IdleConnections>,
     pub(crate) authority: Authority,
