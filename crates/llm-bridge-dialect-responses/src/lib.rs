@@ -48,8 +48,9 @@
 //!
 //! # Ids
 //!
-//! [`response_id`]: `resp_` + 24 random hex digits + a 16-hex-digit fingerprint of the
-//! upstream's chat id (unique even when an upstream repeats ids). Items: [`item_id`] —
+//! [`response_id`]: `resp_` + 12 hex digits of the time in milliseconds + 12 random hex
+//! digits + a 16-hex-digit fingerprint of the upstream's chat id (unique even when an
+//! upstream repeats ids; ordered by time, so that a store's index grows at its end). Items: [`item_id`] —
 //! `rs_`, `msg_`, `fc_` + the response id's body + `_<output index>`, the same in the stream
 //! and in the final response. Tool calls keep the upstream's call id as `call_id`.
 //!
