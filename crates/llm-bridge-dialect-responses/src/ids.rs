@@ -87,9 +87,12 @@ mod tests {
 
     #[test]
     fn ids_made_later_sort_later() {
-        let a = response_id(None);
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = response_id(None);
-        assert!(a < b, "{a} then {b}");
+        let mut last = response_id(None);
+        for _ in 0..10 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let next = response_id(None);
+            assert!(last < next, "{last} then {next}");
+            last = next;
+        }
     }
 }
