@@ -349,11 +349,10 @@ async fn send_h1(
     lane: &Lane,
     mut request: Request<Full<Bytes>>,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    let uri = request.uri().clone();
+    let uri = h1::origin_form(&mut request);
     let Some(authority) = uri.authority().cloned() else {
         return Err(Failed::request("the upstream URL has no host"));
     };
-    h1::origin_form(&mut request);
     loop {
         let (mut sender, reused) = match lane.h1.take(&authority).await {
             Some(sender) => (sender, true),

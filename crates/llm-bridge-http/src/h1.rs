@@ -168,16 +168,18 @@ where
     Ok(sender)
 }
 
-/// `request`'s URI as an HTTP/1 request line to an origin server has it: the path and query.
-pub(crate) fn origin_form<B>(request: &mut Request<B>) {
+/// Gives `request` the URI an HTTP/1 request line to an origin server has (the path and
+/// query), and returns the one it had (moved, not copied: it is what a new connection dials).
+pub(crate) fn origin_form<B>(request: &mut Request<B>) -> Uri {
     let path = match request.uri().path_and_query() {
         Some(path) if path.as_str() != "/" => path.clone(),
         _ => PathAndQuery::from_static("/"),
     };
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(path);
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
+    match Uri::from_parts(parts) {
+        Ok(origin) => std::mem::replace(request.uri_mut(), origin),
+        Err(_) => request.uri().clone(),
     }
 }
 
