@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     tune_allocator();
     return_memory_after_load();
     llm_bridge::cli::on_worker_idle(collect_this_thread);
+    llm_bridge_core::memory::on_quiet(collect_all);
     llm_bridge_usage::count::on_vocabulary_memory(vocabulary_memory);
     llm_bridge::cli::run(llm_bridge::cli::Cli::parse())
 }
@@ -61,11 +62,19 @@ fn vocabulary_memory(what: llm_bridge_usage::count::VocabularyMemory) {
     }
 }
 
-/// Collects this thread's heap and returns whatever it can to the system now.
+/// Collects this thread's heap and returns whatever it can to the system now, and the same
+/// of the C library's `malloc`, which SQLite allocates with: its page caches, released by
+/// the writers when they go quiet, were freed into glibc's arenas and stayed resident there
+/// (measured: 1.7 MB 30 s after a load).
 #[allow(unsafe_code)]
 fn collect_all() {
     // SAFETY: mi_collect takes no pointers; it collects the calling thread's heap.
     unsafe { libmimalloc_sys::mi_collect(true) };
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; glibc locks each arena while it trims it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Drops from this process the resident pages of the executable's private read-only mappings

@@ -73,6 +73,7 @@ pub mod calendar;
 mod config;
 mod error;
 mod ingress;
+pub mod memory;
 mod message;
 mod model_ref;
 pub mod prices;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{StoreError, migrate, open_database};
+use crate::store::{StoreError, migrate, open_database, release_page_cache};
 
 /// One kept exchange.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,10 @@ const MIGRATIONS: &[&str] = &[
 /// (it committed every one or two under load), the store took 14 µs more system time per
 /// `/v1/responses` request than `store: false` at 64 connections.
 const GATHER: Duration = Duration::from_millis(20);
+
+/// How long the writer waits with nothing to write before the connection gives back its page
+/// cache (see [`release_page_cache`]).
+const QUIET: Duration = Duration::from_secs(1);
 
 /// Kept answers in the embedded SQLite database (the usage database), written behind: `put`
 /// queues the answer and a writer thread inserts what is queued in one transaction, so that
@@ -174,14 +178,33 @@ impl Shared {
     }
 
     fn run_writer(&self) {
+        // Whether the connection has written since it last gave back its page cache: it does
+        // after a quiet second.
+        let mut warm = false;
         loop {
             let closing = {
                 let mut queue = self.queue();
                 while queue.answers.is_empty() && !queue.closing {
-                    queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                    if !warm {
+                        queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    }
+                    let (q, waited) = self
+                        .wake
+                        .wait_timeout(queue, QUIET)
+                        .unwrap_or_else(|e| e.into_inner());
+                    queue = q;
+                    if waited.timed_out() && queue.answers.is_empty() {
+                        drop(queue);
+                        release_page_cache(&self.conn());
+                        llm_bridge_core::memory::quiet();
+                        warm = false;
+                        queue = self.queue();
+                    }
                 }
                 queue.closing
             };
+            warm = true;
             if !closing {
                 // Let a batch gather: one transaction for what arrives meanwhile, instead of
                 // a wake-up and a commit for every answer or two.

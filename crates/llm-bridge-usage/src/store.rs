@@ -35,6 +35,10 @@ impl From<rusqlite::Error> for StoreError {
 pub trait UsageStore: Send {
     /// Writes all records, or none of them.
     fn insert(&mut self, records: &[UsageRecord]) -> Result<(), StoreError>;
+
+    /// The writer has been quiet for a while: give back what the store keeps in memory
+    /// between writes (SQLite's page cache). The next write reads it again.
+    fn release_memory(&mut self) {}
 }
 
 /// The versioned schema of the usage table; each entry runs once, in order.
@@ -300,6 +304,17 @@ pub fn open_database(path: &Path, busy_timeout: Duration) -> Result<Connection, 
     Ok(conn)
 }
 
+/// Frees the connection's page cache (up to 2 MB by SQLite's default `cache_size`, allocated
+/// with the C library's `malloc`, so no Rust allocator gives it back): a writer that went
+/// quiet after a burst kept it for good. Measured after 4 s of 64 connections and 30 s of
+/// quiet: 2.3 MB of the process's RSS. The pages come back from the operating system's file
+/// cache on the next write, a few reads per index.
+pub(crate) fn release_page_cache(conn: &Connection) {
+    if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
+        tracing::debug!(error = %e, "SQLite would not release its page cache");
+    }
+}
+
 /// Runs the migrations of one component (`usage`, `keys`, …) that have not run yet, each in
 /// its own transaction. Components share the database file and version their tables apart.
 pub fn migrate(
@@ -397,6 +412,10 @@ impl UsageStore for SqliteStore {
         roll_up(&tx, records)?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn release_memory(&mut self) {
+        release_page_cache(&self.conn);
     }
 }
 

@@ -14,6 +14,8 @@ use crate::store::{StoreError, UsageStore};
 
 /// Most records written in one transaction.
 const BATCH: usize = 1000;
+/// How long the writer waits with nothing to write before it gives back what a burst left.
+const QUIET: Duration = Duration::from_secs(1);
 /// Longest wait between retries of a failing store.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -172,6 +174,9 @@ fn run(
     // When the oldest waiting record must be written: records are batched for up to one
     // flush interval, so that a busy gateway commits a few times a second, not per request.
     let mut flush_at: Option<Instant> = None;
+    // Whether the store has written since it last gave back its memory: a quiet second
+    // after a write makes it give it back.
+    let mut store_warm = false;
     loop {
         // Take what is queued, waiting no longer than the next write or retry is due.
         let next = match (retry_at, flush_at) {
@@ -181,8 +186,8 @@ fn run(
         let wait = match next {
             _ if shutting_down => Duration::from_millis(20),
             Some(at) => at.saturating_duration_since(Instant::now()),
-            // Room a burst left is given back after a quiet second (below).
-            None if pending.capacity() > BATCH => Duration::from_secs(1),
+            // Room a burst left, and the store's cache, go back after a quiet second (below).
+            None if pending.capacity() > BATCH || store_warm => QUIET,
             None => Duration::from_secs(3600),
         };
         if !pending.is_empty() && !shutting_down && retry_at.is_none() {
@@ -202,6 +207,13 @@ fn run(
                 Ok(Message::Shutdown) => shutting_down = true,
                 Err(RecvTimeoutError::Timeout) if pending.is_empty() => {
                     give_back_after_burst(&mut pending, 0);
+                    if store_warm {
+                        if let Some(s) = store.as_mut() {
+                            s.release_memory();
+                        }
+                        llm_bridge_core::memory::quiet();
+                    }
+                    store_warm = false;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => shutting_down = true,
@@ -235,6 +247,7 @@ fn run(
                 .fetch_add(written as u64, Ordering::Relaxed);
             counters.waiting.fetch_sub(written, Ordering::Relaxed);
             counters.healthy.store(result.is_ok(), Ordering::Relaxed);
+            store_warm = true;
             if pending.is_empty() {
                 flush_at = None;
                 give_back_after_burst(&mut pending, written);

@@ -468,3 +468,72 @@ fn hourly_rollups_give_the_same_answers_as_the_records() {
     drop(SqliteStore::open(&path).unwrap());
     check(&reader);
 }
+
+/// Counts the writes and the times it was told to give back its memory.
+struct Counting {
+    inserts: Arc<Mutex<(usize, usize)>>,
+}
+
+impl UsageStore for Counting {
+    fn insert(&mut self, _: &[UsageRecord]) -> Result<(), StoreError> {
+        self.inserts.lock().unwrap().0 += 1;
+        Ok(())
+    }
+
+    fn release_memory(&mut self) {
+        self.inserts.lock().unwrap().1 += 1;
+    }
+}
+
+#[test]
+fn the_store_gives_back_its_memory_once_after_a_burst_and_not_while_idle() {
+    let counts = Arc::new(Mutex::new((0, 0)));
+    let c = counts.clone();
+    let (writer, sink) = UsageWriter::start(
+        Box::new(move || Ok(Box::new(Counting { inserts: c.clone() }) as Box<dyn UsageStore>)),
+        1000,
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    // Idle from the start: nothing written, nothing to give back.
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(*counts.lock().unwrap(), (0, 0));
+    // A burst of 0.6 s, a record every 50 ms: no quiet second within it.
+    for i in 0..12 {
+        sink.record(record(i, "k", "m", 1, 1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (inserts, released) = *counts.lock().unwrap();
+    assert!(inserts >= 2, "written in batches as they came: {inserts}");
+    assert_eq!(released, 0, "memory given back during the burst");
+    // A quiet second after it: given back once, and not again while nothing comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(counts.lock().unwrap().1, 1, "given back after the burst");
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(counts.lock().unwrap().1, 1, "given back again while idle");
+    assert!(writer.shutdown(Duration::from_secs(5)));
+}
+
+#[test]
+fn a_store_that_gave_back_its_cache_keeps_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .insert(
+            &(0..200)
+                .map(|i| record(i, "k", "m", 1, 1))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    store.release_memory();
+    store
+        .insert(
+            &(200..400)
+                .map(|i| record(i, "k", "m", 1, 1))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let report = SqliteUsageReader::new(&path).query(&all(0)).unwrap();
+    assert_eq!(report.total.requests, 400);
+}
