@@ -102,12 +102,13 @@ fn execute(config: &AppConfig, args: &MigrateArgs) -> Result<String, String> {
     let kept = source_responses
         .export(time::now_ms())
         .map_err(|e| partial(format!("{from}: {e}")))?;
-    for r in &kept {
+    let answers = kept.len();
+    for r in kept {
         target_responses.put(r).map_err(|e| partial(e.0))?;
     }
     Ok(format!(
         "copied {} key(s), {records} usage record(s) and {} kept answer(s) from {from} to {to}\n",
         keys.len(),
-        kept.len()
+        answers
     ))
 }

@@ -450,7 +450,7 @@ impl Keeper {
             input: self.input,
             response,
         };
-        if let Err(e) = self.store.put(&record) {
+        if let Err(e) = self.store.put(record) {
             tracing::error!(error = %e, "could not keep the answer (store)");
         }
     }

@@ -25,8 +25,7 @@ impl PgResponses {
 }
 
 impl ResponseStore for PgResponses {
-    fn put(&self, r: &StoredResponse) -> Result<(), StoreError> {
-        let r = r.clone();
+    fn put(&self, r: StoredResponse) -> Result<(), StoreError> {
         let expires = r.created_ms.saturating_add(self.ttl_ms);
         self.pg.run(|shared| async move {
             let client = shared.client().await?;

@@ -27,8 +27,9 @@ pub struct StoredResponse {
 
 /// Where kept answers live.
 pub trait ResponseStore: Send + Sync {
-    /// Keeps an answer (replacing one of the same id).
-    fn put(&self, response: &StoredResponse) -> Result<(), StoreError>;
+    /// Keeps an answer (replacing one of the same id). Taken whole: a store queues or sends
+    /// it without copying the conversation it holds.
+    fn put(&self, response: StoredResponse) -> Result<(), StoreError>;
     /// The answer with this id, if kept and not expired.
     fn get(&self, id: &str, now_ms: i64) -> Result<Option<StoredResponse>, StoreError>;
     /// Forgets an answer; whether there was one.
@@ -231,10 +232,10 @@ impl Drop for SqliteResponses {
 }
 
 impl ResponseStore for SqliteResponses {
-    fn put(&self, r: &StoredResponse) -> Result<(), StoreError> {
+    fn put(&self, r: StoredResponse) -> Result<(), StoreError> {
         let first = {
             let mut queue = self.shared.queue();
-            queue.answers.push(r.clone());
+            queue.answers.push(r);
             queue.answers.len() == 1
         };
         // Only the first answer of a batch can find the writer waiting.
@@ -319,11 +320,11 @@ mod tests {
             input: r#"[{"role":"user","content":"hi"}]"#.into(),
             response: r#"{"id":"resp_1","output":[]}"#.into(),
         };
-        store.put(&r).unwrap();
+        store.put(r.clone()).unwrap();
         assert_eq!(store.get("resp_1", 2_000).unwrap(), Some(r.clone()));
         assert_eq!(store.get("resp_1", 61_000).unwrap(), None, "expired");
         assert_eq!(store.prune(61_000).unwrap(), 1);
-        store.put(&r).unwrap();
+        store.put(r).unwrap();
         assert!(store.delete("resp_1").unwrap());
         assert!(!store.delete("resp_1").unwrap());
         assert_eq!(store.get("resp_1", 2_000).unwrap(), None);
@@ -346,17 +347,17 @@ mod tests {
         };
         // Each answer can be read the moment it is kept, whether queued or written.
         for i in 0..500 {
-            store.put(&answer(i)).unwrap();
+            store.put(answer(i)).unwrap();
             assert_eq!(
                 store.get(&format!("resp_{i}"), 2_000).unwrap(),
                 Some(answer(i))
             );
         }
         // A deletion right after the put wins over the queued insert.
-        store.put(&answer(500)).unwrap();
+        store.put(answer(500)).unwrap();
         assert!(store.delete("resp_500").unwrap());
         assert_eq!(store.get("resp_500", 2_000).unwrap(), None);
-        store.put(&answer(501)).unwrap();
+        store.put(answer(501)).unwrap();
         drop(store);
         // Dropping the store wrote the queue: all there, from another connection.
         let conn = Connection::open(&path).unwrap();

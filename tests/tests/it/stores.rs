@@ -382,13 +382,13 @@ fn kept_answers_are_put_read_expired_pruned_and_deleted_alike() {
             input: r#"[{"role":"user","content":"hi"}]"#.into(),
             response: r#"{"id":"resp_1","output":[]}"#.into(),
         };
-        store.put(&r).unwrap();
+        store.put(r.clone()).unwrap();
         assert_eq!(store.get("resp_1", 2_000).unwrap(), Some(r.clone()), "{b}");
         let replaced = StoredResponse {
             response: r#"{"id":"resp_1","output":[1]}"#.into(),
             ..r.clone()
         };
-        store.put(&replaced).unwrap();
+        store.put(replaced.clone()).unwrap();
         assert_eq!(store.get("resp_1", 2_000).unwrap(), Some(replaced), "{b}");
         assert_eq!(store.get("resp_1", 61_000).unwrap(), None, "{b}: expired");
         // Another instance reads what this one kept: at once on PostgreSQL, within moments
@@ -403,7 +403,7 @@ fn kept_answers_are_put_read_expired_pruned_and_deleted_alike() {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(store.prune(61_000).unwrap(), 1, "{b}");
-        store.put(&r).unwrap();
+        store.put(r).unwrap();
         assert!(store.delete("resp_1").unwrap(), "{b}");
         assert!(!store.delete("resp_1").unwrap(), "{b}");
         assert_eq!(store.get("resp_1", 2_000).unwrap(), None, "{b}");
@@ -432,7 +432,7 @@ fn a_store_call_on_an_async_thread_and_a_store_dropped_there_do_not_panic() {
             input: "[]".into(),
             response: "{}".into(),
         };
-        store.put(&r).unwrap();
+        store.put(r.clone()).unwrap();
         assert_eq!(store.get("resp_async", 2_000).unwrap(), Some(r));
         drop(store);
     });

@@ -103,9 +103,9 @@ fn migrate_moves_keys_usage_and_kept_answers_and_refuses_a_second_time() {
         input: "[]".into(),
         response: r#"{"id":"resp_kept"}"#.into(),
     };
-    responses.put(&kept).unwrap();
+    responses.put(kept.clone()).unwrap();
     responses
-        .put(&StoredResponse {
+        .put(StoredResponse {
             id: "resp_old".into(),
             created_ms: now - 2 * 86_400_000,
             ..kept.clone()
