@@ -87,6 +87,9 @@ struct Shared {
     ttl_ms: i64,
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// How many times the writer gave back the page cache (for the tests).
+    #[cfg(test)]
+    released: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -106,6 +109,8 @@ impl SqliteResponses {
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            #[cfg(test)]
+            released: std::sync::atomic::AtomicUsize::new(0),
         });
         let for_writer = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -199,6 +204,9 @@ impl Shared {
                         drop(queue);
                         release_page_cache(&self.conn());
                         llm_bridge_core::memory::quiet();
+                        #[cfg(test)]
+                        self.released
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         warm = false;
                         queue = self.queue();
                     }
@@ -330,6 +338,42 @@ mod tests {
         assert_eq!(store.get("resp_1", 2_000).unwrap(), None);
         // The usage tables and this one share the database and its migrations table.
         crate::SqliteStore::open(&dir.path().join("u.db")).unwrap();
+    }
+
+    #[test]
+    fn the_writer_gives_back_its_page_cache_once_after_each_burst() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteResponses::open(&dir.path().join("u.db"), Duration::from_secs(60)).unwrap();
+        let released = || {
+            store
+                .shared
+                .released
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let answer = |i: usize| StoredResponse {
+            id: format!("resp_{i}"),
+            created_ms: 1_000,
+            key: "team".into(),
+            input: "[]".into(),
+            response: format!(r#"{{"id":"resp_{i}"}}"#),
+        };
+        std::thread::sleep(QUIET + QUIET / 2);
+        assert_eq!(released(), 0, "gave back before anything was written");
+        for burst in 1..=2 {
+            for i in 0..5 {
+                store.put(answer(10 * burst + i)).unwrap();
+                std::thread::sleep(QUIET / 10);
+            }
+            assert_eq!(released(), burst - 1, "gave back during a burst");
+            std::thread::sleep(QUIET + QUIET / 2);
+            assert_eq!(released(), burst, "gave back once after the burst");
+            std::thread::sleep(QUIET + QUIET / 2);
+            assert_eq!(released(), burst, "gave back again while idle");
+        }
+        // What was written before the cache went is still there.
+        assert_eq!(store.get("resp_10", 2_000).unwrap(), Some(answer(10)));
+        assert_eq!(store.get("resp_24", 2_000).unwrap(), Some(answer(24)));
     }
 
     #[test]
