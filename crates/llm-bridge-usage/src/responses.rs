@@ -340,6 +340,17 @@ mod tests {
         crate::SqliteStore::open(&dir.path().join("u.db")).unwrap();
     }
 
+    /// The `i`th of a run of small answers kept by one key.
+    fn answer(i: usize) -> StoredResponse {
+        StoredResponse {
+            id: format!("resp_{i}"),
+            created_ms: 1_000,
+            key: "team".into(),
+            input: "[]".into(),
+            response: format!(r#"{{"id":"resp_{i}"}}"#),
+        }
+    }
+
     #[test]
     fn the_writer_gives_back_its_page_cache_once_after_each_burst() {
         let dir = tempfile::tempdir().unwrap();
@@ -350,13 +361,6 @@ mod tests {
                 .shared
                 .released
                 .load(std::sync::atomic::Ordering::SeqCst)
-        };
-        let answer = |i: usize| StoredResponse {
-            id: format!("resp_{i}"),
-            created_ms: 1_000,
-            key: "team".into(),
-            input: "[]".into(),
-            response: format!(r#"{{"id":"resp_{i}"}}"#),
         };
         std::thread::sleep(QUIET + QUIET / 2);
         assert_eq!(released(), 0, "gave back before anything was written");
@@ -382,13 +386,6 @@ mod tests {
         let path = dir.path().join("u.db");
         let store = SqliteResponses::open(&path, Duration::from_secs(60)).unwrap();
         assert!(!store.put_blocks());
-        let answer = |i: usize| StoredResponse {
-            id: format!("resp_{i}"),
-            created_ms: 1_000,
-            key: "team".into(),
-            input: "[]".into(),
-            response: format!(r#"{{"id":"resp_{i}"}}"#),
-        };
         // Each answer can be read the moment it is kept, whether queued or written.
         for i in 0..500 {
             store.put(answer(i)).unwrap();
