@@ -1,5 +1,5 @@
-//! Shutdown coordination for connections hyper no longer tracks (upgraded WebSockets):
-//! a signal they watch, and a count the server waits on.
+//! Shutdown coordination for connections: a signal they watch, and a count the server waits
+//! on (one for HTTP connections, one for upgraded WebSockets, which hyper no longer serves).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -8,8 +8,10 @@
 //! at concurrency 1); see docs/benchmarks.md for what lanes measured.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
 
@@ -49,11 +51,29 @@ impl Lanes {
             return;
         };
         lane.open.fetch_add(1, Ordering::Relaxed);
-        let open = OpenConnection(lane.open.clone());
-        lane.handle.spawn(async move {
-            let _open = open;
-            connection.await;
+        lane.handle.spawn(Counted {
+            connection,
+            _open: OpenConnection(lane.open.clone()),
         });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection counted open on its lane. A struct rather than an `async` block: a block
+    /// that awaits a future it owns keeps two slots for it, and an open stream keeps its
+    /// connection's task whole.
+    struct Counted<F> {
+        #[pin]
+        connection: F,
+        _open: OpenConnection,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Counted<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().connection.poll(cx)
     }
 }
 

@@ -15,6 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Uri};
 use http_body_util::Full;
@@ -160,11 +161,13 @@ where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, connection) = http1::handshake(io).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
+    // `map`, not an `async` block that awaits it: such a block keeps a second slot the size
+    // of hyper's connection, and the task is the connection's for its whole life.
+    tokio::spawn(connection.map(|ended| {
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
-    });
+    }));
     Ok(sender)
 }
 
