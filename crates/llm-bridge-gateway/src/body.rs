@@ -100,7 +100,7 @@ where
             ErrorKind::InvalidRequest,
             "the request body did not arrive in time",
         )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => Ok(own(collected.to_bytes())),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
         Ok(Err(e)) => Err(Error::new(
             ErrorKind::InvalidRequest,
@@ -109,9 +109,54 @@ where
     }
 }
 
+/// Bodies up to this size are copied out of hyper's read buffer (see [`own`]).
+const OWN_UP_TO: usize = 16 * 1024;
+
+/// A body that arrived in one read points into hyper's read buffer (8 KB at least), and a
+/// stream keeps its request's body for as long as it lasts: that would keep the whole buffer
+/// (hyper takes a new one for its next read). A small body gets an allocation of its own.
+fn own(body: Bytes) -> Bytes {
+    if body.len() <= OWN_UP_TO {
+        Bytes::copy_from_slice(&body)
+    } else {
+        body
+    }
+}
+
 fn too_large(limit: usize) -> Error {
     Error::new(
         ErrorKind::PayloadTooLarge,
         format!("request body is larger than the limit of {limit} bytes (server.max_body_bytes)"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    /// Whether `part` lies inside `whole`'s memory.
+    fn points_into(part: &Bytes, whole: &Bytes) -> bool {
+        let range = whole.as_ptr_range();
+        range.contains(&part.as_ptr())
+    }
+
+    #[tokio::test]
+    async fn a_small_body_no_longer_points_into_the_buffer_it_was_read_into() {
+        // As hyper hands a body that came in one read: a slice of its read buffer.
+        let buffer = Bytes::from(vec![b'x'; 8192]);
+        let body = buffer.slice(400..700);
+        let read = read_limited(Full::new(body), &HeaderMap::new(), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 300);
+        assert!(!points_into(&read, &buffer));
+        // A large one is not copied: what it keeps of its buffer is mostly itself.
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let body = buffer.slice(100..40_000);
+        let read = read_limited(Full::new(body), &HeaderMap::new(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(points_into(&read, &buffer));
+    }
 }
