@@ -14,80 +14,81 @@ use tokio::time::{Instant, Sleep};
 
 use crate::client::InFlight;
 use crate::error::describe;
-use crate::h1::Lent;
+use crate::h1::{self, BoxError};
 use crate::sse::{SseDecoder, SseEvent};
 
 /// The body of an upstream's answer. Over a pool of hyper-util's, its request counts as in
 /// flight on that pool until it is dropped (see [`crate::client::STREAMS_PER_POOL`]); over a
 /// lane's own HTTP/1 connection, the connection goes back to the lane once the body has been
-/// read to the end.
+/// read to the end, or is dropped.
 pub struct UpstreamBody {
-    body: Incoming,
-    _in_flight: Option<InFlight>,
-    lent: Option<Lent>,
+    inner: Inner,
+}
+
+enum Inner {
+    Pooled {
+        body: Incoming,
+        _in_flight: InFlight,
+    },
+    Lane(h1::Body),
 }
 
 impl UpstreamBody {
     pub(crate) fn pooled(body: Incoming, in_flight: InFlight) -> Self {
         UpstreamBody {
-            body,
-            _in_flight: Some(in_flight),
-            lent: None,
+            inner: Inner::Pooled {
+                body,
+                _in_flight: in_flight,
+            },
         }
     }
 
-    pub(crate) fn lent(body: Incoming, lent: Lent) -> Self {
+    pub(crate) fn lane(body: h1::Body) -> Self {
         UpstreamBody {
-            body,
-            _in_flight: None,
-            lent: Some(lent),
+            inner: Inner::Lane(body),
         }
     }
 
-    fn give_back(&mut self) {
-        if let Some(lent) = self.lent.take() {
-            lent.give_back();
+    /// Whether a lane's connection holds a block of read bytes for this body.
+    #[cfg(test)]
+    pub(crate) fn holds_a_block(&self) -> bool {
+        match &self.inner {
+            Inner::Pooled { .. } => true,
+            Inner::Lane(body) => body.holds_a_block(),
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if self.lent.is_some() {
-            match &polled {
-                Poll::Ready(None) => self.give_back(),
-                Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
-                // A connection that failed is not lent again.
-                Poll::Ready(Some(Err(_))) => self.lent = None,
-                _ => {}
-            }
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            Inner::Pooled { body, .. } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
+            Inner::Lane(body) => body
+                .poll_data(cx)
+                .map(|d| d.map(|d| d.map(http_body::Frame::data))),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.inner {
+            Inner::Pooled { body, .. } => body.is_end_stream(),
+            Inner::Lane(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    /// A body dropped before its end still gives its connection back: hyper reads the rest
-    /// of the body if it has already arrived (a stream read up to its `[DONE]`, whose last
-    /// chunk is on its way) and keeps the connection, or else closes it, which the next
-    /// request that takes it from the lane's list finds.
-    fn drop(&mut self) {
-        self.give_back();
+        match &self.inner {
+            Inner::Pooled { body, .. } => body.size_hint(),
+            Inner::Lane(body) => body.size_hint(),
+        }
     }
 }
 
@@ -124,7 +125,7 @@ impl IdleBody {
                         ErrorKind::UpstreamUnavailable,
                         format!(
                             "upstream connection failed while reading the response: {}",
-                            describe(&e)
+                            describe(&*e)
                         ),
                     ))));
                 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -21,10 +22,11 @@ use tower_service::Service;
 use crate::body::{IdleBody, UpstreamBody, fmt_secs};
 use crate::connector::{Connector, ProxyError};
 use crate::error::describe;
-use crate::h1::{self, IdleConnections, Lent};
+use crate::h1::{self, Conn, IdleConnections, Unanswered};
 use crate::keyring::{DEFAULT_REST, KeyRing};
 use crate::proxy::Proxy;
 use crate::tls::TlsRoots;
+use crate::wire;
 
 /// Settings of an [`UpstreamClient`].
 #[derive(Debug, Clone)]
@@ -342,43 +344,52 @@ impl UpstreamClient {
 }
 
 /// Sends a request to a cleartext upstream over one of the lane's idle connections, or a new
-/// one. A request whose idle connection closed before it was written goes out on the next,
-/// as hyper-util's pool does; one that a new connection could not take fails.
+/// one. A request that an idle connection could not take whole (it had closed) goes out on
+/// the next, as hyper-util's pool does; one that a new connection could not take fails.
 async fn send_h1(
     tcp: &HttpConnector,
     lane: &Lane,
-    mut request: Request<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    let uri = h1::origin_form(&mut request);
-    let Some(authority) = uri.authority().cloned() else {
+    let (parts, body) = request.into_parts();
+    let Some(authority) = parts.uri.authority().cloned() else {
         return Err(Failed::request("the upstream URL has no host"));
     };
+    let body = full_bytes(body);
+    let mut head = Vec::with_capacity(256);
+    wire::encode_request(&parts, body.len(), &mut head);
     loop {
-        let (mut sender, reused) = match lane.h1.take(&authority).await {
-            Some(sender) => (sender, true),
+        let (mut conn, reused) = match lane.h1.take(&authority).await {
+            Some(conn) => (conn, true),
             None => {
                 let io = tcp
                     .clone()
-                    .call(uri.clone())
+                    .call(parts.uri.clone())
                     .await
                     .map_err(Failed::connect)?;
-                (h1::handshake(io).await.map_err(Failed::connect)?, false)
+                (Conn::new(io.into_inner()), false)
             }
         };
-        match sender.try_send_request(request).await {
-            Ok(response) => {
-                let lent = Lent {
-                    connections: lane.h1.clone(),
-                    authority,
-                    sender,
-                };
-                return Ok(response.map(|body| UpstreamBody::lent(body, lent)));
+        match conn.exchange(&head, &body, &parts.method).await {
+            Ok((response, reusable)) => {
+                let body = h1::Body::new(conn, lane.h1.clone(), authority, reusable);
+                return Ok(response.map(|()| UpstreamBody::lane(body)));
             }
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => request = unsent,
-                _ => return Err(Failed::request(e.into_error())),
-            },
+            Err(Unanswered::Unsent(_)) if reused => {}
+            Err(Unanswered::Unsent(e) | Unanswered::Failed(e)) => {
+                return Err(Failed::request(e));
+            }
         }
+    }
+}
+
+/// The bytes of a request body (`Full` has them ready: no waiting, no copy).
+fn full_bytes(body: Full<Bytes>) -> Bytes {
+    use http_body_util::BodyExt;
+    match body.collect().now_or_never() {
+        Some(Ok(collected)) => collected.to_bytes(),
+        Some(Err(never)) => match never {},
+        None => unreachable!("a `Full` body is ready at once"),
     }
 }
 
@@ -482,6 +493,10 @@ fn find_proxy_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+
+    use http_body::Body;
+
     use super::*;
 
     #[test]
@@ -619,6 +634,30 @@ mod tests {
             );
             assert!(head.contains(&format!("host: {authority}\r\n")), "{head}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_open_stream_keeps_no_read_buffer_between_reads() {
+        // Two events of a stream that goes on; an interim response before the answer.
+        let (uri, _, _, _) = upstream(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              6\r\ndata:1\r\n",
+        )
+        .await;
+        let client = UpstreamClient::new(&ClientOptions::default()).unwrap();
+        let response = post(&client, &uri).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let data = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert_eq!(&data[..], b"data:1");
+        // Waiting for the next event, the stream holds no bytes: the block read into is
+        // the data's, freed with it.
+        assert!(!body.holds_a_block());
     }
 
     /// Reads the first piece of a response's body and drops the rest.

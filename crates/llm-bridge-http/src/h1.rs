@@ -1,32 +1,44 @@
-//! Cleartext HTTP/1 upstream connections, pooled by the lane that uses them.
+//! Cleartext HTTP/1 upstream connections: spoken by the gateway itself, pooled by the lane
+//! that uses them.
 //!
-//! hyper-util's pool costs a request more than the connection it lends: it looks the
-//! connection up by `(Scheme, Authority)` in a SipHash map three times, races the checkout
-//! against a lazily built connect future, and spawns a task per request that waits for the
-//! connection to be ready again before putting it back (callgrind: `send_request` 8.3k of
-//! the 118k instructions of a request). A provider has one upstream and a lane one thread,
-//! so a lane's idle connections are a short list: a request takes the newest, its response
-//! body puts it back when it ends or is dropped, and a reaper closes those idle longer than
-//! the idle timeout. `https://` upstreams (HTTP/2 by ALPN, shared connections)
-//! and proxied ones stay with hyper-util.
+//! hyper's client gives each connection a task, a request channel (a first block of 32
+//! request slots, 9 KB), an 8 KB read buffer and an 8 KB head buffer (heaptrack): an open
+//! stream to an HTTP/1 upstream cost 34 KB with them, 18 KB without. Here a connection is
+//! its socket: the request is written and its response head read by the request's own
+//! task, and the body is read by whoever polls it, through a buffer on the stack, keeping
+//! only the bytes not yet taken. hyper-util's pool cost a request more than the connection
+//! it lends (it looks the connection up by `(Scheme, Authority)` in a SipHash map three
+//! times and spawns a task per request to put it back; callgrind: 8.3k of the 118k
+//! instructions of a request). A provider has one upstream and a lane one thread, so a
+//! lane's idle connections are a short list: a request takes the newest, its response body
+//! puts it back when it ends or is dropped, and a reaper closes those idle longer than the
+//! idle timeout. `https://` upstreams (HTTP/2 by ALPN, shared connections) and proxied ones
+//! stay with hyper-util.
 
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::FutureExt;
-use http::uri::{Authority, PathAndQuery};
-use http::{Request, Uri};
-use http_body_util::Full;
-use hyper::client::conn::http1::{self, SendRequest};
+use bytes::{Buf, Bytes, BytesMut};
+use http::uri::Authority;
+use http::{Method, Response};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// How long a connection taken from the list may take to become ready for a request.
-const READY_WAIT: Duration = Duration::from_millis(50);
+use crate::wire::{self, Framing, WireError};
 
-/// The sending half of a pooled connection.
-pub(crate) type Sender = SendRequest<Full<Bytes>>;
+/// The most of a body dropped before its end that is read to keep its connection.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// The most read from a connection at once: on the stack of the task reading, so that a
+/// connection keeps no read buffer between reads.
+const READ_SIZE: usize = 16 * 1024;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One lane's idle cleartext HTTP/1 connections.
 pub(crate) struct IdleConnections {
@@ -45,7 +57,7 @@ struct State {
 
 struct Idle {
     authority: Authority,
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -63,42 +75,30 @@ impl IdleConnections {
 
     /// The most recently used idle connection to `authority` that can take a request; `None`
     /// when there is none (closed ones are dropped on the way).
-    pub(crate) async fn take(&self, authority: &Authority) -> Option<Sender> {
+    pub(crate) async fn take(&self, authority: &Authority) -> Option<Conn> {
         loop {
-            let mut sender = {
+            let conn = {
                 let mut state = self.state();
                 let at = state.idle.iter().rposition(|i| i.authority == *authority)?;
-                state.idle.remove(at).sender
+                state.idle.remove(at).conn
             };
-            match std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await {
-                Poll::Ready(Ok(())) => return Some(sender),
-                Poll::Ready(Err(_)) => continue,
-                Poll::Pending => {}
-            }
-            // Given back as its body was dropped, the connection may not have read the rest
-            // of it yet: its task does (and asks for the next request, or closes) when it next
-            // runs. One still busy after that (writing a request body that the upstream, having
-            // answered, no longer reads) is closed rather than waited for.
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
-                return Some(sender);
+            if conn.is_quiet() {
+                return Some(conn);
             }
         }
     }
 
-    /// Keeps `sender`, whose last response body ended or was dropped, for the next request
-    /// ([`take`](Self::take) finds whether hyper kept the connection). Outside a Tokio runtime
-    /// (no reaper could close it) it is dropped, closing it.
-    pub(crate) fn put(self: &Arc<Self>, authority: Authority, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Keeps `conn`, whose last response body has been read to its end, for the next request
+    /// ([`take`](Self::take) checks that the upstream has not closed it since). Outside a
+    /// Tokio runtime (no reaper could close it) it is dropped, closing it.
+    fn put(self: &Arc<Self>, authority: Authority, conn: Conn) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let mut state = self.state();
         state.idle.push(Idle {
             authority,
-            sender,
+            conn,
             since: Instant::now(),
         });
         if !state.reaping {
@@ -136,7 +136,6 @@ async fn reap(connections: Weak<IdleConnections>) {
                 .position(|i| now.saturating_duration_since(i.since) < c.idle_timeout)
                 .unwrap_or(state.idle.len());
             let closed: Vec<Idle> = state.idle.drain(..expired).collect();
-            state.idle.retain(|i| !i.sender.is_closed());
             match state.idle.first() {
                 Some(oldest) => wake = oldest.since + c.idle_timeout,
                 None => {
@@ -147,7 +146,7 @@ async fn reap(connections: Weak<IdleConnections>) {
             }
             (closed, state.reaping)
         };
-        // Dropping a sender ends its idle connection: done outside the lock.
+        // Dropping a connection closes its socket: done outside the lock.
         drop(closed);
         if !reaping {
             return;
@@ -155,47 +154,240 @@ async fn reap(connections: Weak<IdleConnections>) {
     }
 }
 
-/// Opens a connection over `io` and runs it as a task of the current runtime.
-pub(crate) async fn handshake<T>(io: T) -> hyper::Result<Sender>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, connection) = http1::handshake(io).await?;
-    // `map`, not an `async` block that awaits it: such a block keeps a second slot the size
-    // of hyper's connection, and the task is the connection's for its whole life.
-    tokio::spawn(connection.map(|ended| {
-        if let Err(e) = ended {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    }));
-    Ok(sender)
+/// An open connection, and what is left of the response body it is reading.
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet taken: empty (no allocation) between reads, unless a read
+    /// ended amid a chunk's framing.
+    buf: BytesMut,
+    framing: Framing,
 }
 
-/// Gives `request` the URI an HTTP/1 request line to an origin server has (the path and
-/// query), and returns the one it had (moved, not copied: it is what a new connection dials).
-pub(crate) fn origin_form<B>(request: &mut Request<B>) -> Uri {
-    let path = match request.uri().path_and_query() {
-        Some(path) if path.as_str() != "/" => path.clone(),
-        _ => PathAndQuery::from_static("/"),
-    };
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(path);
-    match Uri::from_parts(parts) {
-        Ok(origin) => std::mem::replace(request.uri_mut(), origin),
-        Err(_) => request.uri().clone(),
+/// Why a request got no response head.
+pub(crate) enum Unanswered {
+    /// The request could not be written whole (nor was it answered): the upstream cannot
+    /// have acted on it, and a request on a reused connection goes out on another.
+    Unsent(BoxError),
+    Failed(BoxError),
+}
+
+impl Conn {
+    pub(crate) fn new(io: TcpStream) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            framing: Framing::Done,
+        }
+    }
+
+    /// Writes a request (`head`, then `body`) and reads the response head, reading while
+    /// it writes: an upstream may answer (an error, say) before it has read a large body.
+    /// Returns the response, whose body this connection then reads, and whether the
+    /// connection may be used again after it.
+    pub(crate) async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        method: &Method,
+    ) -> Result<(Response<()>, bool), Unanswered> {
+        let mut written = None;
+        let (head, mut buf) = {
+            let (mut reader, mut writer) = self.io.split();
+            let write = async {
+                writer.write_all(head).await?;
+                writer.write_all(body).await
+            };
+            let read = read_head(&mut reader, method);
+            tokio::pin!(write, read);
+            loop {
+                tokio::select! {
+                    biased;
+                    w = &mut write, if written.is_none() => written = Some(w),
+                    head = &mut read => match (head, written.take()) {
+                        (Ok(head), w) => {
+                            written = w;
+                            break head;
+                        }
+                        (Err(_), Some(Err(unsent))) => {
+                            return Err(Unanswered::Unsent(unsent.into()));
+                        }
+                        (Err(e), _) => return Err(Unanswered::Failed(e)),
+                    },
+                }
+            }
+        };
+        buf.advance(head.len);
+        // The start of the body, if it came with the head, in a block of its own size: the
+        // head's buffer is not kept for the body's life.
+        self.buf = if buf.is_empty() {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&buf[..])
+        };
+        self.framing = head.framing;
+        let reusable = head.reusable && matches!(written, Some(Ok(())));
+        Ok((head.response, reusable))
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        loop {
+            match self.framing.next(&mut self.buf) {
+                Ok(Some(data)) => {
+                    if self.buf.is_empty() {
+                        // Lets go of the block the data came in (the data keeps it while needed).
+                        self.buf = BytesMut::new();
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Ok(None) if self.framing.is_done() => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+            }
+            let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+            let mut read = ReadBuf::uninit(&mut stack);
+            if let Err(e) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut read)) {
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            if read.filled().is_empty() {
+                return Poll::Ready(self.framing.closed().err().map(|e| Err(e.into())));
+            }
+            self.buf.extend_from_slice(read.filled());
+        }
+    }
+
+    /// Reads the rest of a body dropped before its end, if it has arrived already (a stream
+    /// read up to its `[DONE]`, whose last chunk came with it) and is short; whether it had
+    /// (and the connection can be used again). One still coming is not waited for: the
+    /// upstream may be generating it, at a cost, for nobody.
+    fn finish(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut left = DRAIN_LIMIT;
+        loop {
+            match self.poll_data(&mut cx) {
+                Poll::Ready(None) => return true,
+                Poll::Ready(Some(Ok(data))) if data.len() <= left => left -= data.len(),
+                _ => return false,
+            }
+        }
+    }
+
+    /// Whether the upstream has neither closed the connection nor sent anything unasked.
+    fn is_quiet(&self) -> bool {
+        self.framing.is_done()
+            && self.buf.is_empty()
+            && matches!(self.io.try_read(&mut [0; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
-/// A connection lent to one request, put back in its lane's list when the response body
-/// ends or is dropped (see [`crate::UpstreamBody`]).
-pub(crate) struct Lent {
-    pub(crate) connections: Arc<IdleConnections>,
-    pub(crate) authority: Authority,
-    pub(crate) sender: Sender,
+/// Reads a response head, skipping interim (1xx) responses; returns it with what was read
+/// (the head, and perhaps the start of the body).
+async fn read_head(
+    reader: &mut (impl AsyncRead + Unpin),
+    method: &Method,
+) -> Result<(wire::Head, BytesMut), BoxError> {
+    let mut buf = BytesMut::new();
+    loop {
+        if !buf.is_empty() {
+            match wire::parse_head(&buf, method)? {
+                Some(head) if head.response.status().is_informational() => {
+                    buf.advance(head.len);
+                    continue;
+                }
+                Some(head) => return Ok((head, buf)),
+                None => {}
+            }
+        }
+        buf.reserve(4096);
+        if reader.read_buf(&mut buf).await? == 0 {
+            return Err(Box::new(WireError(if buf.is_empty() {
+                "the upstream closed the connection without answering"
+            } else {
+                "the upstream closed the connection amid the response head"
+            })));
+        }
+    }
 }
 
-impl Lent {
-    pub(crate) fn give_back(self) {
-        self.connections.put(self.authority, self.sender);
+/// The body of a response read over a lane's connection, which goes back to the lane when
+/// the body has been read to its end, or is dropped.
+pub(crate) struct Body {
+    /// `None` once the body has ended (the connection is back in the list) or failed.
+    conn: Option<Conn>,
+    home: Arc<IdleConnections>,
+    authority: Authority,
+    reusable: bool,
+}
+
+impl Body {
+    pub(crate) fn new(
+        conn: Conn,
+        home: Arc<IdleConnections>,
+        authority: Authority,
+        reusable: bool,
+    ) -> Self {
+        Body {
+            conn: Some(conn),
+            home,
+            authority,
+            reusable,
+        }
+    }
+
+    pub(crate) fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BoxError>>> {
+        let Some(conn) = &mut self.conn else {
+            return Poll::Ready(None);
+        };
+        let polled = conn.poll_data(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if !conn.framing.is_done() => {}
+            Poll::Pending => {}
+            // A connection that failed is not used again.
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => self.give_back(),
+        }
+        polled
+    }
+
+    /// Whether the connection holds a block of read bytes (an empty `BytesMut` may still
+    /// point into one: then it is not the dangling pointer of one that never had any).
+    #[cfg(test)]
+    pub(crate) fn holds_a_block(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.buf.capacity() > 0 || c.buf.as_ptr() != BytesMut::new().as_ptr())
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.conn.as_ref().is_none_or(|c| c.framing.is_done())
+    }
+
+    pub(crate) fn size_hint(&self) -> http_body::SizeHint {
+        match self.conn.as_ref().map(|c| &c.framing) {
+            Some(Framing::Length(left)) => http_body::SizeHint::with_exact(*left),
+            Some(Framing::Done) | None => http_body::SizeHint::with_exact(0),
+            _ => http_body::SizeHint::default(),
+        }
+    }
+
+    fn give_back(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        // A body that runs until the connection closes leaves nothing to reuse.
+        if self.reusable && !matches!(conn.framing, Framing::Close) && conn.finish() {
+            self.home.put(self.authority.clone(), conn);
+        }
+    }
+}
+
+impl Drop for Body {
+    /// A body dropped before its end gives its connection back if the rest of it has
+    /// arrived, and closes it otherwise.
+    fn drop(&mut self) {
+        self.give_back();
     }
 }

@@ -20,6 +20,7 @@ mod proxy;
 mod rules;
 mod sse;
 mod tls;
+mod wire;
 
 pub use body::{IdleBody, SseStream};
 pub use client::{
