@@ -638,7 +638,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_open_stream_keeps_no_read_buffer_between_reads() {
-        // Two events of a stream that goes on; an interim response before the answer.
+        // The first event of a stream that goes on, after an interim response.
         let (uri, _, _, _) = upstream(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
               6\r\ndata:1\r\n",

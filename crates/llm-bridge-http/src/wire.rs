@@ -573,4 +573,70 @@ mod tests {
         let mut framing = Framing::Close;
         assert!(framing.closed().is_ok() && framing.is_done());
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// `data` in chunks of the given sizes (the rest in one more), with extensions and
+        /// trailers now and then, as any upstream may frame it.
+        fn chunked(data: &[u8], sizes: &[usize], extension: bool, trailer: bool) -> Vec<u8> {
+            let mut wire = Vec::new();
+            let mut rest = data;
+            let mut sizes = sizes.iter();
+            while !rest.is_empty() {
+                let n = sizes.next().map_or(rest.len(), |&s| s.clamp(1, rest.len()));
+                wire.extend_from_slice(format!("{n:x}").as_bytes());
+                if extension {
+                    wire.extend_from_slice(b";name=value");
+                }
+                wire.extend_from_slice(b"\r\n");
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+            }
+            wire.extend_from_slice(b"0\r\n");
+            if trailer {
+                wire.extend_from_slice(b"x-checksum: 1\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire
+        }
+
+        proptest! {
+            #[test]
+            fn any_chunked_body_decodes_to_its_data_in_any_pieces(
+                data in prop::collection::vec(any::<u8>(), 0..600),
+                sizes in prop::collection::vec(1usize..200, 0..8),
+                piece in 1usize..64,
+                extension in any::<bool>(),
+                trailer in any::<bool>(),
+            ) {
+                let wire = chunked(&data, &sizes, extension, trailer);
+                let (body, ended) = decode(Framing::Chunked(start()), &wire, piece).unwrap();
+                prop_assert_eq!(body, data);
+                prop_assert!(ended);
+            }
+
+            #[test]
+            fn no_bytes_panic_the_decoders(
+                wire in prop::collection::vec(prop_oneof![
+                    4 => any::<u8>(),
+                    2 => Just(b'\r'),
+                    2 => Just(b'\n'),
+                    2 => Just(b'0'),
+                    1 => Just(b';'),
+                ], 0..300),
+                piece in 1usize..32,
+            ) {
+                let _ = decode(Framing::Chunked(start()), &wire, piece);
+                let _ = decode(Framing::length(wire.len() as u64 / 2), &wire, piece);
+                let _ = parse_head(&wire, &Method::POST);
+                let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+                head.extend_from_slice(&wire);
+                let _ = parse_head(&head, &Method::POST);
+            }
+        }
+    }
 }
