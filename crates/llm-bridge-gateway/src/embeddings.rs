@@ -98,6 +98,8 @@ async fn serve_in(
         stream: false,
         session: session_header(&parts.headers).map(llm_bridge_core::session_hash),
     };
+    // Frees hyper's read buffer for its next read (see `handlers::chat_completions_in`).
+    drop(parts);
     let started = log.started;
     let exchanged = exchange::forward(
         gateway, log, &principal, &model, EMBEDDINGS, &native, usage_of,

@@ -109,6 +109,9 @@ async fn chat_completions_in(
     if let Some(session) = session_header(&parts.headers) {
         chat.set_session(session);
     }
+    // The head's URI and header values share hyper's read buffer: kept across the exchange,
+    // they made hyper take a second 8 KB buffer for its next read of every connection.
+    drop(parts);
     let started = log.started;
     let exchanged = exchange::run(gateway, log, &principal, chat).await;
     let mut response = match exchanged.result {

@@ -83,7 +83,12 @@ async fn serve_in(
         Ok(bytes) => bytes,
         Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
     };
-    serve_read(gateway, shared, &parts.headers, &principal, bytes, log, at).await
+    let asked = Asked::of(ingress, &parts.headers);
+    // The head's URI and header values share hyper's read buffer: dropped before the
+    // exchange, hyper reads into that buffer again instead of taking a second 8 KB one
+    // (see `handlers::chat_completions_in`).
+    drop(parts);
+    serve_read(gateway, shared, asked, &principal, bytes, log, at).await
 }
 
 /// One turn of a dialect's WebSocket: `body` as if POSTed with the upgrade's `headers`
@@ -102,14 +107,32 @@ pub(crate) async fn serve_turn(
         Err(e) => return ingress_error(ingress, &exchange::failed(log, e)),
     };
     log.key = Some(principal.name.clone());
-    serve_read(gateway, shared, headers, &principal, body, log, None).await
+    let asked = Asked::of(ingress, headers);
+    serve_read(gateway, shared, asked, &principal, body, log, None).await
+}
+
+/// What a request's headers ask of its exchange, copied out of them.
+struct Asked {
+    /// `x-session-id`.
+    session: Option<String>,
+    /// The headers the dialect forwards upstream.
+    forwarded: Vec<(&'static str, String)>,
+}
+
+impl Asked {
+    fn of(ingress: &dyn Ingress, headers: &http::HeaderMap) -> Self {
+        Self {
+            session: session_header(headers).map(str::to_owned),
+            forwarded: forwarded_headers(ingress, headers),
+        }
+    }
 }
 
 /// A request whose key is known and whose body is read.
 async fn serve_read(
     gateway: &Arc<Gateway>,
     shared: &Arc<dyn Ingress>,
-    headers: &http::HeaderMap,
+    asked: Asked,
     principal: &Principal,
     bytes: Bytes,
     mut log: RequestLog,
@@ -175,7 +198,7 @@ async fn serve_read(
         .sealer
         .clone()
         .filter(|_| ingress.wants_sealed_state(&bytes));
-    if let Some(session) = session_header(headers) {
+    if let Some(session) = &asked.session {
         pivot.set_session(session);
     }
     if pivot.stream() {
@@ -186,7 +209,7 @@ async fn serve_read(
     let native = NativeRequest {
         operation: at.map_or("main", |e| e.native),
         body: bytes,
-        headers: forwarded_headers(ingress, headers),
+        headers: asked.forwarded,
         stream: pivot.stream(),
         session: pivot.session(),
     };
