@@ -70,6 +70,7 @@
 #![forbid(unsafe_code)]
 
 pub mod calendar;
+mod chunk_scan;
 mod config;
 mod error;
 mod ingress;

@@ -81,7 +81,7 @@ impl Usage {
 
 /// OpenAI's usage object and the variants compatible providers send.
 #[derive(Deserialize)]
-struct WireUsage {
+pub(crate) struct WireUsage {
     #[serde(default)]
     prompt_tokens: Option<u64>,
     #[serde(default)]
@@ -164,7 +164,7 @@ struct WireDelta<'a> {
 }
 
 #[derive(Deserialize)]
-struct WireToolCall<'a> {
+pub(crate) struct WireToolCall<'a> {
     #[serde(default, borrow)]
     function: Option<WireFunction<'a>>,
 }
@@ -190,7 +190,21 @@ pub struct Inspection {
 /// Reads usage and appends the generated text (content, reasoning, refusal, tool names and
 /// arguments) of a `chat.completion.chunk` or `chat.completion` to `text`, so that the
 /// gateway can estimate tokens when the upstream reports none.
-pub fn inspect(json: &[u8], text: Option<&mut String>) -> Result<Inspection, serde_json::Error> {
+pub fn inspect(
+    json: &[u8],
+    mut text: Option<&mut String>,
+) -> Result<Inspection, serde_json::Error> {
+    if let Some(seen) = crate::chunk_scan::scan(json, text.as_deref_mut()) {
+        return Ok(seen);
+    }
+    inspect_by_serde(json, text)
+}
+
+/// [`inspect`] through serde: every chunk the fast scan leaves, and what it is checked against.
+pub(crate) fn inspect_by_serde(
+    json: &[u8],
+    text: Option<&mut String>,
+) -> Result<Inspection, serde_json::Error> {
     let chunk: WireChunk<'_> = serde_json::from_slice(json)?;
     let choices = chunk.choices.unwrap_or_default();
     if let Some(out) = text {
@@ -202,13 +216,7 @@ pub fn inspect(json: &[u8], text: Option<&mut String>) -> Result<Inspection, ser
                 {
                     out.push_str(s);
                 }
-                for call in d.tool_calls.iter().flatten() {
-                    if let Some(f) = &call.function {
-                        for s in [&f.name, &f.arguments].into_iter().flatten() {
-                            out.push_str(s);
-                        }
-                    }
-                }
+                push_tool_text(d.tool_calls.as_deref().unwrap_or_default(), out);
             }
         }
     }
@@ -216,6 +224,15 @@ pub fn inspect(json: &[u8], text: Option<&mut String>) -> Result<Inspection, ser
         usage: chunk.usage.map(Usage::from),
         has_choices: !choices.is_empty(),
     })
+}
+
+/// Appends tool calls' names and arguments, in order.
+pub(crate) fn push_tool_text(calls: &[WireToolCall<'_>], out: &mut String) {
+    for f in calls.iter().filter_map(|c| c.function.as_ref()) {
+        for s in [&f.name, &f.arguments].into_iter().flatten() {
+            out.push_str(s);
+        }
+    }
 }
 
 /// The usage of a complete `chat.completion`, read without parsing the rest of it: the last
